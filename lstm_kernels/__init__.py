@@ -1,0 +1,16 @@
+"""lstm_kernels: drop-in ``torch.nn.LSTM`` / ``LSTMCell`` layers, faster.
+
+Triton kernels on NVIDIA GPUs, a TorchScript-scripted path on CPU, and an eager
+reference; one shared layered, bidirectional time loop; ``nn.LSTM``'s API and numbers.
+"""
+from importlib.metadata import PackageNotFoundError, version
+
+from .backends import available_backends
+from .modules import LSTM, LSTMCell
+
+try:
+    __version__ = version("lstm_kernels")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = ["LSTM", "LSTMCell", "available_backends", "__version__"]

@@ -1,0 +1,108 @@
+"""Backend registry: names, availability and the choice made by ``backend="auto"``.
+
+A backend provides only the scan over time of one layer direction (see ``ops.py`` for
+the contract). ``scan_layer`` runs all directions of a layer; a backend may override it
+to run both directions in one launch. Everything else (layers, input projection,
+bidirectional wiring, dropout, layouts) is the shared loop in ``loop.py``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from . import reference
+
+BACKEND_NAMES = ("auto", "reference", "torchscript", "triton")
+
+
+class Backend:
+    name = "base"
+
+    def scan(self, gx, h0, c0, w_hh, w_hr, batch_sizes: Optional[Tensor], reverse: bool):
+        raise NotImplementedError
+
+    def scan_layer(
+        self,
+        gxs: Sequence[Tensor],
+        h0s: Sequence[Tensor],
+        c0s: Sequence[Tensor],
+        w_hhs: Sequence[Tensor],
+        w_hrs: Sequence[Optional[Tensor]],
+        batch_sizes: Optional[Tensor],
+    ) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """All directions of one layer; direction ``d`` runs reversed when ``d == 1``."""
+        return [
+            self.scan(gxs[d], h0s[d], c0s[d], w_hhs[d], w_hrs[d], batch_sizes, reverse=d == 1)
+            for d in range(len(gxs))
+        ]
+
+
+class ReferenceBackend(Backend):
+    name = "reference"
+
+    def scan(self, gx, h0, c0, w_hh, w_hr, batch_sizes, reverse):
+        bs = None if batch_sizes is None else batch_sizes.tolist()
+        return reference.lstm_scan(gx, h0, c0, w_hh, w_hr, bs, reverse)
+
+
+class TorchScriptBackend(Backend):
+    name = "torchscript"
+
+    def scan(self, gx, h0, c0, w_hh, w_hr, batch_sizes, reverse):
+        from .scripted import scan
+
+        return scan(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse)
+
+
+def triton_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_INSTANCES: dict[str, Backend] = {
+    "reference": ReferenceBackend(),
+    "torchscript": TorchScriptBackend(),
+}
+
+
+def check_backend_name(name) -> str:
+    if not isinstance(name, str) or name not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKEND_NAMES))}; got {name!r}")
+    return name
+
+
+def _triton_backend(device: torch.device) -> Backend:
+    raise RuntimeError(
+        "backend='triton' is not available in this version of lstm_kernels; "
+        "use backend='torchscript' or 'reference'"
+    )
+
+
+def resolve(name: str, device: torch.device) -> Backend:
+    """The backend object that runs ``name`` for tensors on ``device``."""
+    check_backend_name(name)
+    if name == "auto":
+        name = "triton" if _triton_usable(device) else "torchscript"
+    if name == "triton":
+        return _triton_backend(device)
+    return _INSTANCES[name]
+
+
+def _triton_usable(device: torch.device) -> bool:
+    return device.type == "cuda" and "triton" in available_backends()
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run on this machine (``"auto"`` not included)."""
+    names = ["reference", "torchscript"]
+    return names

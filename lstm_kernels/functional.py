@@ -1,0 +1,240 @@
+"""Validation, layout (batch_first, unbatched, packed) and backend choice.
+
+Everything that can be wrong with a call is checked here, before any computation, with
+the exception types ``nn.LSTM`` uses (and clearer ones where ``nn.LSTM`` is poor), so a
+failed call changes nothing. The checked, time-major, padded problem then goes to
+``loop.lstm_layers``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from . import backends
+from .loop import lstm_layers
+
+
+def _type_name(x) -> str:
+    return type(x).__name__
+
+
+def check_hx_structure(hx, owner: str) -> Optional[tuple[Tensor, Tensor]]:
+    if hx is None:
+        return None
+    if isinstance(hx, Tensor):
+        raise TypeError(
+            f"{owner}: hx must be a tuple (h0, c0) of two tensors, got a single Tensor; "
+            "pass (h0, c0) or None"
+        )
+    if not isinstance(hx, (tuple, list)):
+        raise TypeError(f"{owner}: hx must be a tuple (h0, c0) of two tensors, got {_type_name(hx)}")
+    if len(hx) != 2:
+        raise RuntimeError(f"{owner}: hx must be a tuple (h0, c0) of two tensors, got {len(hx)} elements")
+    for k, t in enumerate(hx):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{owner}: hx[{k}] must be a Tensor, got {_type_name(t)}")
+        if t.layout != torch.strided:
+            raise RuntimeError(f"{owner}: hx[{k}] must be a dense (strided) tensor, got layout {t.layout}")
+    return hx[0], hx[1]
+
+
+def _check_state_like(hx: tuple[Tensor, Tensor], x: Tensor, owner: str) -> None:
+    for k, t in enumerate(hx):
+        if t.dtype != x.dtype and not _autocast_on(x):
+            raise RuntimeError(
+                f"{owner}: hx[{k}] dtype ({t.dtype}) does not match input dtype ({x.dtype})"
+            )
+        if t.device != x.device:
+            raise RuntimeError(
+                f"{owner}: hx[{k}] is on {t.device} but input is on {x.device}; "
+                "input and hidden tensors must be on the same device"
+            )
+
+
+def _autocast_on(x: Tensor) -> bool:
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def check_input_dtype(x: Tensor, weight: Tensor, owner: str) -> None:
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{owner}: input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). "
+            f"Convert input: input.to({weight.dtype})"
+        )
+    if x.dtype != weight.dtype and not _autocast_on(x):
+        raise ValueError(
+            f"RNN input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). "
+            f"Convert input: input.to({weight.dtype}), or convert model: model.to({x.dtype})"
+        )
+    if x.device != weight.device:
+        raise RuntimeError(f"{owner}: input is on {x.device} but the weights are on {weight.device}")
+    if x.layout != torch.strided:
+        raise RuntimeError(f"{owner}: input must be a dense (strided) tensor, got layout {x.layout}")
+
+
+def _autocast_cast(x: Tensor, hx: tuple[Tensor, Tensor], weights):
+    """Under autocast, cast input, states and weights once to the autocast dtype."""
+    if not _autocast_on(x):
+        return x, hx, weights
+    dt = torch.get_autocast_dtype(x.device.type)
+    cast = lambda t: None if t is None else t.to(dt)  # noqa: E731
+    return cast(x), (cast(hx[0]), cast(hx[1])), [[cast(w) for w in ws] for ws in weights]
+
+
+def lstm(
+    input,
+    hx,
+    weights: Sequence[Sequence[Optional[Tensor]]],
+    *,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    batch_first: bool,
+    dropout: float,
+    training: bool,
+    bidirectional: bool,
+    proj_size: int,
+    backend: str,
+):
+    """Functional ``nn.LSTM`` forward: same inputs and results, see ``LSTM.forward``."""
+    owner = "LSTM"
+    D = 2 if bidirectional else 1
+    P = proj_size if proj_size > 0 else hidden_size
+    weight0 = weights[0][0]
+    hx = check_hx_structure(hx, owner)
+
+    if isinstance(input, PackedSequence):
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        check_input_dtype(data, weight0, owner)
+        if data.dim() != 2:
+            raise RuntimeError(f"input must have 2 dimensions, got {data.dim()}")
+        if data.size(-1) != input_size:
+            raise RuntimeError(
+                f"input.size(-1) must be equal to input_size. Expected {input_size}, got {data.size(-1)}"
+            )
+        B = int(batch_sizes[0])
+        x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))  # [T, B, I], sorted
+        if hx is not None:
+            _check_hidden(hx, (num_layers * D, B, P), (num_layers * D, B, hidden_size), 3, True, x, owner)
+            if sorted_indices is not None:
+                hx = (hx[0].index_select(1, sorted_indices), hx[1].index_select(1, sorted_indices))
+        is_batched = True
+    elif isinstance(input, Tensor):
+        batch_sizes = None
+        check_input_dtype(input, weight0, owner)
+        if input.dim() not in (2, 3):
+            raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        if input.size(-1) != input_size:
+            raise RuntimeError(
+                f"input.size(-1) must be equal to input_size. Expected {input_size}, got {input.size(-1)}"
+            )
+        is_batched = input.dim() == 3
+        x = input if is_batched else input.unsqueeze(1 if not batch_first else 0)
+        if batch_first:
+            x = x.transpose(0, 1)
+        if x.size(0) == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        B = x.size(1)
+        if hx is not None:
+            _check_hidden(
+                hx, (num_layers * D, B, P), (num_layers * D, B, hidden_size), 3 if is_batched else 2,
+                is_batched, x, owner,
+            )
+            if not is_batched:
+                hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+    else:
+        raise TypeError(f"LSTM: input must be a Tensor or a PackedSequence, got {_type_name(input)}")
+
+    if hx is None:
+        hx = (
+            x.new_zeros(num_layers * D, B, P),
+            x.new_zeros(num_layers * D, B, hidden_size),
+        )
+    x, hx, weights = _autocast_cast(x, hx, weights)
+    impl = backends.resolve(backend, x.device)
+    with torch.autocast(x.device.type, enabled=False):
+        out, h_n, c_n = lstm_layers(
+            x, hx[0], hx[1], weights, num_layers, D, dropout, training, batch_sizes, impl
+        )
+
+    if batch_sizes is not None:
+        out = pack_padded_sequence(out, lengths).data
+        packed = PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices)
+        if unsorted_indices is not None:
+            h_n = h_n.index_select(1, unsorted_indices)
+            c_n = c_n.index_select(1, unsorted_indices)
+        return packed, (h_n, c_n)
+    if batch_first:
+        out = out.transpose(0, 1)
+    if not is_batched:
+        out = out.squeeze(0 if batch_first else 1)
+        h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+    return out, (h_n, c_n)
+
+
+def _check_hidden(hx, h_shape, c_shape, ndim, is_batched, x, owner) -> None:
+    if hx[0].dim() != ndim or hx[1].dim() != ndim:
+        kind = "batched 3-D" if is_batched else "unbatched 2-D"
+        raise RuntimeError(
+            f"For {kind} input, hx and cx should also be {ndim}-D but got "
+            f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+        )
+    got_h = tuple(hx[0].shape) if ndim == 3 else (hx[0].shape[0], 1, hx[0].shape[1])
+    got_c = tuple(hx[1].shape) if ndim == 3 else (hx[1].shape[0], 1, hx[1].shape[1])
+    if got_h != h_shape:
+        raise RuntimeError(f"Expected hidden[0] size {h_shape}, got {list(hx[0].shape)}")
+    if got_c != c_shape:
+        raise RuntimeError(f"Expected hidden[1] size {c_shape}, got {list(hx[1].shape)}")
+    _check_state_like(hx, x, owner)
+
+
+def lstm_cell(input, hx, w_ih, w_hh, b_ih, b_hh, *, input_size: int, hidden_size: int, backend: str):
+    """Functional ``nn.LSTMCell`` forward: one step of the same scan the LSTM runs."""
+    owner = "LSTMCell"
+    if not isinstance(input, Tensor):
+        raise TypeError(f"LSTMCell: input must be a Tensor, got {_type_name(input)}")
+    hx = check_hx_structure(hx, owner)
+    if input.dim() not in (1, 2):
+        raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+    if hx is not None:
+        for idx, value in enumerate(hx):
+            if value.dim() not in (1, 2):
+                raise ValueError(f"LSTMCell: Expected hx[{idx}] to be 1D or 2D, got {value.dim()}D instead")
+    check_input_dtype(input, w_ih, owner)
+    if input.size(-1) != input_size:
+        raise RuntimeError(f"input has inconsistent input_size: got {input.size(-1)} expected {input_size}")
+    is_batched = input.dim() == 2
+    x = input if is_batched else input.unsqueeze(0)
+    B = x.size(0)
+    if hx is None:
+        h0 = x.new_zeros(B, hidden_size)
+        hx = (h0, h0)
+    else:
+        if hx[0].dim() != input.dim() or hx[1].dim() != input.dim():
+            raise RuntimeError(
+                f"LSTMCell: hx must have the same number of dimensions as input ({input.dim()}), "
+                f"got ({hx[0].dim()}, {hx[1].dim()})"
+            )
+        if not is_batched:
+            hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+        for k, t in enumerate(hx):
+            if t.size(0) != B:
+                raise RuntimeError(f"Input batch size {B} doesn't match hidden{k} batch size {t.size(0)}")
+            if t.size(1) != hidden_size:
+                raise RuntimeError(
+                    f"hidden{k} has inconsistent hidden_size: got {t.size(1)}, expected {hidden_size}"
+                )
+        _check_state_like(hx, x, owner)
+    weights = [[w_ih, w_hh, b_ih, b_hh, None]]
+    x, hx, weights = _autocast_cast(x, hx, weights)
+    impl = backends.resolve(backend, x.device)
+    with torch.autocast(x.device.type, enabled=False):
+        _, h_n, c_n = lstm_layers(x.unsqueeze(0), hx[0].unsqueeze(0), hx[1].unsqueeze(0), weights, 1, 1, 0.0,
+                                  False, None, impl)
+    h, c = h_n[0], c_n[0]
+    if not is_batched:
+        h, c = h.squeeze(0), c.squeeze(0)
+    return h, c

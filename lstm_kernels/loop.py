@@ -1,0 +1,65 @@
+"""The one layered, bidirectional time loop that every backend runs in.
+
+Per layer it hoists the input projection of all time steps and both directions into
+one matmul, hands the directions to the backend's ``scan_layer``, concatenates both
+directions as the next layer's input, and applies dropout between layers in training.
+
+Shapes: x [T, B, I] (time-major, padded), h0 [L*D, B, P], c0 [L*D, B, H].
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .backends import Backend
+
+
+def lstm_layers(
+    x: Tensor,  # [T, B, I]
+    h0: Tensor,  # [L*D, B, P]
+    c0: Tensor,  # [L*D, B, H]
+    weights: Sequence[Sequence[Optional[Tensor]]],  # per layer*dir: (w_ih, w_hh, b_ih, b_hh, w_hr)
+    num_layers: int,
+    num_directions: int,
+    dropout: float,
+    training: bool,
+    batch_sizes: Optional[Tensor],  # [T] int64 on CPU, non-increasing; None: all rows valid
+    backend: Backend,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Run all layers. Returns ``out [T, B, D*P]``, ``h_n [L*D, B, P]``, ``c_n [L*D, B, H]``."""
+    T, B = x.shape[0], x.shape[1]
+    layer_input = x
+    h_n: list[Tensor] = []
+    c_n: list[Tensor] = []
+    for layer in range(num_layers):
+        if layer > 0 and dropout > 0 and training:
+            layer_input = F.dropout(layer_input, dropout, True)
+        idx = [layer * num_directions + d for d in range(num_directions)]
+        w_ih = torch.cat([weights[k][0] for k in idx]) if num_directions > 1 else weights[idx[0]][0]
+        bias = _combined_bias([weights[k] for k in idx])
+        gx_all = F.linear(layer_input, w_ih, bias)  # [T, B, D*4H]: one matmul for all steps and directions
+        G = gx_all.shape[-1] // num_directions
+        gxs = [gx_all[..., d * G:(d + 1) * G] for d in range(num_directions)]
+        results = backend.scan_layer(
+            gxs,
+            [h0[k] for k in idx],
+            [c0[k] for k in idx],
+            [weights[k][1] for k in idx],
+            [weights[k][4] for k in idx],
+            batch_sizes,
+        )
+        outs = [r[0] for r in results]
+        layer_input = torch.cat(outs, dim=-1) if num_directions > 1 else outs[0]
+        h_n.extend(r[1] for r in results)
+        c_n.extend(r[2] for r in results)
+    return layer_input, torch.stack(h_n), torch.stack(c_n)
+
+
+def _combined_bias(layer_weights) -> Optional[Tensor]:
+    if layer_weights[0][2] is None:
+        return None
+    parts = [w[2] + w[3] for w in layer_weights]
+    return torch.cat(parts) if len(parts) > 1 else parts[0]

@@ -1,0 +1,147 @@
+"""torch.library custom ops: one forward op and one backward op per backend scan.
+
+A backend that runs a whole layer direction in its own code (TorchScript, Triton)
+registers its forward and backward implementations here with :func:`register_scan`.
+The pair becomes ``lstm_kernels::<name>_scan`` and ``lstm_kernels::<name>_scan_backward``,
+with fake (meta) implementations and ``register_autograd``, so ``torch.compile`` sees
+one opaque op per layer direction and never breaks the graph inside it.
+
+Scan contract (shared by every backend, see ``reference.lstm_scan`` for the math):
+
+forward(gx [T,B,4H], h0 [B,P], c0 [B,H], w_hh [4H,P], w_hr [P,H] | None,
+        batch_sizes [T] int64 on CPU | None, reverse, save)
+    -> out [T,B,P], h_n [B,P], c_n [B,H],
+       gates [T,B,4H], cs [T,B,H], hs [T,B,H]          (saved for backward)
+
+The saved tensors are in the compute dtype (float32 for half/bfloat16 storage):
+``gates`` holds the activated gates (i, f, g, o), ``cs`` the cell state after each
+step and ``hs`` the unprojected hidden state (only with ``w_hr``). When ``save`` is
+False, or ``hs`` is not needed, they are empty tensors of shape ``[0]``.
+
+backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse,
+         out, gates, cs, hs) -> d_gx, d_h0, d_c0, d_w_hh, d_w_hr ([0] when no w_hr)
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from .reference import compute_dtype
+
+_SCANS: dict[str, Callable[..., tuple[Tensor, Tensor, Tensor]]] = {}
+
+
+def _saved_shapes(gx: Tensor, c0: Tensor, w_hr: Optional[Tensor], save: bool):
+    T, B, G = gx.shape
+    H = c0.shape[1]
+    if not save:
+        return (0,), (0,), (0,)
+    return (T, B, G), (T, B, H), ((T, B, H) if w_hr is not None else (0,))
+
+
+def register_scan(name: str, forward_impl: Callable, backward_impl: Callable) -> Callable:
+    """Register a backend's scan as a custom op pair; return the differentiable caller."""
+
+    @torch.library.custom_op(f"lstm_kernels::{name}_scan", mutates_args=())
+    def scan_fwd(
+        gx: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        w_hh: Tensor,
+        w_hr: Optional[Tensor],
+        batch_sizes: Optional[Tensor],
+        reverse: bool,
+        save: bool,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return forward_impl(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save)
+
+    @scan_fwd.register_fake
+    def _(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
+        T, B = gx.shape[0], gx.shape[1]
+        cdt = compute_dtype(gx.dtype)
+        g_shape, c_shape, h_shape = _saved_shapes(gx, c0, w_hr, save)
+        return (
+            gx.new_empty(T, B, h0.shape[1]),
+            h0.new_empty(h0.shape),
+            c0.new_empty(c0.shape),
+            gx.new_empty(g_shape, dtype=cdt),
+            gx.new_empty(c_shape, dtype=cdt),
+            gx.new_empty(h_shape, dtype=cdt),
+        )
+
+    @torch.library.custom_op(f"lstm_kernels::{name}_scan_backward", mutates_args=())
+    def scan_bwd(
+        grad_out: Tensor,
+        grad_h_n: Tensor,
+        grad_c_n: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        w_hh: Tensor,
+        w_hr: Optional[Tensor],
+        batch_sizes: Optional[Tensor],
+        reverse: bool,
+        out: Tensor,
+        gates: Tensor,
+        cs: Tensor,
+        hs: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return backward_impl(
+            grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs
+        )
+
+    @scan_bwd.register_fake
+    def _(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
+        return (
+            gates.new_empty(gates.shape, dtype=out.dtype),
+            h0.new_empty(h0.shape),
+            c0.new_empty(c0.shape),
+            w_hh.new_empty(w_hh.shape),
+            w_hh.new_empty(w_hr.shape if w_hr is not None else (0,)),
+        )
+
+    def setup_context(ctx, inputs, output):
+        gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save = inputs
+        out, _, _, gates, cs, hs = output
+        ctx.reverse = reverse
+        ctx.has_proj = w_hr is not None
+        ctx.has_bs = batch_sizes is not None
+        ctx.save_for_backward(
+            h0, c0, w_hh,
+            w_hr if w_hr is not None else h0.new_empty(0),
+            batch_sizes if batch_sizes is not None else h0.new_empty(0, dtype=torch.int64, device="cpu"),
+            out, gates, cs, hs,
+        )
+
+    def backward(ctx, grad_out, grad_h_n, grad_c_n, *_):
+        h0, c0, w_hh, w_hr, batch_sizes, out, gates, cs, hs = ctx.saved_tensors
+        if gates.numel() == 0 and out.numel() != 0:
+            raise RuntimeError(
+                "lstm_kernels: the scan ran without saving activations (grad was disabled "
+                "during the forward), so it cannot be differentiated"
+            )
+        grad_out = torch.zeros_like(out) if grad_out is None else grad_out
+        grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
+        grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
+        d_gx, d_h0, d_c0, d_w_hh, d_w_hr = scan_bwd(
+            grad_out, grad_h_n, grad_c_n, h0, c0, w_hh,
+            w_hr if ctx.has_proj else None,
+            batch_sizes if ctx.has_bs else None,
+            ctx.reverse, out, gates, cs, hs,
+        )
+        return d_gx, d_h0, d_c0, d_w_hh, (d_w_hr if ctx.has_proj else None), None, None, None
+
+    scan_fwd.register_autograd(backward, setup_context=setup_context)
+
+    def scan(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse):
+        save = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (gx, h0, c0, w_hh, w_hr)
+        )
+        out, h_n, c_n, _, _, _ = scan_fwd(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save)
+        return out, h_n, c_n
+
+    scan.forward_op = scan_fwd
+    scan.backward_op = scan_bwd
+    _SCANS[name] = scan
+    return scan
