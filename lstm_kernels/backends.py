@@ -82,10 +82,17 @@ def check_backend_name(name) -> str:
 
 
 def _triton_backend(device: torch.device) -> Backend:
-    raise RuntimeError(
-        "backend='triton' is not available in this version of lstm_kernels; "
-        "use backend='torchscript' or 'reference'"
-    )
+    if not triton_importable():
+        raise RuntimeError(
+            "backend='triton' needs the triton package (pip install 'lstm_kernels[gpu]'); "
+            "use backend='torchscript' or 'reference' instead"
+        )
+    from ._triton.backend import TritonBackend, check_device
+
+    check_device(device)
+    if "triton" not in _INSTANCES:
+        _INSTANCES["triton"] = TritonBackend()
+    return _INSTANCES["triton"]
 
 
 def resolve(name: str, device: torch.device) -> Backend:
@@ -105,4 +112,6 @@ def _triton_usable(device: torch.device) -> bool:
 def available_backends() -> list[str]:
     """Names of the backends that can run on this machine (``"auto"`` not included)."""
     names = ["reference", "torchscript"]
+    if triton_importable() and (triton_interpreting() or torch.cuda.is_available()):
+        names.append("triton")
     return names

@@ -1,0 +1,69 @@
+"""The ``triton`` backend: tier choice and dispatch.
+
+Tiers (each a custom-op scan pair registered through ``ops.register_scan``):
+    "pointwise"   per step: cuBLAS recurrent matmul + one fused gate/state kernel
+    "fused_step"  per step: one kernel doing the recurrent matmul with the gate math as epilogue
+    "persistent"  one launch per layer direction, W_hh resident on-chip, time loop inside
+``choose_tier`` picks one from the shape; ``force_tier`` overrides it (tests, benchmarks).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Callable, Optional
+
+import torch
+
+from ..backends import Backend, triton_interpreting
+
+TIERS = ("pointwise", "fused_step", "persistent")
+_forced: list[Optional[str]] = [None]
+
+
+@contextlib.contextmanager
+def force_tier(tier: Optional[str]):
+    """Run the triton backend with ``tier`` (None: automatic choice) inside the block."""
+    if tier is not None and tier not in TIERS:
+        raise ValueError(f"tier must be one of {TIERS} or None; got {tier!r}")
+    old = _forced[0]
+    _forced[0] = tier
+    try:
+        yield
+    finally:
+        _forced[0] = old
+
+
+def _tier_scans() -> dict[str, Callable]:
+    """Tier name -> differentiable scan(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse)."""
+    from .pointwise import scan as pointwise_scan
+
+    scans = {"pointwise": pointwise_scan}
+    return scans
+
+
+def choose_tier(B: int, H: int, T: int, dtype: torch.dtype, device: torch.device) -> str:
+    """The tier to run for this shape; see benchmarks/NOTES.md for the measurements behind it."""
+    return "pointwise"
+
+
+class TritonBackend(Backend):
+    name = "triton"
+
+    def scan(self, gx, h0, c0, w_hh, w_hr, batch_sizes, reverse):
+        scans = _tier_scans()
+        tier = _forced[0] or choose_tier(gx.shape[1], c0.shape[1], gx.shape[0], gx.dtype, gx.device)
+        if tier not in scans:
+            raise RuntimeError(f"triton tier {tier!r} is not implemented in this version")
+        return scans[tier](gx, h0, c0, w_hh, w_hr, batch_sizes, reverse)
+
+
+def check_device(device: torch.device) -> None:
+    if device.type == "cuda":
+        return
+    if device.type == "cpu" and triton_interpreting():
+        return
+    raise RuntimeError(
+        f"backend='triton' needs a CUDA GPU, or TRITON_INTERPRET=1 set before lstm_kernels is imported "
+        f"to run its kernels on CPU through the Triton interpreter; got a tensor on {device}"
+        + ("" if os.environ.get("TRITON_INTERPRET") is None else " (TRITON_INTERPRET is set but was not '1')")
+    )
