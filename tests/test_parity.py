@@ -1,0 +1,240 @@
+"""Parity with nn.LSTM for the CPU backends ("reference", "torchscript").
+
+The configuration space (layers, directions, batch_first, bias, projection, input mode,
+initial state, sizes, dtype, strides) is far too large for a full product, so the grid
+is a fixed pairwise covering: every value of every factor meets every value of every
+other factor in at least one case. Hand-picked cases add the corners (T=1, B=1, deep
+bidirectional projected packed input), dropout, and low-precision storage.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import torch
+from torch import nn
+
+import lstm_kernels
+from conftest import tol
+from helpers import Config, check_lstm_against_torch, config_id, dtype_id, make_inputs, make_pair, run_module
+
+BACKENDS = ["reference", "torchscript"]
+
+# (B, T, I, H): awkward sizes, including B=1 and T=1, odd H.
+SHAPES = [(3, 4, 5, 7), (1, 1, 3, 5), (1, 6, 4, 9), (4, 1, 2, 3), (5, 7, 3, 33)]
+
+FACTORS = {
+    "num_layers": [1, 2, 3],
+    "bidirectional": [False, True],
+    "batch_first": [False, True],
+    "bias": [True, False],
+    "proj": [False, True],
+    "mode": ["batched", "unbatched", "packed", "packed-sorted-noenforce", "packed-unsorted"],
+    "with_hx": [True, False],
+    "shape": SHAPES,
+    "dtype": [torch.float32, torch.float64],
+    "strided": [False, True],
+}
+
+
+def _pairwise(factors: dict, seed: int = 0, candidates: int = 60) -> list[dict]:
+    """A small set of assignments covering every pair of factor values (greedy, deterministic)."""
+    names = list(factors)
+    uncovered = {
+        (a, i, b, j)
+        for a, b in itertools.combinations(range(len(names)), 2)
+        for i in range(len(factors[names[a]]))
+        for j in range(len(factors[names[b]]))
+    }
+    rng = random.Random(seed)
+    rows = []
+    while uncovered:
+        # Seed each candidate from one uncovered pair so every round makes progress.
+        a, i, b, j = min(uncovered)
+        best, best_gain = None, -1
+        for _ in range(candidates):
+            row = [rng.randrange(len(factors[n])) for n in names]
+            row[a], row[b] = i, j
+            gain = sum(
+                (p, row[p], q, row[q]) in uncovered for p, q in itertools.combinations(range(len(names)), 2)
+            )
+            if gain > best_gain:
+                best, best_gain = row, gain
+        uncovered -= {(p, best[p], q, best[q]) for p, q in itertools.combinations(range(len(names)), 2)}
+        rows.append({n: factors[n][k] for n, k in zip(names, best)})
+    return rows
+
+
+def _to_case(row: dict):
+    B, T, I, H = row["shape"]
+    cfg = Config(
+        input_size=I, hidden_size=H, num_layers=row["num_layers"], bias=row["bias"],
+        batch_first=row["batch_first"], bidirectional=row["bidirectional"],
+        proj_size=max(1, H // 2) if row["proj"] else 0, T=T, B=B, mode=row["mode"],
+        with_hx=row["with_hx"], strided=row["strided"],
+    )
+    return pytest.param(cfg, row["dtype"], id=f"{config_id(cfg)}-{dtype_id(row['dtype'])}")
+
+
+GRID = [_to_case(row) for row in _pairwise(FACTORS)]
+
+CORNERS = [
+    Config(num_layers=3, bidirectional=True, proj_size=3, T=7, B=3, hidden_size=33, mode="packed-unsorted"),
+    Config(num_layers=2, bidirectional=True, proj_size=2, T=1, B=1, hidden_size=5, mode="packed"),
+    Config(num_layers=3, bidirectional=True, proj_size=1, T=5, mode="unbatched", batch_first=True),
+    Config(num_layers=1, T=1, B=1, input_size=1, hidden_size=1),
+    Config(num_layers=2, bidirectional=True, T=6, B=4, mode="packed-unsorted", batch_first=True, with_hx=False),
+]
+
+
+def test_grid_is_pairwise():
+    """The sampled grid really covers every pair of factor values."""
+    names = list(FACTORS)
+    rows = _pairwise(FACTORS)
+    for a, b in itertools.combinations(names, 2):
+        seen = {(FACTORS[a].index(r[a]), FACTORS[b].index(r[b])) for r in rows}
+        assert len(seen) == len(FACTORS[a]) * len(FACTORS[b]), (a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cfg, dtype", GRID)
+def test_parity_grid(cfg, dtype, backend):
+    check_lstm_against_torch(cfg, backend, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+@pytest.mark.parametrize("cfg", CORNERS, ids=config_id)
+def test_parity_corners(cfg, dtype, backend):
+    check_lstm_against_torch(cfg, backend, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=dtype_id)
+@pytest.mark.parametrize(
+    "cfg",
+    [Config(num_layers=2, bidirectional=True, proj_size=3, T=5, mode="packed-unsorted"),
+     Config(num_layers=1, T=6, B=2, hidden_size=9, batch_first=True)],
+    ids=config_id,
+)
+def test_parity_low_precision(cfg, dtype):
+    """Half/bfloat16 storage against a float64 nn.LSTM oracle (error budget set by the reference path)."""
+    check_lstm_against_torch(cfg, "reference", dtype)
+    check_lstm_against_torch(cfg, "torchscript", dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "cfg",
+    [Config(num_layers=2, bidirectional=True, proj_size=3), Config(num_layers=3, mode="packed-unsorted")],
+    ids=config_id,
+)
+def test_training_mode_without_dropout(cfg, backend):
+    check_lstm_against_torch(cfg, backend, torch.float64, training=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dropout_has_no_effect_in_eval(backend):
+    cfg = Config(num_layers=3, bidirectional=True, dropout=0.5, mode="packed-unsorted")
+    torch_lstm, ours = check_lstm_against_torch(cfg, backend, torch.float64, training=False)
+    # The same module without dropout gives bitwise the same result in eval mode.
+    no_drop = lstm_kernels.LSTM(**cfg.replace(dropout=0.0).module_kwargs(), dtype=torch.float64, backend=backend)
+    no_drop.load_state_dict(ours.state_dict())
+    no_drop.eval()
+    x, h0, c0, lengths = make_inputs(cfg, torch.float64)
+    a = run_module(ours, cfg, x, h0, c0, lengths, torch.float64)
+    b = run_module(no_drop, cfg, x, h0, c0, lengths, torch.float64)
+    for u, v in zip(a[:3], b[:3]):
+        assert torch.equal(u, v)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dropout_one_matches_nn_lstm(backend):
+    """p=1 zeroes every inter-layer input: deterministic, so exact parity in training mode."""
+    cfg = Config(num_layers=2, bidirectional=True, proj_size=3, dropout=1.0)
+    check_lstm_against_torch(cfg, backend, torch.float64, training=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dropout_in_training(backend):
+    cfg = Config(num_layers=2, hidden_size=16, T=5, B=4, dropout=0.5)
+    torch_lstm, ours = make_pair(cfg, backend, torch.float64)
+    x, h0, c0, _ = make_inputs(cfg, torch.float64)
+    ours.eval()
+    out_eval, _ = ours(x, (h0, c0))
+    ours.train()
+    torch.manual_seed(1)
+    out_a, (h_a, c_a) = ours(x, (h0, c0))
+    torch.manual_seed(1)
+    out_b, _ = ours(x, (h0, c0))
+    torch.manual_seed(2)
+    out_c, _ = ours(x, (h0, c0))
+    assert not torch.allclose(out_a, out_eval), "dropout in training mode changed nothing"
+    assert torch.equal(out_a, out_b), "same seed, different dropout masks"
+    assert not torch.equal(out_a, out_c), "different seeds, same dropout mask"
+    # The first layer sees no dropout, so its final states match eval mode exactly.
+    _, (h_e, c_e) = ours.eval()(x, (h0, c0))
+    torch.testing.assert_close(h_a[0], h_e[0], **tol(torch.float64))
+    torch.testing.assert_close(c_a[0], c_e[0], **tol(torch.float64))
+    (out_a.sum() + h_a.sum() + c_a.sum()).backward()
+    for name, p in ours.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_expanded_and_transposed_states(backend):
+    """Stride-0 (expanded) states and a transposed batch_first input."""
+    L, D, B, T, I, H, P = 2, 2, 3, 5, 4, 6, 4
+    torch_lstm = nn.LSTM(I, H, L, batch_first=True, bidirectional=True, proj_size=P, dtype=torch.float64)
+    ours = lstm_kernels.LSTM.from_torch(torch_lstm, backend=backend)
+    x_base = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    h_base = torch.randn(1, B, P, dtype=torch.float64, requires_grad=True)
+    c_base = torch.randn(L * D, 1, H, dtype=torch.float64, requires_grad=True)
+    results = []
+    for m in (ours, torch_lstm):
+        x = x_base.transpose(0, 1)
+        hx = (h_base.expand(L * D, B, P), c_base.expand(L * D, B, H))
+        out, (h_n, c_n) = m(x, hx)
+        loss = out.pow(2).sum() + h_n.sin().sum() + c_n.cos().sum()
+        grads = torch.autograd.grad(loss, [x_base, h_base, c_base, *m.parameters()])
+        results.append((out, h_n, c_n, grads))
+    for u, v in zip(results[0][:3], results[1][:3]):
+        torch.testing.assert_close(u, v, **tol(torch.float64, "out"))
+    for u, v in zip(results[0][3], results[1][3]):
+        torch.testing.assert_close(u, v, **tol(torch.float64, "grad"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_frozen_parameters_and_no_grad(backend):
+    """Only the input needs a gradient; and a no_grad forward gives the same numbers."""
+    cfg = Config(num_layers=2, bidirectional=True, proj_size=3)
+    torch_lstm, ours = make_pair(cfg, backend, torch.float64)
+    for m in (torch_lstm, ours):
+        m.requires_grad_(False)
+    x, h0, c0, _ = make_inputs(cfg.replace(with_hx=False), torch.float64)
+    out, _ = ours(x)
+    want, _ = torch_lstm(x)
+    g = torch.randn_like(want)
+    (gx,) = torch.autograd.grad((out * g).sum(), x)
+    (wx,) = torch.autograd.grad((want * g).sum(), x)
+    torch.testing.assert_close(gx, wx, **tol(torch.float64, "grad"))
+    with torch.no_grad():
+        out_ng, (h_ng, c_ng) = ours(x)
+    assert not out_ng.requires_grad
+    torch.testing.assert_close(out_ng, want, **tol(torch.float64, "out"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_auto_backend_on_cpu_matches(backend):
+    """backend='auto' on CPU picks a CPU path with the same results as the named ones."""
+    cfg = Config(num_layers=2, bidirectional=True, mode="packed-unsorted")
+    _, ours = make_pair(cfg, backend, torch.float64)
+    auto = lstm_kernels.LSTM(**cfg.module_kwargs(), dtype=torch.float64, backend="auto")
+    auto.load_state_dict(ours.state_dict())
+    x, h0, c0, lengths = make_inputs(cfg, torch.float64)
+    a = run_module(ours, cfg, x, h0, c0, lengths, torch.float64)
+    b = run_module(auto, cfg, x, h0, c0, lengths, torch.float64)
+    for u, v in zip(a[:3], b[:3]):
+        torch.testing.assert_close(u, v, **tol(torch.float64, "out"))
