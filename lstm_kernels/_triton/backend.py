@@ -9,6 +9,7 @@ Tiers (each a custom-op scan pair registered through ``ops.register_scan``):
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from typing import Callable, Optional
 
@@ -35,9 +36,13 @@ def force_tier(tier: Optional[str]):
 
 def _tier_scans() -> dict[str, Callable]:
     """Tier name -> differentiable scan(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse)."""
-    from .pointwise import scan as pointwise_scan
+    from .fused_step import scan as fused_step_scan
 
-    scans = {"pointwise": pointwise_scan}
+    scans = {"fused_step": fused_step_scan}
+    if importlib.util.find_spec(f"{__package__}.pointwise") is not None:
+        from .pointwise import scan as pointwise_scan
+
+        scans["pointwise"] = pointwise_scan
     return scans
 
 
