@@ -16,7 +16,9 @@ forward(gx [T,B,4H], h0 [B,P], c0 [B,H], w_hh [4H,P], w_hr [P,H] | None,
 The saved tensors are in the compute dtype (float32 for half/bfloat16 storage):
 ``gates`` holds the activated gates (i, f, g, o), ``cs`` the cell state after each
 step and ``hs`` the unprojected hidden state (only with ``w_hr``). When ``save`` is
-False, or ``hs`` is not needed, they are empty tensors of shape ``[0]``.
+False, or ``hs`` is not needed, they are empty tensors of shape ``[0]``. Rows inactive
+at a step (``batch_sizes``) are zero in the saved tensors: ``register_scan`` zeroes them
+after the backend's forward, so a backend may leave them unwritten.
 
 backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse,
          out, gates, cs, hs) -> d_gx, d_h0, d_c0, d_w_hh, d_w_hr ([0] when no w_hr)
@@ -41,6 +43,19 @@ def _saved_shapes(gx: Tensor, c0: Tensor, w_hr: Optional[Tensor], save: bool):
     return (T, B, G), (T, B, H), ((T, B, H) if w_hr is not None else (0,))
 
 
+def _zero_inactive_rows(batch_sizes: Tensor, saved) -> None:
+    # Unwritten rows would make the op's outputs depend on leftover memory (opcheck fails),
+    # and backward's d_w_hr = d_hs^T @ hs would turn garbage NaN/inf there into NaN.
+    B = saved[0].shape[1]
+    if batch_sizes.numel() == 0 or int(batch_sizes[-1]) >= B:  # non-increasing: last is the minimum
+        return
+    inactive = torch.arange(B).unsqueeze(0) >= batch_sizes.unsqueeze(1)  # [T, B] on CPU
+    inactive = inactive.unsqueeze(-1).to(saved[0].device, non_blocking=True)
+    for t in saved:
+        if t.numel():
+            t.masked_fill_(inactive, 0)
+
+
 def register_scan(name: str, forward_impl: Callable, backward_impl: Callable) -> Callable:
     """Register a backend's scan as a custom op pair; return the differentiable caller."""
 
@@ -55,7 +70,10 @@ def register_scan(name: str, forward_impl: Callable, backward_impl: Callable) ->
         reverse: bool,
         save: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return forward_impl(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save)
+        res = forward_impl(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save)
+        if save and batch_sizes is not None:
+            _zero_inactive_rows(batch_sizes, res[3:])
+        return res
 
     @scan_fwd.register_fake
     def _(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
@@ -133,6 +151,17 @@ def register_scan(name: str, forward_impl: Callable, backward_impl: Callable) ->
         return d_gx, d_h0, d_c0, d_w_hh, (d_w_hr if ctx.has_proj else None), None, None, None
 
     scan_fwd.register_autograd(backward, setup_context=setup_context)
+
+    def no_double_backward(ctx, *grads):
+        # Without this, autograd fails with "no autograd formula was registered", which
+        # does not tell the user what to do.
+        raise RuntimeError(
+            f"lstm_kernels: double backward (differentiating a gradient, e.g. backward after "
+            f"torch.autograd.grad(..., create_graph=True)) is not supported by the custom op "
+            f"lstm_kernels::{name}_scan. Use backend='reference', whose eager ops support it."
+        )
+
+    scan_bwd.register_autograd(no_double_backward, setup_context=lambda ctx, inputs, output: None)
 
     def scan(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse):
         save = torch.is_grad_enabled() and any(
