@@ -218,7 +218,8 @@ def providers_for(shape: Shape, all_providers: Sequence[Provider], full: bool) -
     return [p for p in all_providers if full or p.backend != "reference" or shape.T <= REFERENCE_MAX_T]
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for queued device work, so a timer read after it covers that work (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -273,11 +274,11 @@ def make_step(
 
 
 def _time_once(fn: Callable, n: int, device: torch.device) -> float:
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - t0) / n
 
 
