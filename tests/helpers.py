@@ -202,7 +202,7 @@ def _grads(module, out, h_n, c_n, g_out, g_h, g_c, leaves):
     return result
 
 
-def _assert_close(name: str, got, want, dtype, kind, eager=None):
+def assert_close_to_oracle(name: str, got, want, dtype, kind, eager=None):
     """Equal within the table's tolerance; for float16/bfloat16 the flash-attention rule.
 
     Low precision: ``got`` and ``eager`` (the reference backend in the same dtype) are
@@ -243,7 +243,7 @@ def check_lstm_against_torch(
     gradients of input, h0, c0 and every parameter under random upstream gradients.
     ``training`` puts both modules in train mode (only meaningful with dropout=0 or L=1).
     For float16/bfloat16 the oracle is a float64 nn.LSTM with the same weights, and the
-    reference backend in the same dtype sets the error budget (see ``_assert_close``).
+    reference backend in the same dtype sets the error budget (see ``assert_close_to_oracle``).
     Returns ``(torch_lstm, ours)`` for further checks.
     """
     torch_lstm, ours = make_pair(cfg, backend, dtype, device)
@@ -281,7 +281,7 @@ def check_lstm_against_torch(
             if a is not None:
                 assert torch.equal(a, b), field
     for name, got, want in (("out", out, w_out), ("h_n", h_n, w_h), ("c_n", c_n, w_c)):
-        _assert_close(name, got, want, dtype, "out", None if eager is None else eager[name])
+        assert_close_to_oracle(name, got, want, dtype, "out", None if eager is None else eager[name])
 
     if not grads:
         return torch_lstm, ours
@@ -296,6 +296,6 @@ def check_lstm_against_torch(
         eager_grads = _grads(eager_mod, eager["out"], eager["h_n"], eager["c_n"], g_out, g_h, g_c, leaves)
     assert set(got) == set(want), f"gradient names differ: {sorted(set(got) ^ set(want))}"
     for name in want:
-        _assert_close(f"grad {name}", got[name], want[name], dtype, "grad",
+        assert_close_to_oracle(f"grad {name}", got[name], want[name], dtype, "grad",
                       None if eager_grads is None else eager_grads[name])
     return torch_lstm, ours
