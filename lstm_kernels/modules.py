@@ -29,6 +29,16 @@ def _check_bool(name: str, value) -> None:
         raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
 
 
+def _refuse_scripting(module: nn.Module):
+    # torch.jit.script calls this before compiling; without it scripting fails deep inside
+    # the frontend on an unrelated-looking line of this file.
+    raise RuntimeError(
+        f"lstm_kernels.{type(module).__name__} cannot be scripted with torch.jit.script: its forward "
+        "dispatches to custom ops and backends in Python. Use torch.compile or torch.export.export "
+        "instead: both capture it as a graph of custom ops."
+    )
+
+
 class LSTM(nn.Module):
     r"""Multi-layer LSTM with ``torch.nn.LSTM``'s API, parameters and results.
 
@@ -160,6 +170,9 @@ class LSTM(nn.Module):
             backend=self.backend,
         )
 
+    def __prepare_scriptable__(self):
+        _refuse_scripting(self)
+
     def flatten_parameters(self) -> None:
         """No-op, for code written for ``nn.LSTM``: the weights are used as they are."""
 
@@ -248,6 +261,9 @@ class LSTMCell(nn.Module):
             input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
             input_size=self.input_size, hidden_size=self.hidden_size, backend=self.backend,
         )
+
+    def __prepare_scriptable__(self):
+        _refuse_scripting(self)
 
     @classmethod
     def from_torch(cls, module: nn.LSTMCell, *, backend: str = "auto") -> "LSTMCell":
