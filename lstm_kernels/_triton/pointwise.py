@@ -20,13 +20,15 @@ bfloat16 and float32 storage; float64 for float64 storage, which the kernels sup
 all math runs there, and each value is cast once at its store. The saved activations
 (gates, cs, hs) are in the compute dtype, as the scan contract in ``ops.py`` asks.
 
-Specializations: the grid is (active rows, blocks of H). ``BLOCK_H`` is the next power
-of two of H clamped to ``BLOCK_H_CHOICES`` (32 .. 1024; a larger H uses several
-1024-wide blocks), with one ``num_warps`` per ``BLOCK_H`` (``NUM_WARPS``). The step
-index ``t`` is never specialized on and the per-step tensors are addressed as fixed
-base pointers plus an offset computed from ``t`` inside the kernel, so neither the
-sequence length nor the step changes the compiled kernel. ``aot_specs`` lists exactly
-the (dtype, BLOCK_H, num_warps, flags) combinations the launchers below can produce.
+Specializations: the grid is (blocks of BLOCK_B active rows, blocks of BLOCK_H hidden
+units). ``BLOCK_H`` is the next power of two of H clamped to ``BLOCK_H_CHOICES``
+(32 .. 1024; a larger H uses several 1024-wide blocks) and ``BLOCK_B = 1024 // BLOCK_H``,
+so every program covers 1024 units of each gate with ``NUM_WARPS`` = 4 warps. The step
+index ``t`` and the active row count ``bs`` are never specialized on, and the per-step
+tensors are addressed as fixed base pointers plus an offset computed from ``t`` inside
+the kernel, so neither the sequence length nor the step changes the compiled kernel.
+``aot_specs`` lists exactly the (dtype, BLOCK_H, flags) combinations the launchers
+below can produce.
 """
 from __future__ import annotations
 
@@ -44,10 +46,13 @@ from .math import sigmoid, tanh
 from .specs import KernelSpec
 
 BLOCK_H_CHOICES = (32, 64, 128, 256, 512, 1024)
-NUM_WARPS = {32: 1, 64: 2, 128: 4, 256: 4, 512: 4, 1024: 8}
+# Every program covers BLOCK_B x BLOCK_H = 1024 units (x 4 gates) with 4 warps: enough work
+# per program at small H, and one program per 1024 units of a row at large H.
+TILE = 1024
+NUM_WARPS = 4
 STORAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 # Arguments that change from step to step; every other integer is fixed for a whole scan.
-DO_NOT_SPECIALIZE = ("t",)
+DO_NOT_SPECIALIZE = ("t", "bs")
 
 _TRITON_TYPE = {
     torch.float32: "fp32",
@@ -83,28 +88,30 @@ def _lstm_fwd_kernel(
     p_cs,  # [T, B, H] compute dtype, contiguous: c saved at [t] (only when SAVE)
     p_hs,  # [T, B, H] compute dtype, contiguous: unprojected h saved at [t] (only when SAVE and PROJ)
     t,  # step index into the [T, ...] tensors; varies per step, never specialized
+    bs,  # active rows at this step (the first bs rows); varies per step, never specialized
     B,  # rows of the state and saved tensors
     H,  # hidden size
     s_pre,  # row stride of p_pre, in elements
+    BLOCK_B: tl.constexpr,  # rows per program
     BLOCK_H: tl.constexpr,  # hidden units per program, a power of two >= 32
     SAVE: tl.constexpr,  # write gates and cs (training)
     PROJ: tl.constexpr,  # h is projected later by torch: save it to hs, do not write out
 ):
     i_b = tl.program_id(0)
     i_h = tl.program_id(1)
+    o_b = i_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     o_h = i_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    m_h = o_h < H
+    m = (o_b < bs)[:, None] & (o_h < H)[None, :]
     cdt = p_c.dtype.element_ty
 
-    b_row = i_b.to(tl.int64)
-    o_pre = b_row * s_pre + o_h
+    o_pre = o_b[:, None] * s_pre + o_h[None, :]
     # Upcast right after each load: all gate math runs in the compute dtype.
-    b_i = tl.load(p_pre + o_pre, mask=m_h, other=0.0).to(cdt)
-    b_f = tl.load(p_pre + o_pre + H, mask=m_h, other=0.0).to(cdt)
-    b_g = tl.load(p_pre + o_pre + 2 * H, mask=m_h, other=0.0).to(cdt)
-    b_o = tl.load(p_pre + o_pre + 3 * H, mask=m_h, other=0.0).to(cdt)
-    o_state = b_row * H + o_h
-    b_c_prev = tl.load(p_c + o_state, mask=m_h, other=0.0).to(cdt)
+    b_i = tl.load(p_pre + o_pre, mask=m, other=0.0).to(cdt)
+    b_f = tl.load(p_pre + o_pre + H, mask=m, other=0.0).to(cdt)
+    b_g = tl.load(p_pre + o_pre + 2 * H, mask=m, other=0.0).to(cdt)
+    b_o = tl.load(p_pre + o_pre + 3 * H, mask=m, other=0.0).to(cdt)
+    o_state = o_b[:, None] * H + o_h[None, :]
+    b_c_prev = tl.load(p_c + o_state, mask=m, other=0.0).to(cdt)
 
     b_i = sigmoid(b_i)
     b_f = sigmoid(b_f)
@@ -113,21 +120,22 @@ def _lstm_fwd_kernel(
     b_c = b_f * b_c_prev + b_i * b_g
     b_h = b_o * tanh(b_c)
 
-    tl.store(p_c + o_state, b_c.to(p_c.dtype.element_ty), mask=m_h)
-    tl.store(p_h + o_state, _to_storage(b_h, p_h.dtype.element_ty), mask=m_h)
+    tl.store(p_c + o_state, b_c.to(p_c.dtype.element_ty), mask=m)
+    tl.store(p_h + o_state, _to_storage(b_h, p_h.dtype.element_ty), mask=m)
     # int64: (t * B + row) * 4H passes 2^31 on long sequences with large batches.
-    o_step = (t.to(tl.int64) * B + b_row) * H + o_h
+    o_row = o_b + t.to(tl.int64) * B
+    o_step = o_row[:, None] * H + o_h[None, :]
     if not PROJ:
-        tl.store(p_out + o_step, _to_storage(b_h, p_out.dtype.element_ty), mask=m_h)
+        tl.store(p_out + o_step, _to_storage(b_h, p_out.dtype.element_ty), mask=m)
     if SAVE:
-        o_gates = (t.to(tl.int64) * B + b_row) * (4 * H) + o_h
-        tl.store(p_gates + o_gates, b_i.to(p_gates.dtype.element_ty), mask=m_h)
-        tl.store(p_gates + o_gates + H, b_f.to(p_gates.dtype.element_ty), mask=m_h)
-        tl.store(p_gates + o_gates + 2 * H, b_g.to(p_gates.dtype.element_ty), mask=m_h)
-        tl.store(p_gates + o_gates + 3 * H, b_o.to(p_gates.dtype.element_ty), mask=m_h)
-        tl.store(p_cs + o_step, b_c.to(p_cs.dtype.element_ty), mask=m_h)
+        o_gates = o_row[:, None] * (4 * H) + o_h[None, :]
+        tl.store(p_gates + o_gates, b_i.to(p_gates.dtype.element_ty), mask=m)
+        tl.store(p_gates + o_gates + H, b_f.to(p_gates.dtype.element_ty), mask=m)
+        tl.store(p_gates + o_gates + 2 * H, b_g.to(p_gates.dtype.element_ty), mask=m)
+        tl.store(p_gates + o_gates + 3 * H, b_o.to(p_gates.dtype.element_ty), mask=m)
+        tl.store(p_cs + o_step, b_c.to(p_cs.dtype.element_ty), mask=m)
         if PROJ:
-            tl.store(p_hs + o_step, b_h.to(p_hs.dtype.element_ty), mask=m_h)
+            tl.store(p_hs + o_step, b_h.to(p_hs.dtype.element_ty), mask=m)
 
 
 @triton.jit(do_not_specialize=list(DO_NOT_SPECIALIZE))
@@ -139,28 +147,31 @@ def _lstm_bwd_kernel(
     p_c_prev,  # [T, B, H] compute dtype, contiguous: c entering each step
     p_dgates,  # [T, B, 4H] compute dtype, contiguous: grad of the pre-activations, written at [t]
     t,  # step index; varies per step, never specialized
+    bs,  # active rows at this step (the first bs rows); varies per step, never specialized
     B,  # rows of the state and saved tensors
     H,  # hidden size
+    BLOCK_B: tl.constexpr,  # rows per program
     BLOCK_H: tl.constexpr,  # hidden units per program, a power of two >= 32
 ):
     i_b = tl.program_id(0)
     i_h = tl.program_id(1)
+    o_b = i_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     o_h = i_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    m_h = o_h < H
+    m = (o_b < bs)[:, None] & (o_h < H)[None, :]
     cdt = p_dc.dtype.element_ty
 
-    b_row = i_b.to(tl.int64)
-    o_state = b_row * H + o_h
-    o_step = (t.to(tl.int64) * B + b_row) * H + o_h
-    o_gates = (t.to(tl.int64) * B + b_row) * (4 * H) + o_h
-    b_dh = tl.load(p_dh + o_state, mask=m_h, other=0.0).to(cdt)
-    b_dc = tl.load(p_dc + o_state, mask=m_h, other=0.0).to(cdt)
-    b_i = tl.load(p_gates + o_gates, mask=m_h, other=0.0).to(cdt)
-    b_f = tl.load(p_gates + o_gates + H, mask=m_h, other=0.0).to(cdt)
-    b_g = tl.load(p_gates + o_gates + 2 * H, mask=m_h, other=0.0).to(cdt)
-    b_o = tl.load(p_gates + o_gates + 3 * H, mask=m_h, other=0.0).to(cdt)
-    b_c = tl.load(p_cs + o_step, mask=m_h, other=0.0).to(cdt)
-    b_c_prev = tl.load(p_c_prev + o_step, mask=m_h, other=0.0).to(cdt)
+    o_state = o_b[:, None] * H + o_h[None, :]
+    o_row = o_b + t.to(tl.int64) * B
+    o_step = o_row[:, None] * H + o_h[None, :]
+    o_gates = o_row[:, None] * (4 * H) + o_h[None, :]
+    b_dh = tl.load(p_dh + o_state, mask=m, other=0.0).to(cdt)
+    b_dc = tl.load(p_dc + o_state, mask=m, other=0.0).to(cdt)
+    b_i = tl.load(p_gates + o_gates, mask=m, other=0.0).to(cdt)
+    b_f = tl.load(p_gates + o_gates + H, mask=m, other=0.0).to(cdt)
+    b_g = tl.load(p_gates + o_gates + 2 * H, mask=m, other=0.0).to(cdt)
+    b_o = tl.load(p_gates + o_gates + 3 * H, mask=m, other=0.0).to(cdt)
+    b_c = tl.load(p_cs + o_step, mask=m, other=0.0).to(cdt)
+    b_c_prev = tl.load(p_c_prev + o_step, mask=m, other=0.0).to(cdt)
 
     # tanh(c) is recomputed rather than saved: one more exp is cheaper than T*B*H more memory.
     b_tc = tanh(b_c)
@@ -171,16 +182,21 @@ def _lstm_bwd_kernel(
     b_do = b_dh * b_tc * b_o * (1.0 - b_o)
 
     dt_out = p_dgates.dtype.element_ty
-    tl.store(p_dgates + o_gates, b_di.to(dt_out), mask=m_h)
-    tl.store(p_dgates + o_gates + H, b_df.to(dt_out), mask=m_h)
-    tl.store(p_dgates + o_gates + 2 * H, b_dg.to(dt_out), mask=m_h)
-    tl.store(p_dgates + o_gates + 3 * H, b_do.to(dt_out), mask=m_h)
-    tl.store(p_dc + o_state, (b_dc * b_f).to(p_dc.dtype.element_ty), mask=m_h)
+    tl.store(p_dgates + o_gates, b_di.to(dt_out), mask=m)
+    tl.store(p_dgates + o_gates + H, b_df.to(dt_out), mask=m)
+    tl.store(p_dgates + o_gates + 2 * H, b_dg.to(dt_out), mask=m)
+    tl.store(p_dgates + o_gates + 3 * H, b_do.to(dt_out), mask=m)
+    tl.store(p_dc + o_state, (b_dc * b_f).to(p_dc.dtype.element_ty), mask=m)
 
 
 def block_h(H: int) -> int:
     """The ``BLOCK_H`` the launchers use for hidden size ``H`` (one of ``BLOCK_H_CHOICES``)."""
     return min(max(triton.next_power_of_2(H), BLOCK_H_CHOICES[0]), BLOCK_H_CHOICES[-1])
+
+
+def block_b(BLOCK_H: int) -> int:
+    """Rows per program for ``BLOCK_H`` (fixed per ``BLOCK_H``, so it adds no specializations)."""
+    return TILE // BLOCK_H
 
 
 def _check_storage_dtype(dtype: torch.dtype, what: str) -> None:
@@ -272,7 +288,8 @@ def lstm_cell_forward(
     if bs == 0:
         return
     BLOCK_H = block_h(H)
-    grid = (bs, triton.cdiv(H, BLOCK_H))
+    BLOCK_B = block_b(BLOCK_H)
+    grid = (triton.cdiv(bs, BLOCK_B), triton.cdiv(H, BLOCK_H))
     # Unused pointers get a tensor of the same dtype, so the signature (and the compiled
     # kernel) depends only on the flags.
     _lstm_fwd_kernel[grid](
@@ -281,9 +298,9 @@ def lstm_cell_forward(
         c if gates is None else gates,
         c if cs is None else cs,
         c if hs is None else hs,
-        t, B, H, pre.stride(0),
-        BLOCK_H=BLOCK_H, SAVE=save, PROJ=proj,
-        num_warps=NUM_WARPS[BLOCK_H],
+        t, bs, B, H, pre.stride(0),
+        BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, SAVE=save, PROJ=proj,
+        num_warps=NUM_WARPS,
     )
 
 
@@ -322,10 +339,11 @@ def lstm_cell_backward(
     if bs == 0:
         return
     BLOCK_H = block_h(H)
-    grid = (bs, triton.cdiv(H, BLOCK_H))
+    BLOCK_B = block_b(BLOCK_H)
+    grid = (triton.cdiv(bs, BLOCK_B), triton.cdiv(H, BLOCK_H))
     _lstm_bwd_kernel[grid](
-        dh, dc, gates, cs, c_prev, d_gates, t, B, H,
-        BLOCK_H=BLOCK_H, num_warps=NUM_WARPS[BLOCK_H],
+        dh, dc, gates, cs, c_prev, d_gates, t, bs, B, H,
+        BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, num_warps=NUM_WARPS,
     )
 
 
@@ -345,16 +363,15 @@ def _scan_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     has_bs = len(bs_list) > 0
     proj = w_hr is not None
 
-    # Inactive rows of a packed batch must read as zero in out (and in hs, which meets
-    # zero gradients in the dW_hr matmul, where an unwritten NaN would still poison it).
-    alloc = torch.zeros if has_bs else torch.empty
-    out = alloc(T, B, P, dtype=dtype, device=device)
+    # Inactive rows of a packed batch must read as zero in out; the saved tensors'
+    # inactive rows are zeroed by register_scan.
+    out = (torch.zeros if has_bs else torch.empty)(T, B, P, dtype=dtype, device=device)
     h = h0.clone(memory_format=torch.contiguous_format)
     c = c0.to(dtype=cdt, memory_format=torch.contiguous_format, copy=True)
     h_unproj = torch.empty(B, H, dtype=dtype, device=device) if proj else h
     gates = torch.empty((T, B, G) if save else (0,), dtype=cdt, device=device)
     cs = torch.empty((T, B, H) if save else (0,), dtype=cdt, device=device)
-    hs = alloc((T, B, H), dtype=cdt, device=device) if save and proj else torch.empty(0, dtype=cdt, device=device)
+    hs = torch.empty((T, B, H) if save and proj else (0,), dtype=cdt, device=device)
     w_hh_t = w_hh.t()
     w_hr_t = w_hr.t() if proj else None
 
@@ -431,7 +448,7 @@ def aot_specs(arch: int) -> list[KernelSpec]:
 
     Forward: storage dtype x ``BLOCK_H_CHOICES`` x the four flag combinations the
     launcher allows (SAVE, PROJ); backward: compute dtype (float32, float64) x
-    ``BLOCK_H_CHOICES``. ``num_warps`` is fixed per ``BLOCK_H`` (``NUM_WARPS``).
+    ``BLOCK_H_CHOICES``; ``BLOCK_B`` follows from ``BLOCK_H`` and ``num_warps`` is fixed.
     """
     specs = []
     for dtype in STORAGE_DTYPES:
@@ -443,14 +460,14 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                     signature = {
                         "p_pre": f"*{st}", "p_c": f"*{ct}", "p_h": f"*{st}", "p_out": f"*{st}",
                         "p_gates": f"*{ct}", "p_cs": f"*{ct}", "p_hs": f"*{ct}",
-                        "t": "i32", "B": "i32", "H": "i32", "s_pre": "i32",
-                        "BLOCK_H": "constexpr", "SAVE": "constexpr", "PROJ": "constexpr",
+                        "t": "i32", "bs": "i32", "B": "i32", "H": "i32", "s_pre": "i32",
+                        "BLOCK_B": "constexpr", "BLOCK_H": "constexpr", "SAVE": "constexpr", "PROJ": "constexpr",
                     }
                     specs.append(KernelSpec(
                         kernel=_lstm_fwd_kernel,
                         signature=signature,
-                        constexprs={"BLOCK_H": BLOCK_H, "SAVE": save, "PROJ": proj},
-                        num_warps=NUM_WARPS[BLOCK_H],
+                        constexprs={"BLOCK_B": block_b(BLOCK_H), "BLOCK_H": BLOCK_H, "SAVE": save, "PROJ": proj},
+                        num_warps=NUM_WARPS,
                         label=f"pointwise fwd {st} BLOCK_H={BLOCK_H} save={int(save)} proj={int(proj)}",
                         extra={"arch": arch},
                     ))
@@ -460,13 +477,14 @@ def aot_specs(arch: int) -> list[KernelSpec]:
             signature = {
                 "p_dh": f"*{ct}", "p_dc": f"*{ct}", "p_gates": f"*{ct}", "p_cs": f"*{ct}",
                 "p_c_prev": f"*{ct}", "p_dgates": f"*{ct}",
-                "t": "i32", "B": "i32", "H": "i32", "BLOCK_H": "constexpr",
+                "t": "i32", "bs": "i32", "B": "i32", "H": "i32",
+                "BLOCK_B": "constexpr", "BLOCK_H": "constexpr",
             }
             specs.append(KernelSpec(
                 kernel=_lstm_bwd_kernel,
                 signature=signature,
-                constexprs={"BLOCK_H": BLOCK_H},
-                num_warps=NUM_WARPS[BLOCK_H],
+                constexprs={"BLOCK_B": block_b(BLOCK_H), "BLOCK_H": BLOCK_H},
+                num_warps=NUM_WARPS,
                 label=f"pointwise bwd {ct} BLOCK_H={BLOCK_H}",
                 extra={"arch": arch},
             ))
