@@ -40,7 +40,8 @@ class Case:
 
 
 def _benchmarks_disabled(config) -> bool:
-    return bool(config.getoption("benchmark_disable", False)) and not config.getoption("benchmark_enable", False)
+    disabled = config.getoption("benchmark_disable", False)
+    return bool(disabled) and not config.getoption("benchmark_enable", False)
 
 
 def grid_name(config) -> str:

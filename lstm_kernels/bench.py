@@ -40,13 +40,15 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
-from .backends import available_backends
+from .backends import available_backends, triton_interpreting
 from .modules import LSTM
 
 BASELINE = "nn.LSTM"
 MODES = ("inference", "training")
 SCHEMA_VERSION = 1
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+DTYPES = {
+    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
+}
 
 # The eager reference backend runs one Python-level step per time step and gate; it is
 # only worth timing where it finishes quickly, unless asked for with --full.
@@ -103,6 +105,7 @@ GRIDS: dict[str, list[Shape]] = {
     ),
     "full": _product((16, 128, 512), (1, 16, 64), (64, 256, 512), (1, 2), (1, 2)),
 }
+_SPEC_EXAMPLE = "T=16,128 B=1,16 H=64 L=1,2 D=1,2"
 GRID_KEYS = {"T": "T", "B": "B", "H": "H", "I": "I", "L": "L", "D": "D"}
 
 
@@ -113,17 +116,21 @@ def parse_grid(spec: str) -> list[Shape]:
     to 1, and I (input size) to H.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"grid must be one of {sorted(GRIDS)} or a spec like 'T=16,128 B=1 H=64'; got {spec!r}")
+        raise ValueError(f"grid must be one of {sorted(GRIDS)} or a spec like {_SPEC_EXAMPLE!r}; "
+                         f"got {spec!r}")
     spec = spec.strip()
     if spec in GRIDS:
         return list(GRIDS[spec])
     if "=" not in spec:
-        raise ValueError(f"unknown grid {spec!r}: use one of {sorted(GRIDS)} or a spec like 'T=16,128 B=1 H=64'")
+        raise ValueError(f"unknown grid {spec!r}: use one of {sorted(GRIDS)} "
+                         f"or a spec like {_SPEC_EXAMPLE!r}")
     axes: dict[str, list[int]] = {}
     for part in spec.replace(";", " ").split():
         key, sep, values = part.partition("=")
         if not sep or key not in GRID_KEYS:
-            raise ValueError(f"grid spec {spec!r}: bad item {part!r}; expected KEY=v1,v2 with KEY in {list(GRID_KEYS)}")
+            raise ValueError(
+                f"grid spec {spec!r}: bad item {part!r}; expected KEY=v1,v2 with KEY in {list(GRID_KEYS)}"
+            )
         if key in axes:
             raise ValueError(f"grid spec {spec!r}: {key} given twice")
         try:
@@ -139,7 +146,9 @@ def parse_grid(spec: str) -> list[Shape]:
     bad_d = [d for d in axes.get("D", [1]) if d not in (1, 2)]
     if bad_d:
         raise ValueError(f"grid spec {spec!r}: D (directions) must be 1 or 2, got {bad_d}")
-    return _product(axes["T"], axes["B"], axes["H"], axes.get("L", [1]), axes.get("D", [1]), axes.get("I", [None]))
+    return _product(
+        axes["T"], axes["B"], axes["H"], axes.get("L", [1]), axes.get("D", [1]), axes.get("I", [None])
+    )
 
 
 @dataclass(frozen=True)
@@ -192,15 +201,17 @@ def providers(device: torch.device, notes: Optional[list[str]] = None) -> list[P
     """Every provider that can run on ``device``, baseline first.
 
     Triton on CPU only runs through its interpreter, whose timings mean nothing, so it
-    is listed on CUDA only. Reasons for leaving a provider out are appended to ``notes``.
+    is listed on CUDA only, and only when TRITON_INTERPRET is not set. Reasons for leaving
+    a provider out are appended to ``notes``.
     """
     notes = [] if notes is None else notes
     out = [Provider(BASELINE)]
     if device.type == "cpu":
         out.append(Provider("nn.LSTM-no-onednn", onednn=False))
     for name in available_backends():
-        if name == "triton" and device.type != "cuda":
-            notes.append("triton: not timed on CPU (it would run through the Triton interpreter)")
+        if name == "triton" and (device.type != "cuda" or triton_interpreting()):
+            notes.append("triton: not timed, it would run through the Triton interpreter "
+                         + ("(TRITON_INTERPRET is set)" if triton_interpreting() else "on CPU"))
             continue
         out.append(Provider(name, backend=name))
         if name == "triton":
@@ -214,7 +225,7 @@ def providers(device: torch.device, notes: Optional[list[str]] = None) -> list[P
 
 
 def providers_for(shape: Shape, all_providers: Sequence[Provider], full: bool) -> list[Provider]:
-    """The providers timed on ``shape``: the slow reference backend only on short sequences or with ``full``."""
+    """The providers timed on ``shape``: the slow reference backend only on short T, or with ``full``."""
     return [p for p in all_providers if full or p.backend != "reference" or shape.T <= REFERENCE_MAX_T]
 
 
@@ -453,7 +464,8 @@ def plot(rows: Sequence[dict], path: str, env: dict) -> None:
     for ax, mode in zip(axes[:, 0], modes):
         ratio = {(r["shape"], r["provider"]): r["ratio"] for r in rows if r["mode"] == mode}
         for k, name in enumerate(names):
-            xs = [i + (k - (len(names) - 1) / 2) * width for i, s in enumerate(shapes) if ratio.get((s, name))]
+            offset = (k - (len(names) - 1) / 2) * width
+            xs = [i + offset for i, s in enumerate(shapes) if ratio.get((s, name))]
             ys = [ratio[(s, name)] for s in shapes if ratio.get((s, name))]
             ax.bar(xs, ys, width=width, label=name)
         ax.axhline(1.0, color="black", linewidth=0.8)
@@ -462,8 +474,10 @@ def plot(rows: Sequence[dict], path: str, env: dict) -> None:
         ax.set_xticks(range(len(shapes)))
         ax.set_xticklabels(shapes, rotation=45, ha="right", fontsize=7)
         ax.legend(fontsize=7)
-    fig.suptitle(f"lstm_kernels on {env['device']} ({env['device_name']}), torch {env['torch']}, {env['dtype']}",
-                 fontsize=9)
+    fig.suptitle(
+        f"lstm_kernels on {env['device']} ({env['device_name']}), torch {env['torch']}, {env['dtype']}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -486,16 +500,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "(ratio = provider time / nn.LSTM time; below 1 is faster).",
     )
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="tiny grid and few repeats (about a minute on 2 cores)")
+    size.add_argument("--quick", action="store_true", help="tiny grid, few repeats (< 1 min on 2 cores)")
     size.add_argument("--full", action="store_true",
                       help="the full grid T{16,128,512} x B{1,16,64} x H{64,256,512} x L{1,2} x uni/bi, "
                       "with the reference backend on every shape")
     size.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
-    size.add_argument("--grid", help=f"a grid name ({', '.join(GRIDS)}) or a spec like 'T=16,128 B=1,16 H=64 L=1 D=1,2'")
-    p.add_argument("--modes", default=",".join(MODES), help="comma list of: inference, training (default both)")
-    p.add_argument("--providers", help="comma list of providers to time besides nn.LSTM (default: all available)")
-    p.add_argument("--repeats", type=_positive_int, help="samples per provider and shape (median is reported)")
-    p.add_argument("--warmup", type=_positive_int, help="untimed calls per provider before timing (default 3)")
+    size.add_argument("--grid", help=f"a grid name ({', '.join(GRIDS)}) or a spec like {_SPEC_EXAMPLE!r}")
+    p.add_argument("--modes", default=",".join(MODES), help="comma list: inference,training (default both)")
+    p.add_argument("--providers", help="comma list of providers besides nn.LSTM (default: all)")
+    p.add_argument("--repeats", type=_positive_int, help="samples per provider and shape (median reported)")
+    p.add_argument("--warmup", type=_positive_int, help="untimed calls per provider before timing")
     p.add_argument("--threads", type=_positive_int, help="torch.set_num_threads(N) before timing")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
