@@ -159,3 +159,31 @@ def test_failing_provider_gives_error_row():
     assert base["error"] is None and base["ratio"] == 1.0
     assert broken["ms"] is None and broken["ratio"] is None
     assert "no-such-backend" in broken["error"] and broken["error"].startswith("ValueError")
+
+
+# The README's Quickstart promises that its test command is what CI runs.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _quickstart_commands() -> list[str]:
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    section = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```bash\n")[1:]
+    assert len(blocks) == 1, "Quickstart must hold exactly one bash block"
+    lines = [line for line in blocks[0].split("```", 1)[0].splitlines() if line.strip()]
+    assert len(lines) == 2, lines
+    return lines
+
+
+def test_readme_quickstart_matches_ci():
+    install_and_bench, install_and_test = _quickstart_commands()
+    assert install_and_bench.startswith("pip install torch==2.13.0 -e . && ")
+    assert "python -m lstm_kernels.bench --quick" in install_and_bench
+    assert install_and_test.startswith("pip install torch==2.13.0 -e '.[test]' && ")
+    with open(os.path.join(REPO, ".ci", "run")) as f:
+        ci = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    assert install_and_test in ci
+    # Both suites, so the README's command covers everything CI runs.
+    assert "python -m pytest tests" in install_and_test
+    assert "python -m pytest benchmarks --benchmark-disable" in install_and_test
