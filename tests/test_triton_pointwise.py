@@ -150,7 +150,8 @@ def test_zero_active_rows_is_a_no_op():
 def _fwd_args(B=2, H=3, T=2, dtype=torch.float32):
     cdt = compute_dtype(dtype)
     return dict(
-        pre=torch.randn(B, 4 * H, dtype=dtype), c=torch.randn(B, H, dtype=cdt), h=torch.randn(B, H, dtype=dtype),
+        pre=torch.randn(B, 4 * H, dtype=dtype), c=torch.randn(B, H, dtype=cdt),
+        h=torch.randn(B, H, dtype=dtype),
         out=torch.randn(T, B, H, dtype=dtype),
     )
 
@@ -168,7 +169,8 @@ def _fwd_args(B=2, H=3, T=2, dtype=torch.float32):
         (lambda a: a.update(h=torch.randint(0, 2, (2, 3))), TypeError, "dtype"),
         (lambda a: a.update(out=torch.randn(2, 2, 4)), ValueError, "out must have shape"),
         (lambda a: a.update(gates=torch.randn(2, 2, 12)), ValueError, "both gates and cs"),
-        (lambda a: a.update(out=None, gates=torch.randn(2, 2, 12), cs=torch.randn(2, 2, 3)), ValueError, "needs hs"),
+        (lambda a: a.update(out=None, gates=torch.randn(2, 2, 12), cs=torch.randn(2, 2, 3)),
+         ValueError, "needs hs"),
         (lambda a: a.update(hs=torch.randn(2, 2, 3)), ValueError, "hs is only written"),
         (lambda a: a.update(t=2), ValueError, "out of range"),
     ],
@@ -297,7 +299,8 @@ def test_aot_specs_cover_every_launch_configuration():
     specs = pointwise.aot_specs(90)
     fwd = {(s.signature["p_h"], s.constexprs["BLOCK_H"], s.constexprs["SAVE"], s.constexprs["PROJ"])
            for s in specs if s.kernel is pointwise._lstm_fwd_kernel}
-    bwd = {(s.signature["p_dc"], s.constexprs["BLOCK_H"]) for s in specs if s.kernel is pointwise._lstm_bwd_kernel}
+    bwd = {(s.signature["p_dc"], s.constexprs["BLOCK_H"])
+           for s in specs if s.kernel is pointwise._lstm_bwd_kernel}
     assert len(fwd) + len(bwd) == len(specs)
     types = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float64: "*fp64"}
     for H in (1, 31, 32, 33, 100, 1000, 1024, 1025, 5000):

@@ -211,7 +211,9 @@ def _check(t: Optional[Tensor], name: str, shape: tuple, dtype: torch.dtype, dev
     if t is None:
         return
     if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"triton pointwise kernels: {name} must have shape {list(shape)}, got {list(t.shape)}")
+        raise ValueError(
+            f"triton pointwise kernels: {name} must have shape {list(shape)}, got {list(t.shape)}"
+        )
     if t.dtype != dtype:
         raise TypeError(f"triton pointwise kernels: {name} must be {dtype}, got {t.dtype}")
     if t.device != device:
@@ -394,7 +396,9 @@ def _scan_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     return out, h, c.to(c0.dtype), gates, cs, hs
 
 
-def _scan_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
+def _scan_backward(
+    grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs
+):
     T, B, P = out.shape
     H = c0.shape[1]
     dtype = out.dtype
@@ -461,12 +465,15 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                         "p_pre": f"*{st}", "p_c": f"*{ct}", "p_h": f"*{st}", "p_out": f"*{st}",
                         "p_gates": f"*{ct}", "p_cs": f"*{ct}", "p_hs": f"*{ct}",
                         "t": "i32", "bs": "i32", "B": "i32", "H": "i32", "s_pre": "i32",
-                        "BLOCK_B": "constexpr", "BLOCK_H": "constexpr", "SAVE": "constexpr", "PROJ": "constexpr",
+                        "BLOCK_B": "constexpr", "BLOCK_H": "constexpr",
+                        "SAVE": "constexpr", "PROJ": "constexpr",
                     }
                     specs.append(KernelSpec(
                         kernel=_lstm_fwd_kernel,
                         signature=signature,
-                        constexprs={"BLOCK_B": block_b(BLOCK_H), "BLOCK_H": BLOCK_H, "SAVE": save, "PROJ": proj},
+                        constexprs={
+                            "BLOCK_B": block_b(BLOCK_H), "BLOCK_H": BLOCK_H, "SAVE": save, "PROJ": proj,
+                        },
                         num_warps=NUM_WARPS,
                         label=f"pointwise fwd {st} BLOCK_H={BLOCK_H} save={int(save)} proj={int(proj)}",
                         extra={"arch": arch},
