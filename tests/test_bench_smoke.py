@@ -187,3 +187,21 @@ def test_readme_quickstart_matches_ci():
     # Both suites, so the README's command covers everything CI runs.
     assert "python -m pytest tests" in install_and_test
     assert "python -m pytest benchmarks --benchmark-disable" in install_and_test
+
+
+def test_triton_tier_providers_run_their_tier():
+    """The per-tier providers listed on CUDA force their tier; checked here through the interpreter, tiny."""
+    from lstm_kernels._triton import backend as triton_backend
+
+    tiers = bench.triton_tiers()
+    assert tiers, "no triton tier is implemented"
+    shape = bench.Shape(3, 2, 4)
+    device = torch.device("cpu")
+    expected = bench.make_step(bench.Provider(bench.BASELINE), shape, "inference", device)()
+    for tier in tiers:
+        provider = bench.Provider(f"triton[{tier}]", backend="triton", tier=tier)
+        with provider.context():
+            assert triton_backend._forced[0] == tier
+            out = bench.make_step(provider, shape, "inference", device)()
+        torch.testing.assert_close(out, expected, **tol(torch.float32), msg=tier)
+    assert triton_backend._forced[0] is None
