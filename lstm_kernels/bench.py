@@ -190,7 +190,7 @@ def default_device() -> torch.device:
 
 
 def triton_tiers() -> list[str]:
-    """The triton tiers implemented in this version (``[]`` when the triton backend cannot load)."""
+    """The triton tiers implemented in this version; ImportError when the triton backend cannot load."""
     from ._triton.backend import TIERS, _tier_scans
 
     implemented = _tier_scans()
@@ -527,6 +527,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     bad = [m for m in args.modes if m not in MODES]
     if bad or not args.modes:
         p.error(f"--modes: expected a comma list of {', '.join(MODES)}, got {bad or args.modes}")
+    if args.grid is not None:
+        try:
+            parse_grid(args.grid)
+        except ValueError as e:
+            p.error(f"--grid: {e}")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
     return args

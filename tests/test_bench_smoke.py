@@ -120,7 +120,8 @@ def test_parse_grid_errors(spec, needle):
 @pytest.mark.parametrize("argv, needle", [
     (["--threads", "0"], "positive integer"), (["--modes", "eval"], "--modes"),
     (["--quick", "--full"], "not allowed"), (["--dtype", "int8"], "invalid choice"),
-], ids=["threads0", "bad-mode", "quick-and-full", "bad-dtype"])
+    (["--grid", "T=4 B=1"], "missing H"),
+], ids=["threads0", "bad-mode", "quick-and-full", "bad-dtype", "bad-grid"])
 def test_cli_argument_errors(argv, needle, capsys):
     with pytest.raises(SystemExit) as exc:
         bench.parse_args(argv)
