@@ -104,8 +104,11 @@ def test_parity_grid(cfg, dtype, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
-@pytest.mark.parametrize("cfg", CORNERS, ids=config_id)
+@pytest.mark.parametrize(
+    "cfg, dtype",
+    [pytest.param(c, d, id=f"{config_id(c)}-{dtype_id(d)}")
+     for c, d in zip(CORNERS, itertools.cycle([torch.float32, torch.float64]))],
+)
 def test_parity_corners(cfg, dtype, backend):
     check_lstm_against_torch(cfg, backend, dtype)
 
@@ -238,3 +241,66 @@ def test_auto_backend_on_cpu_matches(backend):
     b = run_module(auto, cfg, x, h0, c0, lengths, torch.float64)
     for u, v in zip(a[:3], b[:3]):
         torch.testing.assert_close(u, v, **tol(torch.float64, "out"))
+
+
+# PyTorch's own nn.LSTM module inputs (torch.testing._internal.common_modules,
+# module_inputs_torch_nn_LSTM): 2-layer LSTMs over bias x batch_first x bidirectional x
+# proj_size {0, 2}, fed unbatched input without and with (h0, c0). Replayed against
+# nn.LSTM, and against our own batched call as PyTorch's no-batch-dim reference does.
+TORCH_SUITE = [
+    pytest.param(bias, bf, bi, proj, id=f"{'bias' if bias else 'nobias'}-{'bf' if bf else 'tf'}"
+                 f"-{'bi' if bi else 'uni'}-proj{proj}")
+    for bias, bf, bi, proj in itertools.product([False, True], [False, True], [False, True], [0, 2])
+]
+
+
+@pytest.mark.parametrize("bias, batch_first, bidirectional, proj_size", TORCH_SUITE)
+def test_torch_suite_module_inputs(bias, batch_first, bidirectional, proj_size):
+    kwargs = dict(input_size=2, hidden_size=3, num_layers=2, proj_size=proj_size, batch_first=batch_first,
+                  bias=bias, bidirectional=bidirectional)
+    D = 2 if bidirectional else 1
+    for k, (T, with_hx) in enumerate([(2, False), (3, True)]):
+        backend = BACKENDS[k]
+        cfg = Config(**kwargs, T=T, mode="unbatched", with_hx=with_hx)
+        _, ours = check_lstm_against_torch(cfg, backend, torch.float64)
+        x = torch.randn(T, 2, dtype=torch.float64)
+        hx = None
+        if with_hx:
+            hx = (torch.randn(2 * D, proj_size or 3, dtype=torch.float64),
+                  torch.randn(2 * D, 3, dtype=torch.float64))
+        out, (h_n, c_n) = ours(x, hx)
+        batch_dim = 0 if batch_first else 1
+        bhx = None if hx is None else (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        b_out, (b_h, b_c) = ours(x.unsqueeze(batch_dim), bhx)
+        torch.testing.assert_close(out, b_out.squeeze(batch_dim), **tol(torch.float64))
+        torch.testing.assert_close(h_n, b_h.squeeze(1), **tol(torch.float64))
+        torch.testing.assert_close(c_n, b_c.squeeze(1), **tol(torch.float64))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_single_layer_ignores_dropout_in_training(backend):
+    """nn.LSTM applies dropout only between layers: one layer in train mode is exact."""
+    with pytest.warns(UserWarning, match="num_layers greater than 1"):
+        cfg = Config(num_layers=1, bidirectional=True, dropout=0.5)
+        check_lstm_against_torch(cfg, backend, torch.float64, training=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_grad_for_c0_only_inference_mode_and_retained_graph(backend):
+    cfg = Config(num_layers=2, bidirectional=True, proj_size=3)
+    torch_lstm, ours = make_pair(cfg, backend, torch.float64)
+    x, h0, c0, _ = make_inputs(cfg, torch.float64)
+    x, h0 = x.detach(), h0.detach()
+    for m in (torch_lstm, ours):
+        m.requires_grad_(False)
+    # Only c0 needs a gradient: the scans must still save what their backward needs.
+    got = torch.autograd.grad(ours(x, (h0, c0))[1][0].sum(), c0)[0]
+    want = torch.autograd.grad(torch_lstm(x, (h0, c0))[1][0].sum(), c0)[0]
+    torch.testing.assert_close(got, want, **tol(torch.float64, "grad"))
+    with torch.inference_mode():
+        out, _ = ours(x, (h0, c0.detach()))
+    torch.testing.assert_close(out, torch_lstm(x, (h0, c0))[0].detach(), **tol(torch.float64))
+    # Backward twice through a retained graph gives the same gradient both times.
+    loss = ours(x, (h0, c0))[0].pow(2).sum()
+    first = torch.autograd.grad(loss, c0, retain_graph=True)[0]
+    assert torch.equal(first, torch.autograd.grad(loss, c0)[0])
