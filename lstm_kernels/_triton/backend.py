@@ -37,8 +37,9 @@ def force_tier(tier: Optional[str]):
 def _tier_scans() -> dict[str, Callable]:
     """Tier name -> differentiable scan(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse)."""
     from .fused_step import scan as fused_step_scan
+    from .persistent import scan as persistent_scan
 
-    scans = {"fused_step": fused_step_scan}
+    scans = {"fused_step": fused_step_scan, "persistent": persistent_scan}
     if importlib.util.find_spec(f"{__package__}.pointwise") is not None:
         from .pointwise import scan as pointwise_scan
 
@@ -46,9 +47,29 @@ def _tier_scans() -> dict[str, Callable]:
     return scans
 
 
+# Above this many B*H elements per step the recurrent matmul is compute-bound rather than
+# latency-bound, and cuBLAS (tier "pointwise") is predicted to beat the Triton tiles.
+_POINTWISE_MIN_BH = 256 * 2048
+
+
 def choose_tier(B: int, H: int, T: int, dtype: torch.dtype, device: torch.device) -> str:
-    """The tier to run for this shape; see benchmarks/NOTES.md for the measurements behind it."""
-    return "pointwise"
+    """The tier to run for this shape.
+
+    Unmeasured; see benchmarks/NOTES.md. The table follows the per-step floor: at small and
+    mid sizes a step is latency-bound, so one persistent launch (no per-step launch, one
+    grid barrier per step, none at all for H <= 64) is predicted fastest wherever its
+    programs can all be resident; past that, fused_step (one launch per step, matmul and
+    gate math fused); for very large B*H, cuBLAS plus the pointwise kernel when present.
+    Never returns a tier that cannot run the shape.
+    """
+    from .persistent import persistent_config, sm_count
+
+    if device.type == "cuda" and B * H >= _POINTWISE_MIN_BH and "pointwise" in _tier_scans():
+        return "pointwise"
+    # A projection never changes whether the persistent grid fits (P < H), so H stands for P.
+    if persistent_config(B, H, H, False, dtype, sm_count(device), interpreting=device.type != "cuda") is not None:
+        return "persistent"
+    return "fused_step"
 
 
 class TritonBackend(Backend):

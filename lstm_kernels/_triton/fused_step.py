@@ -206,14 +206,22 @@ def block_b(B: int) -> int:
     return _pow2(B, 16, 64)
 
 
-def forward_blocks(H: int, P: int) -> tuple[int, int, int]:
-    """(BLOCK_H, BLOCK_K, num_warps) of the forward step kernel for hidden size H."""
-    return _pow2(H, 16, 32), _pow2(P, 16, 64), 4
+def step_warps(BH: int, BB: int) -> int:
+    # Four fp32 gate tiles plus their 64-bit pointer tiles spill at 4 warps from 32 x 64 on
+    # (ptxas on sm_90); 8 warps halve the per-thread share.
+    return 8 if BH * BB >= 2048 else 4
 
 
-def backward_blocks(H: int) -> tuple[int, int, int]:
-    """(BLOCK_H, BLOCK_K, num_warps) of the backward step kernel for hidden size H."""
-    return _pow2(H, 16, 32), 64, 4
+def forward_blocks(H: int, P: int, BB: int) -> tuple[int, int, int]:
+    """(BLOCK_H, BLOCK_K, num_warps) of the forward step kernel."""
+    BH = _pow2(H, 16, 32)
+    return BH, _pow2(P, 16, 64), step_warps(BH, BB)
+
+
+def backward_blocks(H: int, BB: int) -> tuple[int, int, int]:
+    """(BLOCK_H, BLOCK_K, num_warps) of the backward step kernel."""
+    BH = _pow2(H, 16, 32)
+    return BH, 64, step_warps(BH, BB)
 
 
 def dot_settings(dtype: torch.dtype) -> tuple[bool, str]:
@@ -333,8 +341,8 @@ def _forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     if w_hr is not None:
         # Also the per-step scratch; zeroed because d_w_hr multiplies all rows, active or not.
         hs = torch.zeros(T, B, H, dtype=cdt, device=gx.device)
-    BH, BK, warps = forward_blocks(H, P)
     BB = block_b(B)
+    BH, BK, warps = forward_blocks(H, P, BB)
     upcast, prec = dot_settings(dtype)
     w_hr_t = None if w_hr is None else w_hr.t()
     t_prev, bs_prev = 0, 0
@@ -370,8 +378,8 @@ def _backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, rev
     dc = grad_c_n.to(torch.float32).contiguous().clone()
     c0c = c0.contiguous()
     gates, cs = gates.contiguous(), cs.contiguous()
-    BH, BK, warps = backward_blocks(H)
     BB = block_b(B)
+    BH, BK, warps = backward_blocks(H, BB)
     _, prec = dot_settings(out.dtype)
     fuse = w_hr is None
     if fuse:
@@ -432,7 +440,7 @@ def aot_specs(arch: int) -> list[KernelSpec]:
         for H in _AOT_HIDDEN:
             for B in (1, 32, 64, 128):
                 BB = block_b(B)
-                BH, BK, warps = forward_blocks(H, H)
+                BH, BK, warps = forward_blocks(H, H, BB)
                 for save, hout in ((False, tdt), (True, tdt), (False, cdt), (True, cdt)):
                     key = ("fwd", tdt, BH, BB, BK, warps, save, hout)
                     if key not in seen:
@@ -453,7 +461,7 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                             num_warps=warps,
                             label=f"fused_step fwd {tdt} BH{BH} BB{BB} BK{BK} save={save}",
                         ))
-                BH, BK, warps = backward_blocks(H)
+                BH, BK, warps = backward_blocks(H, BB)
                 for fuse in (False, True):
                     key = ("bwd", tdt, BH, BB, BK, warps, fuse)
                     if key not in seen:

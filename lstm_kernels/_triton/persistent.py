@@ -1,0 +1,531 @@
+"""Tier "persistent": one launch per layer direction covers all time steps, W_hh held on-chip.
+
+Dimensions: T seq len, B batch, H hidden, P = proj_size or H, G = 4H (gates i, f, g, o);
+NP programs per batch tile, NM batch tiles; P_PAD, H_PAD = next powers of two of P and H.
+
+Grid (NP, NM). Program (n, m) owns hidden units ``n*BLOCK_H ..`` (all four gates) and, with a
+projection, output columns ``n*BLOCK_P ..``; it serves batch rows ``m*BLOCK_B ..``. Before the
+time loop it loads its weight slices once and keeps them for the whole launch:
+
+    forward   W_hh[g*H + hidden block, :P]  4 x [BLOCK_H, P_PAD]    (+ W_hr[P block, :H]  [BLOCK_P, H_PAD])
+    backward  W_hh[g*H + :H, P block]^T     4 x [BLOCK_P, H_PAD]    (+ W_hr[:P, hidden block]^T [BLOCK_H, P_PAD])
+
+The cell state (and in the backward its gradient) of the owned block stays in registers for
+all T steps. The hidden state is exchanged through global memory: each step reads the full
+``h[t_prev]`` (``out[t_prev]``, or ``h0`` for rows that did not run there), writes its own block
+of ``h[t]``, then all NP programs of a batch tile meet at a grid barrier: an int32 counter per
+batch tile, zeroed per launch; barrier k of a launch waits until the counter reaches
+``k * NP`` (arrive: ``atomic_add`` with acq_rel; wait: ``atomic_add(ptr, 0)`` with acquire).
+A projection adds a second barrier per step (the projection needs all of ``h``).
+
+With NP == 1 (one program owns every hidden unit: small H, and always under the interpreter,
+which runs programs one after another so a spin barrier would deadlock) the barrier is compiled
+out and batch tiles run fully independently: the same math with no synchronisation at all.
+
+The launch needs all NP x NM programs resident at once, so ``persistent_config`` only returns a
+configuration with NP x NM <= the number of SMs, and ``None`` when the weight slices would not
+fit a program's register budget; ``choose_tier`` then falls back to ``fused_step``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ..backends import triton_interpreting
+from ..ops import register_scan
+from ..reference import compute_dtype
+from .fused_step import (
+    _TL_DTYPES,
+    batch_sizes_list,
+    block_b,
+    check_scan_inputs,
+    dot_settings,
+    finish_forward,
+    first_step_dh,
+    weight_grads,
+)
+from .math import sigmoid, tanh
+from .specs import KernelSpec
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _grid_barrier(p_sync, target):
+    # Every thread's stores must be issued before the one arriving atomic releases them.
+    tl.debug_barrier()
+    tl.atomic_add(p_sync, 1, sem="acq_rel", scope="gpu")
+    seen = tl.atomic_add(p_sync, 0, sem="acquire", scope="gpu")
+    while seen < target:
+        seen = tl.atomic_add(p_sync, 0, sem="acquire", scope="gpu")
+    tl.debug_barrier()
+
+
+@triton.jit(do_not_specialize=["T", "NUM_PROGRAMS"])
+def _fwd_kernel(
+    p_gx,  # [T, B, G] input projection + biases (strides s_gx_t, s_gx_b, 1)
+    p_h0,  # [B, P] initial h
+    p_c0,  # [B, H] initial c
+    p_w,  # [G, P] W_hh, contiguous
+    p_wr,  # [P, H] W_hr, contiguous (HAS_PROJ)
+    p_bs,  # [T] int32 active rows per step (device)
+    p_out,  # [T, B, P] output, zero-filled: inactive rows stay zero
+    p_hr,  # [T, B, H] compute dtype: unprojected h (HAS_PROJ; exchanged between programs)
+    p_gates,  # [T, B, G] compute dtype, saved activated gates (SAVE)
+    p_cs,  # [T, B, H] compute dtype, saved cell states (SAVE)
+    p_cn,  # [B, H] final cell state, c0's dtype
+    p_sync,  # [NM] int32 barrier counters, zero at launch
+    T, B, H, P,
+    s_gx_t, s_gx_b,
+    NUM_PROGRAMS,  # programs per batch tile: the barrier's arrival count
+    REVERSE: tl.constexpr, USE_BARRIER: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_PROJ: tl.constexpr, SAVE: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    i_n = tl.program_id(0)
+    i_m = tl.program_id(1)
+    o_j = i_n * BLOCK_H + tl.arange(0, BLOCK_H)  # owned hidden units
+    o_p = i_n * BLOCK_P + tl.arange(0, BLOCK_P)  # owned output columns (HAS_PROJ)
+    o_b = i_m * BLOCK_B + tl.arange(0, BLOCK_B)  # batch rows
+    m_j = o_j < H
+    m_p = o_p < P
+    row = o_b[None, :].to(tl.int64)
+    G = 4 * H
+    p_sync_m = p_sync + i_m
+    p_wj = p_w + o_j[:, None].to(tl.int64) * P  # rows of gate i; gate g is g*H*P further
+
+    m_all = m_j[:, None] & (o_b < B)[None, :]
+    c = tl.load(p_c0 + row * H + o_j[:, None], mask=m_all, other=0.0).to(tl.float32)  # [BLOCK_H, BLOCK_B]
+
+    t_prev = tl.zeros((), dtype=tl.int32)
+    bs_prev = tl.zeros((), dtype=tl.int32)
+    n_sync = tl.zeros((), dtype=tl.int32)
+    for s in range(T):
+        if REVERSE:
+            t = T - 1 - s
+        else:
+            t = s
+        t64 = t.to(tl.int64)
+        bs = tl.load(p_bs + t)
+        m_b = o_b < bs
+        m_jb = m_j[:, None] & m_b[None, :]
+        m_carry = (o_b < bs_prev)[None, :]
+        m_fresh = (m_b & (o_b >= bs_prev))[None, :]
+
+        # gates^T [BLOCK_H, BLOCK_B] per gate = W_hh[g*H + owned rows, :] @ h_prev^T
+        acc_i = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
+        acc_f = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
+        acc_g = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
+        acc_o = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
+        for k0 in range(0, P, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            m_k = o_k < P
+            b_h = tl.load(p_out + (t_prev.to(tl.int64) * B + row) * P + o_k[:, None],
+                          mask=m_k[:, None] & m_carry, other=0.0)
+            b_h += tl.load(p_h0 + row * P + o_k[:, None], mask=m_k[:, None] & m_fresh, other=0.0)
+            m_w = m_j[:, None] & m_k[None, :]
+            b_wi = tl.load(p_wj + o_k[None, :], mask=m_w, other=0.0)
+            b_wf = tl.load(p_wj + H * P + o_k[None, :], mask=m_w, other=0.0)
+            b_wg = tl.load(p_wj + 2 * H * P + o_k[None, :], mask=m_w, other=0.0)
+            b_wo = tl.load(p_wj + 3 * H * P + o_k[None, :], mask=m_w, other=0.0)
+            if UPCAST_DOT:
+                b_h = b_h.to(tl.float32)
+                b_wi = b_wi.to(tl.float32)
+                b_wf = b_wf.to(tl.float32)
+                b_wg = b_wg.to(tl.float32)
+                b_wo = b_wo.to(tl.float32)
+            acc_i = tl.dot(b_wi, b_h, acc_i, input_precision=DOT_PRECISION)
+            acc_f = tl.dot(b_wf, b_h, acc_f, input_precision=DOT_PRECISION)
+            acc_g = tl.dot(b_wg, b_h, acc_g, input_precision=DOT_PRECISION)
+            acc_o = tl.dot(b_wo, b_h, acc_o, input_precision=DOT_PRECISION)
+
+        p_g = p_gx + t64 * s_gx_t + row * s_gx_b + o_j[:, None]
+        gi = sigmoid(acc_i + tl.load(p_g, mask=m_jb, other=0.0).to(tl.float32))
+        gf = sigmoid(acc_f + tl.load(p_g + H, mask=m_jb, other=0.0).to(tl.float32))
+        gg = tanh(acc_g + tl.load(p_g + 2 * H, mask=m_jb, other=0.0).to(tl.float32))
+        go = sigmoid(acc_o + tl.load(p_g + 3 * H, mask=m_jb, other=0.0).to(tl.float32))
+        c_new = gf * c + gi * gg
+        h = go * tanh(c_new)
+        c = tl.where(m_b[None, :], c_new, c)
+        if SAVE:
+            p_sg = p_gates + (t64 * B + row) * G + o_j[:, None]
+            tl.store(p_sg, gi.to(p_gates.dtype.element_ty), mask=m_jb)
+            tl.store(p_sg + H, gf.to(p_gates.dtype.element_ty), mask=m_jb)
+            tl.store(p_sg + 2 * H, gg.to(p_gates.dtype.element_ty), mask=m_jb)
+            tl.store(p_sg + 3 * H, go.to(p_gates.dtype.element_ty), mask=m_jb)
+            tl.store(p_cs + (t64 * B + row) * H + o_j[:, None], c_new.to(p_cs.dtype.element_ty), mask=m_jb)
+        if HAS_PROJ:
+            tl.store(p_hr + (t64 * B + row) * H + o_j[:, None], h.to(p_hr.dtype.element_ty), mask=m_jb)
+            if USE_BARRIER:
+                n_sync += 1
+                _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+            # out^T [BLOCK_P, BLOCK_B] = W_hr[owned columns, :] @ h^T, h rounded to the storage
+            # dtype first as nn.LSTM does.
+            acc_p = tl.zeros((BLOCK_P, BLOCK_B), dtype=tl.float32)
+            for k0 in range(0, H, BLOCK_K):
+                o_k = k0 + tl.arange(0, BLOCK_K)
+                m_k = o_k < H
+                b_hr = tl.load(p_hr + (t64 * B + row) * H + o_k[:, None], mask=m_k[:, None] & m_b[None, :],
+                               other=0.0).to(p_out.dtype.element_ty)
+                b_wr = tl.load(p_wr + o_p[:, None].to(tl.int64) * H + o_k[None, :],
+                               mask=m_p[:, None] & m_k[None, :], other=0.0)
+                if UPCAST_DOT:
+                    b_hr = b_hr.to(tl.float32)
+                    b_wr = b_wr.to(tl.float32)
+                acc_p = tl.dot(b_wr, b_hr, acc_p, input_precision=DOT_PRECISION)
+            tl.store(p_out + (t64 * B + row) * P + o_p[:, None], acc_p.to(p_out.dtype.element_ty),
+                     mask=m_p[:, None] & m_b[None, :])
+        else:
+            tl.store(p_out + (t64 * B + row) * P + o_j[:, None], h.to(p_out.dtype.element_ty), mask=m_jb)
+        if USE_BARRIER:
+            n_sync += 1
+            _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+        t_prev = t
+        bs_prev = bs
+    tl.store(p_cn + row * H + o_j[:, None], c.to(p_cn.dtype.element_ty), mask=m_all)
+
+
+@triton.jit(do_not_specialize=["T", "NUM_PROGRAMS"])
+def _bwd_kernel(
+    p_dout,  # [T, B, P] upstream grad of out (strides s_do_t, s_do_b, 1)
+    p_dhn,  # [B, P] upstream grad of h_n
+    p_dcn,  # [B, H] upstream grad of c_n
+    p_w,  # [G, P] W_hh, contiguous
+    p_wr,  # [P, H] W_hr, contiguous (HAS_PROJ)
+    p_bs,  # [T] int32 active rows per step (device)
+    p_gates,  # [T, B, G] saved activated gates
+    p_cs,  # [T, B, H] saved cell states
+    p_c0,  # [B, H] initial cell state
+    p_dgates,  # [T, B, G] fp32 gate gradients, zero-filled: inactive rows stay zero
+    p_dhs,  # [T, B, P] fp32 grad of the projected h per step (HAS_PROJ; exchanged, and for d_w_hr)
+    p_dc0,  # [B, H] fp32 grad of c0
+    p_sync,  # [NM] int32 barrier counters, zero at launch
+    T, B, H, P,
+    s_do_t, s_do_b,
+    NUM_PROGRAMS,  # programs per batch tile: the barrier's arrival count
+    REVERSE: tl.constexpr, USE_BARRIER: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_PROJ: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    i_n = tl.program_id(0)
+    i_m = tl.program_id(1)
+    o_j = i_n * BLOCK_H + tl.arange(0, BLOCK_H)  # owned hidden units
+    o_p = i_n * BLOCK_P + tl.arange(0, BLOCK_P)  # owned columns of h (== o_j without projection)
+    o_b = i_m * BLOCK_B + tl.arange(0, BLOCK_B)
+    m_j = o_j < H
+    m_p = o_p < P
+    row = o_b[None, :].to(tl.int64)
+    G = 4 * H
+    p_sync_m = p_sync + i_m
+
+    m_all = m_j[:, None] & (o_b < B)[None, :]
+    dc = tl.load(p_dcn + row * H + o_j[:, None], mask=m_all, other=0.0).to(tl.float32)
+
+    t_next = tl.zeros((), dtype=tl.int32)
+    bs_next = tl.zeros((), dtype=tl.int32)
+    n_sync = tl.zeros((), dtype=tl.int32)
+    for s in range(T):
+        if REVERSE:
+            t = s
+            t_prev = s + 1
+        else:
+            t = T - 1 - s
+            t_prev = t - 1
+        t64 = t.to(tl.int64)
+        bs = tl.load(p_bs + t)
+        has_prev = (t_prev >= 0) & (t_prev < T)
+        bs_prev = tl.load(p_bs + t_prev, mask=has_prev, other=0)
+        m_b = o_b < bs
+        m_jb = m_j[:, None] & m_b[None, :]
+        m_pb = m_p[:, None] & m_b[None, :]
+
+        # Phase A: dh^T [BLOCK_P, BLOCK_B] of the owned columns = sum_g W_hh_g[:, owned]^T @ dgates_g[t_next]^T
+        m_next = (o_b < bs_next)[None, :]
+        dh = tl.zeros((BLOCK_P, BLOCK_B), dtype=tl.float32)
+        for k0 in range(0, H, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            m_k = o_k < H
+            p_dn = p_dgates + (t_next.to(tl.int64) * B + row) * G + o_k[:, None]
+            p_wk = p_w + o_k[None, :].to(tl.int64) * P + o_p[:, None]
+            m_w = m_p[:, None] & m_k[None, :]
+            m_d = m_k[:, None] & m_next
+            for g in tl.static_range(4):
+                b_w = tl.load(p_wk + g * H * P, mask=m_w, other=0.0).to(tl.float32)
+                b_d = tl.load(p_dn + g * H, mask=m_d, other=0.0)
+                dh = tl.dot(b_w, b_d, dh, input_precision=DOT_PRECISION)
+        dh += tl.load(p_dhn + row * P + o_p[:, None], mask=m_pb & (o_b >= bs_next)[None, :], other=0.0).to(
+            tl.float32)
+        dh += tl.load(p_dout + t64 * s_do_t + row * s_do_b + o_p[:, None], mask=m_pb, other=0.0).to(tl.float32)
+        if HAS_PROJ:
+            tl.store(p_dhs + (t64 * B + row) * P + o_p[:, None], dh, mask=m_pb)
+            if USE_BARRIER:
+                n_sync += 1
+                _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+            # dhr^T [BLOCK_H, BLOCK_B] = W_hr[:, owned]^T @ dh^T
+            dhr = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
+            for k0 in range(0, P, BLOCK_K):
+                o_k = k0 + tl.arange(0, BLOCK_K)
+                m_k = o_k < P
+                b_wr = tl.load(p_wr + o_k[None, :].to(tl.int64) * H + o_j[:, None],
+                               mask=m_j[:, None] & m_k[None, :], other=0.0).to(tl.float32)
+                b_dh = tl.load(p_dhs + (t64 * B + row) * P + o_k[:, None], mask=m_k[:, None] & m_b[None, :],
+                               other=0.0)
+                dhr = tl.dot(b_wr, b_dh, dhr, input_precision=DOT_PRECISION)
+        else:
+            dhr = dh
+
+        # Phase B: gate and cell-state gradients of the owned hidden block.
+        p_sg = p_gates + (t64 * B + row) * G + o_j[:, None]
+        gi = tl.load(p_sg, mask=m_jb, other=0.0).to(tl.float32)
+        gf = tl.load(p_sg + H, mask=m_jb, other=0.0).to(tl.float32)
+        gg = tl.load(p_sg + 2 * H, mask=m_jb, other=0.0).to(tl.float32)
+        go = tl.load(p_sg + 3 * H, mask=m_jb, other=0.0).to(tl.float32)
+        c = tl.load(p_cs + (t64 * B + row) * H + o_j[:, None], mask=m_jb, other=0.0).to(tl.float32)
+        m_carry = (o_b < bs_prev)[None, :]
+        c_prev = tl.load(p_cs + (t_prev.to(tl.int64) * B + row) * H + o_j[:, None], mask=m_jb & m_carry,
+                         other=0.0).to(tl.float32)
+        c_prev += tl.load(p_c0 + row * H + o_j[:, None], mask=m_jb & ~m_carry, other=0.0).to(tl.float32)
+        tc = tanh(c)
+        dc_t = dc + dhr * go * (1.0 - tc * tc)
+        p_dg = p_dgates + (t64 * B + row) * G + o_j[:, None]
+        tl.store(p_dg, dc_t * gg * gi * (1.0 - gi), mask=m_jb)
+        tl.store(p_dg + H, dc_t * c_prev * gf * (1.0 - gf), mask=m_jb)
+        tl.store(p_dg + 2 * H, dc_t * gi * (1.0 - gg * gg), mask=m_jb)
+        tl.store(p_dg + 3 * H, dhr * tc * go * (1.0 - go), mask=m_jb)
+        dc = tl.where(m_b[None, :], dc_t * gf, dc)
+        if USE_BARRIER:
+            n_sync += 1
+            _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+        t_next = t
+        bs_next = bs
+    tl.store(p_dc0 + row * H + o_j[:, None], dc, mask=m_all)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch configuration
+# ---------------------------------------------------------------------------------------------
+
+# Widest hidden block one program owns; 4 fp32 accumulators of BLOCK_H x BLOCK_B stay in registers.
+MAX_BLOCK_H = 64
+
+
+@dataclass(frozen=True)
+class PersistentConfig:
+    """Tiling of one persistent launch: NP programs per batch tile, NM batch tiles."""
+
+    BLOCK_H: int
+    BLOCK_P: int
+    BLOCK_B: int
+    BLOCK_K: int
+    NP: int
+    NM: int
+    num_warps: int
+    # Grid barrier between steps; only a single program per batch tile may go without it
+    # (tests also switch it off for single-step launches, which need no exchange).
+    barrier: Optional[bool] = None
+
+    @property
+    def use_barrier(self) -> bool:
+        return self.NP > 1 if self.barrier is None else self.barrier
+
+
+def _p2(n: int) -> int:
+    return max(16, triton.next_power_of_2(max(int(n), 1)))
+
+
+def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
+                      interpreting: Optional[bool] = None) -> Optional[PersistentConfig]:
+    """The tiling for this shape, or None when the persistent kernel cannot run it.
+
+    ``n_sm`` is the number of SMs (None: unbounded). Under the interpreter there is always
+    exactly one program per batch tile (programs run one after another: no barrier possible).
+    On a GPU, H <= 64 also gets one program per batch tile (no barrier); larger H is split
+    into the most hidden blocks of 16, 32 or 64 units that keep every program resident.
+    """
+    interpreting = triton_interpreting() if interpreting is None else interpreting
+    BB = block_b(B)
+    NM = triton.cdiv(B, BB)
+    BK = 32 if dtype == torch.float32 else 64
+    if interpreting or (H <= MAX_BLOCK_H and P <= MAX_BLOCK_H):
+        BH, BP = _p2(H), (_p2(P) if has_proj else _p2(H))
+        if not interpreting and n_sm is not None and NM > n_sm:
+            return None
+    else:
+        slots = n_sm // NM if n_sm is not None else 1 << 30
+        for BH in (16, 32, MAX_BLOCK_H):
+            nh = triton.cdiv(H, BH)
+            BP = _p2(triton.cdiv(P, nh)) if has_proj else BH
+            if max(nh, triton.cdiv(P, BP)) <= slots and BP <= MAX_BLOCK_H:
+                break
+        else:
+            return None  # the programs could not all be resident: the barrier would deadlock
+    NP = max(triton.cdiv(H, BH), triton.cdiv(P, BP))
+    warps = 8 if max(BH, BP) * BB >= 2048 else 4
+    return PersistentConfig(BH, BP, BB, BK, NP, NM, warps)
+
+
+def sm_count(device: torch.device) -> Optional[int]:
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _config_for(B, H, P, has_proj, dtype, device) -> PersistentConfig:
+    cfg = persistent_config(B, H, P, has_proj, dtype, sm_count(device))
+    if cfg is None:
+        raise RuntimeError(
+            f"triton tier 'persistent' cannot run B={B}, H={H}, P={P} ({dtype}) on {device}: its weight "
+            "slices or programs do not fit on-chip; use the 'fused_step' tier (the automatic choice does)"
+        )
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------------
+
+
+def _forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
+    check_scan_inputs(gx, h0, c0, w_hh, w_hr, "persistent")
+    T, B, G = gx.shape
+    H, P = c0.shape[1], h0.shape[1]
+    dtype, cdt = gx.dtype, compute_dtype(gx.dtype)
+    has_proj = w_hr is not None
+    cfg = _config_for(B, H, P, has_proj, dtype, gx.device)
+    if gx.stride(2) != 1:
+        gx = gx.contiguous()
+    bs = batch_sizes_list(batch_sizes, T, B)
+    bs_dev = torch.tensor(bs, dtype=torch.int32).to(gx.device)
+    out = torch.zeros(T, B, P, dtype=dtype, device=gx.device)
+    c_n = torch.empty(B, H, dtype=c0.dtype, device=gx.device)
+    gates = torch.empty(T, B, G, dtype=cdt, device=gx.device) if save else gx.new_empty(0, dtype=cdt)
+    cs = torch.empty(T, B, H, dtype=cdt, device=gx.device) if save else gx.new_empty(0, dtype=cdt)
+    # Zeroed: d_w_hr multiplies all rows, active or not.
+    hr = torch.zeros(T, B, H, dtype=cdt, device=gx.device) if has_proj else gx.new_empty(0, dtype=cdt)
+    sync = torch.zeros(cfg.NM, dtype=torch.int32, device=gx.device)
+    upcast, prec = dot_settings(dtype)
+    w_hh_c = w_hh.contiguous()
+    w_hr_c = w_hr.contiguous() if has_proj else w_hh_c
+    _fwd_kernel[(cfg.NP, cfg.NM)](
+        gx, h0.contiguous(), c0.contiguous(), w_hh_c, w_hr_c, bs_dev, out, hr, gates, cs, c_n, sync,
+        T, B, H, P, gx.stride(0), gx.stride(1),
+        cfg.NP,
+        REVERSE=reverse, USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P, BLOCK_B=cfg.BLOCK_B,
+        BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, SAVE=save, UPCAST_DOT=upcast, DOT_PRECISION=prec,
+        num_warps=cfg.num_warps,
+    )
+    h_n, c_n = finish_forward(out, c_n, c0, bs, reverse)
+    hs = hr if (save and has_proj) else gx.new_empty(0, dtype=cdt)
+    return out, h_n, c_n, gates, cs, hs
+
+
+def _backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
+    T, B, P = out.shape
+    H = c0.shape[1]
+    cdt = gates.dtype
+    has_proj = w_hr is not None
+    cfg = _config_for(B, H, P, has_proj, out.dtype, out.device)
+    bs = batch_sizes_list(batch_sizes, T, B)
+    bs_dev = torch.tensor(bs, dtype=torch.int32).to(out.device)
+    d_gates = torch.zeros(T, B, 4 * H, dtype=cdt, device=out.device)
+    d_hs = torch.zeros(T, B, P, dtype=cdt, device=out.device) if has_proj else d_gates
+    d_c0 = torch.empty(B, H, dtype=torch.float32, device=out.device)
+    sync = torch.zeros(cfg.NM, dtype=torch.int32, device=out.device)
+    g_out = grad_out if grad_out.stride(2) == 1 else grad_out.contiguous()
+    w_hh_c = w_hh.contiguous()
+    _, prec = dot_settings(out.dtype)
+    _bwd_kernel[(cfg.NP, cfg.NM)](
+        g_out, grad_h_n.contiguous(), grad_c_n.contiguous(), w_hh_c, w_hr.contiguous() if has_proj else w_hh_c,
+        bs_dev, gates.contiguous(), cs.contiguous(), c0.contiguous(), d_gates, d_hs, d_c0, sync,
+        T, B, H, P, g_out.stride(0), g_out.stride(1),
+        cfg.NP,
+        REVERSE=reverse, USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P, BLOCK_B=cfg.BLOCK_B,
+        BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, DOT_PRECISION=prec,
+        num_warps=cfg.num_warps,
+    )
+    d_w_hh, d_w_hr = weight_grads(d_gates, out, h0, w_hh, bs, reverse, d_hs if has_proj else None, hs, w_hr)
+    d_h0 = first_step_dh(d_gates, w_hh, bs, reverse)
+    return d_gates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_w_hh, d_w_hr
+
+
+scan = register_scan("persistent", _forward, _backward)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ahead-of-time compile specs
+# ---------------------------------------------------------------------------------------------
+
+# Hidden sizes the check sweeps (projections at half width); every size up to 4096 maps to one
+# of the tilings these produce, because the tiling depends only on powers of two of H and P.
+_AOT_HIDDEN = (1, 16, 33, 64, 128, 256, 512, 1024, 2048, 4096)
+_AOT_BATCH = (1, 32, 64, 128)
+
+
+def _aot_configs(n_sm: int) -> list[tuple[torch.dtype, bool, PersistentConfig]]:
+    found = {}
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for H in _AOT_HIDDEN:
+            for P, has_proj in ((H, False), (max(1, H // 2), True)):
+                for B in _AOT_BATCH:
+                    cfg = persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False)
+                    if cfg is not None:
+                        # The grid (NP, NM) is not compiled in: one spec per block choice.
+                        key = (dtype, has_proj, dataclasses.replace(cfg, NP=0, NM=0, barrier=cfg.use_barrier))
+                        found[key] = None
+    return list(found)
+
+
+def aot_specs(arch: int) -> list[KernelSpec]:
+    """Every specialization ``persistent_config`` can send to the kernels on a GPU of ``arch``.
+
+    The SM count bounds the grid; 132 (H100/H200) for sm_90, 108 (A100) for sm_80.
+    """
+    n_sm = 132 if arch >= 90 else 108
+    specs = []
+    for dtype, has_proj, cfg in _aot_configs(n_sm):
+        tdt = _TL_DTYPES[dtype]
+        cdt = _TL_DTYPES[compute_dtype(dtype)]
+        upcast = dtype not in (torch.float16, torch.bfloat16)
+        common = dict(USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
+                      BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj,
+                      DOT_PRECISION="ieee")
+        tiling = (f"BH{cfg.BLOCK_H} BP{cfg.BLOCK_P} BB{cfg.BLOCK_B} BK{cfg.BLOCK_K} warps{cfg.num_warps}"
+                  f"{' barrier' if cfg.use_barrier else ''}"
+                  f"{' proj' if has_proj else ''}")
+        for reverse in (False, True):
+            for save in (False, True):
+                specs.append(KernelSpec(
+                    kernel=_fwd_kernel,
+                    signature={
+                        "p_gx": f"*{tdt}", "p_h0": f"*{tdt}", "p_c0": f"*{tdt}", "p_w": f"*{tdt}",
+                        "p_wr": f"*{tdt}", "p_bs": "*i32", "p_out": f"*{tdt}", "p_hr": f"*{cdt}",
+                        "p_gates": f"*{cdt}", "p_cs": f"*{cdt}", "p_cn": f"*{tdt}", "p_sync": "*i32",
+                        "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_gx_t": "i32", "s_gx_b": "i32", "NUM_PROGRAMS": "i32",
+                        **{k: "constexpr" for k in ("REVERSE", *common, "SAVE", "UPCAST_DOT")},
+                    },
+                    constexprs=dict(REVERSE=reverse, SAVE=save, UPCAST_DOT=upcast, **common),
+                    num_warps=cfg.num_warps,
+                    label=f"persistent fwd {tdt} {tiling} reverse={reverse} save={save}",
+                ))
+            specs.append(KernelSpec(
+                kernel=_bwd_kernel,
+                signature={
+                    "p_dout": f"*{tdt}", "p_dhn": f"*{tdt}", "p_dcn": f"*{tdt}", "p_w": f"*{tdt}",
+                    "p_wr": f"*{tdt}", "p_bs": "*i32", "p_gates": f"*{cdt}", "p_cs": f"*{cdt}",
+                    "p_c0": f"*{tdt}", "p_dgates": "*fp32", "p_dhs": "*fp32", "p_dc0": "*fp32", "p_sync": "*i32",
+                    "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_do_t": "i32", "s_do_b": "i32", "NUM_PROGRAMS": "i32",
+                    **{k: "constexpr" for k in ("REVERSE", *common)},
+                },
+                constexprs=dict(REVERSE=reverse, **common),
+                num_warps=cfg.num_warps,
+                label=f"persistent bwd {tdt} {tiling} reverse={reverse}",
+            ))
+    return specs

@@ -1,0 +1,121 @@
+"""The Triton tiers "fused_step" and "persistent" against nn.LSTM, under the interpreter.
+
+Each tier is forced with ``force_tier`` and compared with ``helpers.check_lstm_against_torch``
+(outputs, h_n, c_n and all gradients; NaN-poisoned allocations come from conftest). The
+persistent kernel runs here in its single-program configuration (the interpreter runs
+programs one after another, so its grid barrier cannot run here); its multi-program tiling
+is checked on single-step launches, which exchange nothing between programs.
+
+Sizes: T seq len, B batch, H hidden, P = proj_size or H.
+"""
+import pytest
+import torch
+import triton
+
+from helpers import LOW_PRECISION, Config, check_lstm_against_torch, config_id, dtype_id
+from lstm_kernels._triton import persistent
+from lstm_kernels._triton.backend import TIERS, _tier_scans, choose_tier, force_tier
+
+pytestmark = pytest.mark.interpreter
+
+MY_TIERS = ("fused_step", "persistent")
+
+FP32_CONFIGS = [
+    Config(B=3, T=4, input_size=5, hidden_size=7),
+    Config(B=1, T=1, input_size=3, hidden_size=5, with_hx=False),
+    Config(B=3, T=5, input_size=4, hidden_size=33, num_layers=2, bidirectional=True),
+    Config(B=4, T=5, input_size=5, hidden_size=7, proj_size=3, bidirectional=True, mode="packed-unsorted"),
+    Config(B=4, T=6, input_size=5, hidden_size=9, num_layers=2, mode="packed", batch_first=True),
+    Config(B=2, T=3, input_size=4, hidden_size=6, bias=False, strided=True, mode="unbatched"),
+]
+
+LOW_CONFIGS = [
+    Config(B=3, T=4, input_size=5, hidden_size=17, bidirectional=True),
+    Config(B=3, T=4, input_size=5, hidden_size=7, proj_size=4, mode="packed"),
+]
+
+
+@pytest.mark.parametrize("cfg", FP32_CONFIGS, ids=config_id)
+@pytest.mark.parametrize("tier", MY_TIERS)
+def test_tier_matches_nn_lstm_fp32(tier, cfg):
+    with force_tier(tier):
+        check_lstm_against_torch(cfg, "triton", torch.float32)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=dtype_id)
+@pytest.mark.parametrize("cfg", LOW_CONFIGS, ids=config_id)
+@pytest.mark.parametrize("tier", MY_TIERS)
+def test_tier_matches_fp64_oracle_low_precision(tier, cfg, dtype):
+    with force_tier(tier):
+        check_lstm_against_torch(cfg, "triton", dtype)
+
+
+def test_persistent_independent_batch_tiles():
+    # B > 64 splits the batch over two programs that never synchronise.
+    cfg = Config(B=70, T=3, input_size=3, hidden_size=5, mode="packed")
+    assert persistent.persistent_config(70, 5, 5, False, torch.float32, None).NM == 2
+    with force_tier("persistent"):
+        check_lstm_against_torch(cfg, "triton", torch.float32)
+
+
+@pytest.mark.parametrize("cfg", [
+    Config(B=3, T=1, input_size=4, hidden_size=40, bidirectional=True),
+    Config(B=20, T=1, input_size=4, hidden_size=33, with_hx=False),
+], ids=config_id)
+def test_persistent_multi_program_tiling_single_step(cfg, monkeypatch):
+    """The GPU tiling (several programs own hidden blocks) on launches whose programs need no barrier.
+
+    With T=1 and no projection, no program reads what another writes, so the barrier can be
+    left out and the interpreter runs the multi-program index math exactly as a GPU would.
+    """
+    def config_for(B, H, P, has_proj, dtype, device):
+        BB = 16
+        return persistent.PersistentConfig(BLOCK_H=16, BLOCK_P=16, BLOCK_B=BB, BLOCK_K=16, NP=triton.cdiv(H, 16),
+                                           NM=triton.cdiv(B, BB), num_warps=4, barrier=False)
+
+    monkeypatch.setattr(persistent, "_config_for", config_for)
+    assert triton.cdiv(cfg.hidden_size, 16) > 1
+    with force_tier("persistent"):
+        check_lstm_against_torch(cfg, "triton", torch.float32)
+
+
+def test_persistent_rejects_shapes_it_cannot_hold():
+    # 4096 hidden units in blocks of at most 64 need 64 programs per batch tile; 8 SMs hold 8.
+    assert persistent.persistent_config(4, 4096, 4096, False, torch.float16, 8, interpreting=False) is None
+    cfg = persistent.persistent_config(4, 4096, 4096, False, torch.float16, 132, interpreting=False)
+    assert cfg is not None and cfg.NP * cfg.NM <= 132 and cfg.use_barrier
+    small = persistent.persistent_config(4, 48, 48, False, torch.float16, 132, interpreting=False)
+    assert small.NP == 1 and not small.use_barrier
+
+
+SWEEP_B = (1, 8, 32, 128, 512)
+SWEEP_H = (1, 7, 64, 128, 256, 1000, 1024, 2048, 4096)
+
+
+@pytest.mark.parametrize("device_type", ["cpu", "cuda"])
+def test_choose_tier_returns_runnable_tier(device_type, monkeypatch):
+    """Over a sweep of shapes the dispatch only picks tiers that exist and can run the shape."""
+    monkeypatch.setattr(persistent, "sm_count", lambda device: 132 if device.type == "cuda" else None)
+    device = torch.device(device_type)
+    available = set(_tier_scans())
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for B in SWEEP_B:
+            for H in SWEEP_H:
+                tier = choose_tier(B, H, 50, dtype, device)
+                assert tier in TIERS and tier in available, (B, H, dtype, tier)
+                if tier == "persistent":
+                    cfg = persistent.persistent_config(B, H, H, False, dtype, persistent.sm_count(device),
+                                                       interpreting=device_type == "cpu")
+                    assert cfg is not None and (device_type == "cpu" or cfg.NP * cfg.NM <= 132), (B, H, dtype)
+
+
+def test_auto_tier_runs():
+    cfg = Config(B=2, T=3, input_size=3, hidden_size=5)
+    check_lstm_against_torch(cfg, "triton", torch.float32)
+
+
+def test_forced_persistent_on_unrunnable_shape_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(persistent, "persistent_config", lambda *a, **k: None)
+    cfg = Config(B=2, T=2, input_size=3, hidden_size=5)
+    with force_tier("persistent"), pytest.raises(RuntimeError, match="persistent.*cannot run"):
+        check_lstm_against_torch(cfg, "triton", torch.float32, grads=False)
