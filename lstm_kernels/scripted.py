@@ -5,8 +5,35 @@ time loop runs in the TorchScript interpreter with no Python per step. They are
 registered as the custom op pair ``lstm_kernels::torchscript_scan[_backward]``
 (see ``ops.py``); autograd never records per-step ops.
 
-Shapes follow ``ops.py``: gx [T,B,4H], h0 [B,P], c0 [B,H], w_hh [4H,P], w_hr [P,H].
-Gate order is nn.LSTM's (i, f, g, o).
+Dimensions: T seq len, B batch, H hidden, P = proj_size or H, G = 4H.
+Shapes follow ``ops.py``: gx [T,B,G], h0 [B,P], c0 [B,H], w_hh [G,P], w_hr [P,H].
+Gate order is nn.LSTM's (i, f, g, o), also in the saved ``gates``.
+
+Why it is written the way it is (measurements in ``benchmarks/NOTES.md``, CPU section):
+
+* On CPU the time per step of a small LSTM is the number of interpreter ops, not
+  FLOPs (about 0.7 us per op on the reference machine, against 1.4 us for a whole
+  oneDNN step at B=1, H=64). So the loops use as few ops per step as possible: outputs
+  are written in place with ``out=`` into preallocated [T, ...] buffers (no lists, no
+  ``torch.stack``), the hidden state is a view of the previous output row, and the
+  padded (no ``batch_sizes``) loop is separate from the packed one so it carries no
+  row slicing.
+* The gates stay in nn.LSTM's order. An internal (i, f, o, g) order would let one
+  sigmoid cover 3H instead of 4H, but ``gx`` arrives in nn.LSTM's order from the loop,
+  and reordering it costs a pass over T*B*4H, more than the H sigmoid per step it saves.
+  With no reordered weights there is nothing to cache, so nothing can go stale when a
+  parameter changes in place or through ``load_state_dict``.
+* The recurrent matmul uses ``w_hh.t()`` (a transposed view): BLAS is faster with the
+  transposed flag than with a contiguous transposed copy.
+* Backward moves every pointwise factor that does not depend on the incoming gradient
+  (sigmoid/tanh derivatives, tanh(c), the products with the other gates) out of the
+  time loop into a few whole-sequence ops, so the loop does about half the ops of the
+  textbook form. dW_hh and dW_hr are two or three large matmuls after the loop, taking
+  h[t-1] from ``out`` shifted by one step instead of materialising it.
+* The graph executor's profiling optimisations are switched off around the calls
+  (``torch.jit.optimized_execution(False)``, thread-local and restored on exit): on CPU
+  they fuse nothing here (NNC's CPU fuser is off by default), but they re-profile and
+  re-specialise the graph for every new shape and ``save`` flag, which measured slower.
 """
 from __future__ import annotations
 
@@ -26,12 +53,12 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _scan_forward(
-    gx: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    w_hh: Tensor,
-    w_hr: Optional[Tensor],
-    batch_sizes: List[int],
+    gx: Tensor,  # [T, B, 4H] input projection plus biases, nn.LSTM gate order
+    h0: Tensor,  # [B, P]
+    c0: Tensor,  # [B, H]
+    w_hh: Tensor,  # [4H, P]
+    w_hr: Optional[Tensor],  # [P, H] or None
+    batch_sizes: List[int],  # [T] non-increasing, or [] when every row is active
     reverse: bool,
     save: bool,
 ):
@@ -41,53 +68,101 @@ def _scan_forward(
     P = h0.size(1)
     dtype = gx.dtype
     cdt = _compute_dtype(dtype)
-    out = torch.zeros(T, B, P, dtype=dtype, device=gx.device)
-    if save:
-        gates_s = torch.empty(T, B, 4 * H, dtype=cdt, device=gx.device)
-        cs = torch.empty(T, B, H, dtype=cdt, device=gx.device)
-    else:
-        gates_s = torch.empty(0, dtype=cdt, device=gx.device)
-        cs = torch.empty(0, dtype=cdt, device=gx.device)
-    if save and w_hr is not None:
-        hs = torch.empty(T, B, H, dtype=cdt, device=gx.device)
-    else:
-        hs = torch.empty(0, dtype=cdt, device=gx.device)
-    h = h0.clone()
-    c = c0.to(cdt).clone()
-    w_hh_t = w_hh.t()
+    low = cdt != dtype
     has_bs = len(batch_sizes) > 0
+    dev = gx.device
+    if has_bs:
+        # Inactive rows of the output are zero (nn.LSTM's padding value).
+        out = torch.zeros(T, B, P, dtype=dtype, device=dev)
+    else:
+        out = torch.empty(T, B, P, dtype=dtype, device=dev)
+    if save:
+        gates_s = torch.empty(T, B, 4 * H, dtype=cdt, device=dev)
+        cs = torch.empty(T, B, H, dtype=cdt, device=dev)
+    else:
+        gates_s = torch.empty(0, dtype=cdt, device=dev)
+        cs = torch.empty(0, dtype=cdt, device=dev)
+    if save and w_hr is not None:
+        hs = torch.empty(T, B, H, dtype=cdt, device=dev)
+    else:
+        hs = torch.empty(0, dtype=cdt, device=dev)
+    w_hh_t = w_hh.t()
+    w_hr_t = w_hr.t() if w_hr is not None else w_hh_t
+    # Scratch rows reused every step; only the batch rows active at a step are used.
+    act = torch.empty(B, 4 * H, dtype=cdt, device=dev)
+    tc = torch.empty(B, H, dtype=cdt, device=dev)
+    hr_buf = torch.empty(B, H, dtype=cdt, device=dev)
+    c = c0.to(cdt).clone()
+
+    if not has_bs:
+        h = h0
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            g = torch.addmm(gx[t], h, w_hh_t)
+            if low:
+                g = g.to(cdt)
+            a = gates_s[t] if save else act
+            torch.sigmoid(g, out=a)
+            i, f, gg, o = a.chunk(4, 1)
+            torch.tanh(g[:, 2 * H:3 * H], out=gg)
+            if save:
+                c = torch.addcmul(f * c, i, gg, out=cs[t])
+            else:
+                c = torch.addcmul(f * c, i, gg)
+            torch.tanh(c, out=tc)
+            if w_hr is not None:
+                hr = torch.mul(o, tc, out=hs[t] if save else hr_buf)
+                if low:
+                    h = torch.mm(hr.to(dtype), w_hr_t, out=out[t])
+                else:
+                    h = torch.mm(hr, w_hr_t, out=out[t])
+            elif low:
+                h = out[t].copy_(o * tc)
+            else:
+                h = torch.mul(o, tc, out=out[t])
+        # h is a view of out, and with save c is one of cs: outputs must not alias.
+        return out, h.clone(), c.to(c0.dtype, copy=True), gates_s, cs, hs
+
+    # Packed: only the first batch_sizes[t] rows advance at step t; the others keep
+    # their state (finished sequences forward, not yet started ones in reverse).
+    h = h0.clone()
     for s in range(T):
         t = T - 1 - s if reverse else s
-        bs = batch_sizes[t] if has_bs else B
-        g = torch.addmm(gx[t, :bs], h[:bs], w_hh_t).to(cdt)
-        sig = torch.sigmoid(g)
-        i = sig[:, 0:H]
-        f = sig[:, H:2 * H]
-        gg = torch.tanh(g[:, 2 * H:3 * H])
-        o = sig[:, 3 * H:4 * H]
-        c_new = f * c[:bs] + i * gg
-        hr = o * torch.tanh(c_new)
-        if w_hr is not None:
-            h_new = torch.mm(hr.to(dtype), w_hr.t())
-        else:
-            h_new = hr.to(dtype)
+        bs = batch_sizes[t]
+        hb = h[:bs]
+        cb = c[:bs]
+        g = torch.addmm(gx[t, :bs], hb, w_hh_t)
+        if low:
+            g = g.to(cdt)
+        a = gates_s[t, :bs] if save else act[:bs]
+        torch.sigmoid(g, out=a)
+        i, f, gg, o = a.chunk(4, 1)
+        torch.tanh(g[:, 2 * H:3 * H], out=gg)
+        cb.mul_(f).addcmul_(i, gg)
         if save:
-            gates_s[t, :bs, 0:2 * H] = sig[:, 0:2 * H]
-            gates_s[t, :bs, 2 * H:3 * H] = gg
-            gates_s[t, :bs, 3 * H:4 * H] = o
-            cs[t, :bs] = c_new
-            if w_hr is not None:
-                hs[t, :bs] = hr
-        out[t, :bs] = h_new
-        h[:bs] = h_new
-        c[:bs] = c_new
+            cs[t, :bs] = cb
+        tcb = torch.tanh(cb, out=tc[:bs])
+        if w_hr is not None:
+            hr = torch.mul(o, tcb, out=hs[t, :bs] if save else hr_buf[:bs])
+            if low:
+                hr = hr.to(dtype)
+            torch.mm(hr, w_hr_t, out=hb)
+        elif low:
+            hb.copy_(o * tcb)
+        else:
+            torch.mul(o, tcb, out=hb)
+        out[t, :bs] = hb
     return out, h, c.to(c0.dtype), gates_s, cs, hs
 
 
 def _prev_states(
     out: Tensor, cs: Tensor, h0: Tensor, c0: Tensor, batch_sizes: List[int], reverse: bool
 ):
-    """h and c entering each step: [T,B,P] and [T,B,H], masked by batch_sizes."""
+    """h and c entering each step: [T,B,P] and [T,B,H], masked by batch_sizes.
+
+    Not used by the scripted backward (which avoids materialising them); kept for the
+    Triton pointwise tier's backward, which imports it.
+    """
     T = out.size(0)
     B = out.size(1)
     cdt = cs.dtype
@@ -114,19 +189,19 @@ def _prev_states(
 
 
 def _scan_backward(
-    grad_out: Tensor,
-    grad_h_n: Tensor,
-    grad_c_n: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    w_hh: Tensor,
-    w_hr: Optional[Tensor],
-    batch_sizes: List[int],
+    grad_out: Tensor,  # [T, B, P]
+    grad_h_n: Tensor,  # [B, P]
+    grad_c_n: Tensor,  # [B, H]
+    h0: Tensor,  # [B, P]
+    c0: Tensor,  # [B, H]
+    w_hh: Tensor,  # [4H, P]
+    w_hr: Optional[Tensor],  # [P, H] or None
+    batch_sizes: List[int],  # [T] non-increasing, or []
     reverse: bool,
-    out: Tensor,
-    gates: Tensor,
-    cs: Tensor,
-    hs: Tensor,
+    out: Tensor,  # [T, B, P] forward output (zero in inactive rows)
+    gates: Tensor,  # [T, B, 4H] activated gates, compute dtype
+    cs: Tensor,  # [T, B, H] cell state after each step, compute dtype
+    hs: Tensor,  # [T, B, H] unprojected hidden state (w_hr only), compute dtype
 ):
     T = out.size(0)
     B = out.size(1)
@@ -134,45 +209,108 @@ def _scan_backward(
     P = h0.size(1)
     dtype = out.dtype
     cdt = gates.dtype
-    h_prev, c_prev = _prev_states(out, cs, h0, c0, batch_sizes, reverse)
-    d_gates = torch.zeros(T, B, 4 * H, dtype=cdt, device=out.device)
-    d_hs_total = torch.zeros(0, dtype=cdt, device=out.device)
-    if w_hr is not None:
-        d_hs_total = torch.zeros(T, B, P, dtype=cdt, device=out.device)
+    dev = out.device
+    has_bs = len(batch_sizes) > 0
+    c0c = c0.to(cdt)
+
+    # c[t-1] in step order: the state each step started from.
+    if reverse:
+        c_prev = torch.cat([cs[1:], c0c.unsqueeze(0)], 0)
+    else:
+        c_prev = torch.cat([c0c.unsqueeze(0), cs[:-1]], 0)
+    bs_t = torch.tensor(batch_sizes, dtype=torch.long)
+    if has_bs and reverse:
+        # In reverse a row starts at its own last valid step, from c0: where it was not
+        # active one step later, its previous cell state is c0, not cs[t+1] (zero there).
+        nxt = torch.cat([bs_t[1:], torch.zeros(1, dtype=torch.long)]).to(dev)
+        rows = torch.arange(B, device=dev).unsqueeze(0)
+        started = (rows >= nxt.unsqueeze(1)).unsqueeze(2)  # [T, B, 1]
+        c_prev = torch.where(started, c0c.unsqueeze(0), c_prev)
+
+    # Every factor that does not depend on the incoming gradient, for all steps at once.
+    i_a, f_a, g_a, o_a = gates.chunk(4, 2)
+    tanh_c = torch.tanh(cs)
+    # dL/d(pre-activation) of i, f, g = dc * k[:, :, j]
+    k = torch.empty(T, B, 3, H, dtype=cdt, device=dev)
+    torch.mul(g_a, i_a * (1.0 - i_a), out=k[:, :, 0])
+    torch.mul(c_prev, f_a * (1.0 - f_a), out=k[:, :, 1])
+    torch.mul(i_a, 1.0 - g_a * g_a, out=k[:, :, 2])
+    # dL/d(pre-activation) of o = dhr * q ; dc gains dhr * r
+    q = tanh_c * o_a * (1.0 - o_a)
+    r = o_a * (1.0 - tanh_c * tanh_c)
+
+    # With batch_sizes, rows inactive at a step are never written and must read as zero.
+    if has_bs:
+        d_gates = torch.zeros(T, B, 4 * H, dtype=cdt, device=dev)
+    else:
+        d_gates = torch.empty(T, B, 4 * H, dtype=cdt, device=dev)
+    d_ifg = d_gates[:, :, 0:3 * H].view(T, B, 3, H)
+    d_o = d_gates[:, :, 3 * H:4 * H]
+    g_out = grad_out.to(cdt)
     dh = grad_h_n.to(cdt).clone()
     dc = grad_c_n.to(cdt).clone()
     w_hh_c = w_hh.to(cdt)
-    w_hr_c = w_hr.to(cdt) if w_hr is not None else None
-    g_out = grad_out.to(cdt)
-    has_bs = len(batch_sizes) > 0
-    for s in range(T):
-        t = s if reverse else T - 1 - s
-        bs = batch_sizes[t] if has_bs else B
-        dh_t = dh[:bs] + g_out[t, :bs]
-        if w_hr_c is not None:
-            d_hs_total[t, :bs] = dh_t
-            dhr = torch.mm(dh_t, w_hr_c)
-        else:
-            dhr = dh_t
-        gt = gates[t, :bs]
-        i = gt[:, 0:H]
-        f = gt[:, H:2 * H]
-        g = gt[:, 2 * H:3 * H]
-        o = gt[:, 3 * H:4 * H]
-        tc = torch.tanh(cs[t, :bs])
-        dc_t = dc[:bs] + dhr * o * (1.0 - tc * tc)
-        dg_t = d_gates[t, :bs]
-        dg_t[:, 0:H] = dc_t * g * i * (1.0 - i)
-        dg_t[:, H:2 * H] = dc_t * c_prev[t, :bs] * f * (1.0 - f)
-        dg_t[:, 2 * H:3 * H] = dc_t * i * (1.0 - g * g)
-        dg_t[:, 3 * H:4 * H] = dhr * tc * o * (1.0 - o)
-        dc[:bs] = dc_t * f
-        dh[:bs] = torch.mm(dg_t, w_hh_c)
-    d_w_hh = torch.mm(d_gates.reshape(T * B, 4 * H).t(), h_prev.reshape(T * B, P).to(cdt))
     if w_hr is not None:
-        d_w_hr = torch.mm(d_hs_total.reshape(T * B, P).t(), hs.reshape(T * B, H)).to(w_hr.dtype)
+        w_hr_c = w_hr.to(cdt)
+        if has_bs:
+            d_hs_all = torch.zeros(T, B, P, dtype=cdt, device=dev)
+        else:
+            d_hs_all = torch.empty(T, B, P, dtype=cdt, device=dev)
     else:
-        d_w_hr = torch.empty(0, dtype=dtype, device=out.device)
+        w_hr_c = w_hh_c
+        d_hs_all = torch.empty(0, dtype=cdt, device=dev)
+
+    if not has_bs:
+        for s in range(T):
+            t = s if reverse else T - 1 - s
+            if w_hr is not None:
+                dh_t = torch.add(dh, g_out[t], out=d_hs_all[t])
+                dhr = torch.mm(dh_t, w_hr_c)
+            else:
+                dhr = dh + g_out[t]
+            dc = torch.addcmul(dc, dhr, r[t])
+            torch.mul(dc.unsqueeze(1), k[t], out=d_ifg[t])
+            torch.mul(dhr, q[t], out=d_o[t])
+            dc = dc * f_a[t]
+            dh = torch.mm(d_gates[t], w_hh_c)
+    else:
+        for s in range(T):
+            t = s if reverse else T - 1 - s
+            bs = batch_sizes[t]
+            dhb = dh[:bs]
+            if w_hr is not None:
+                dh_t = torch.add(dhb, g_out[t, :bs], out=d_hs_all[t, :bs])
+                dhr = torch.mm(dh_t, w_hr_c)
+            else:
+                dhr = dhb + g_out[t, :bs]
+            dcb = dc[:bs]
+            dcb.addcmul_(dhr, r[t, :bs])
+            torch.mul(dcb.unsqueeze(1), k[t, :bs], out=d_ifg[t, :bs])
+            torch.mul(dhr, q[t, :bs], out=d_o[t, :bs])
+            dcb.mul_(f_a[t, :bs])
+            torch.mm(d_gates[t, :bs], w_hh_c, out=dhb)
+
+    # dW_hh = sum_t d_gates[t]^T @ h[t-1]; h[t-1] is out one step earlier in step order,
+    # or h0 at the first step. Inactive rows of d_gates are zero, so out's zero rows and
+    # h0 rows of not-yet-started sequences only need the correction below.
+    out_c = out.to(cdt)
+    h0c = h0.to(cdt)
+    if reverse:
+        d_w_hh = torch.mm(d_gates[:-1].reshape((T - 1) * B, 4 * H).t(), out_c[1:].reshape((T - 1) * B, P))
+        if has_bs:
+            # Each row started (from h0) at its own last valid step len-1.
+            lengths = (torch.arange(B).unsqueeze(0) < bs_t.unsqueeze(1)).sum(0)
+            first = d_gates[(lengths - 1).to(dev), torch.arange(B, device=dev)]
+            d_w_hh = torch.addmm(d_w_hh, first.t(), h0c)
+        else:
+            d_w_hh = torch.addmm(d_w_hh, d_gates[T - 1].t(), h0c)
+    else:
+        d_w_hh = torch.mm(d_gates[1:].reshape((T - 1) * B, 4 * H).t(), out_c[:-1].reshape((T - 1) * B, P))
+        d_w_hh = torch.addmm(d_w_hh, d_gates[0].t(), h0c)
+    if w_hr is not None:
+        d_w_hr = torch.mm(d_hs_all.reshape(T * B, P).t(), hs.reshape(T * B, H)).to(w_hr.dtype)
+    else:
+        d_w_hr = torch.empty(0, dtype=dtype, device=dev)
     return d_gates.to(dtype), dh.to(h0.dtype), dc.to(c0.dtype), d_w_hh.to(w_hh.dtype), d_w_hr
 
 
@@ -188,14 +326,16 @@ def _batch_sizes_list(batch_sizes: Optional[Tensor]) -> List[int]:
 
 
 def _forward_impl(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
-    return scan_forward_scripted(gx, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse, save)
+    with torch.jit.optimized_execution(False):
+        return scan_forward_scripted(gx, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse, save)
 
 
 def _backward_impl(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
-    return scan_backward_scripted(
-        grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse,
-        out, gates, cs, hs,
-    )
+    with torch.jit.optimized_execution(False):
+        return scan_backward_scripted(
+            grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse,
+            out, gates, cs, hs,
+        )
 
 
 scan = register_scan("torchscript", _forward_impl, _backward_impl)
