@@ -20,7 +20,8 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import lstm_kernels
-import lstm_kernels.scripted  # noqa: F401  (script now: conftest's NaN-poisoned torch.empty cannot be scripted)
+# Script the TorchScript path now: conftest's NaN-poisoned torch.empty cannot be scripted.
+import lstm_kernels.scripted  # noqa: F401
 from conftest import tol
 
 # How the input is presented to the module.
@@ -122,16 +123,25 @@ def _randn(shape, dtype, device, strided: bool) -> torch.Tensor:
     return view
 
 
-def make_pair(cfg: Config, backend: str, dtype: torch.dtype = torch.float32, device="cpu"):
+def oracle_dtype_for(dtype: torch.dtype) -> torch.dtype:
+    """nn.LSTM's dtype when comparing a module stored in ``dtype``: float64 for half/bfloat16."""
+    return torch.float64 if dtype in LOW_PRECISION else dtype
+
+
+def make_pair(cfg: Config, backend: str, dtype: torch.dtype = torch.float32, device="cpu", *,
+              oracle_dtype: Optional[torch.dtype] = None, oracle_device=None):
     """``(torch_lstm, ours)``: an nn.LSTM and an lstm_kernels.LSTM with identical weights.
 
-    For float16/bfloat16, ``ours`` is in that dtype and ``torch_lstm`` is a float64 oracle
-    holding exactly the same (low-precision) weight values.
+    ``ours`` is in ``dtype`` on ``device``. ``torch_lstm`` is in ``oracle_dtype`` (default:
+    ``dtype``, but float64 for float16/bfloat16) on ``oracle_device`` (default ``device``),
+    holding exactly the same weight values.
     """
-    ref_dtype = torch.float64 if dtype in LOW_PRECISION else dtype
+    ref_dtype = oracle_dtype or oracle_dtype_for(dtype)
+    ref_device = device if oracle_device is None else oracle_device
     ours = lstm_kernels.LSTM(**cfg.module_kwargs(), device=device, dtype=dtype, backend=backend)
-    torch_lstm = nn.LSTM(**cfg.module_kwargs(), device=device, dtype=ref_dtype)
-    torch_lstm.load_state_dict({k: v.to(ref_dtype) for k, v in ours.state_dict().items()})
+    torch_lstm = nn.LSTM(**cfg.module_kwargs(), device=ref_device, dtype=ref_dtype)
+    state = {k: v.to(device=ref_device, dtype=ref_dtype) for k, v in ours.state_dict().items()}
+    torch_lstm.load_state_dict(state)
     return torch_lstm, ours
 
 
@@ -173,7 +183,9 @@ def _as_model_input(cfg: Config, x, lengths, dtype: Optional[torch.dtype] = None
     if not cfg.packed:
         return xin
     enforce = cfg.mode == "packed"
-    return pack_padded_sequence(xin, torch.tensor(lengths), batch_first=cfg.batch_first, enforce_sorted=enforce)
+    return pack_padded_sequence(
+        xin, torch.tensor(lengths), batch_first=cfg.batch_first, enforce_sorted=enforce
+    )
 
 
 def _cast_state(t, dtype):
@@ -191,7 +203,7 @@ def run_module(module: nn.Module, cfg: Config, x, h0, c0, lengths, dtype: torch.
 
 def _grads(module, out, h_n, c_n, g_out, g_h, g_c, leaves):
     """Gradients of sum(out*g_out + h_n*g_h + c_n*g_c) w.r.t. leaves and parameters (by name)."""
-    loss = (out * g_out.to(out.dtype)).sum() + (h_n * g_h.to(h_n.dtype)).sum() + (c_n * g_c.to(c_n.dtype)).sum()
+    loss = (out * g_out.to(out)).sum() + (h_n * g_h.to(h_n)).sum() + (c_n * g_c.to(c_n)).sum()
     names = [n for n, _ in module.named_parameters()]
     params = [p for _, p in module.named_parameters()]
     leaf_names = [k for k, v in leaves.items() if v is not None]
@@ -218,14 +230,14 @@ def assert_close_to_oracle(name: str, got, want, dtype, kind, eager=None):
     if dtype in LOW_PRECISION and eager is not None:
         atol = tol(dtype, kind)["atol"]
         want64 = want.double()
-        err = (got.double() - want64).abs().max().item()
-        eager_err = (eager.double() - want64).abs().max().item()
+        err = (got.to(want64) - want64).abs().max().item()
+        eager_err = (eager.to(want64) - want64).abs().max().item()
         assert err <= 2 * eager_err + atol, (
             f"{name}: max error {err:.3g} > 2 * eager-reference error {eager_err:.3g} + atol {atol:g}"
         )
         return
     assert got.dtype == dtype, f"{name}: dtype {got.dtype} != {dtype}"
-    torch.testing.assert_close(got.to(want.dtype), want, **tol(dtype, kind), msg=lambda m: f"{name}: {m}")
+    torch.testing.assert_close(got.to(want), want, **tol(dtype, kind), msg=lambda m: f"{name}: {m}")
 
 
 def check_lstm_against_torch(
@@ -236,6 +248,8 @@ def check_lstm_against_torch(
     device="cpu",
     grads: bool = True,
     training: bool = False,
+    oracle_dtype: Optional[torch.dtype] = None,
+    oracle_device=None,
 ):
     """Run nn.LSTM and lstm_kernels.LSTM(backend) on the same data and compare everything.
 
@@ -244,20 +258,27 @@ def check_lstm_against_torch(
     ``training`` puts both modules in train mode (only meaningful with dropout=0 or L=1).
     For float16/bfloat16 the oracle is a float64 nn.LSTM with the same weights, and the
     reference backend in the same dtype sets the error budget (see ``assert_close_to_oracle``).
+    ``oracle_dtype`` / ``oracle_device`` move nn.LSTM elsewhere, e.g. float64 on CPU to
+    check a GPU backend against an oracle free of TF32 and cuDNN's own rounding.
     Returns ``(torch_lstm, ours)`` for further checks.
     """
-    torch_lstm, ours = make_pair(cfg, backend, dtype, device)
+    torch_lstm, ours = make_pair(
+        cfg, backend, dtype, device, oracle_dtype=oracle_dtype, oracle_device=oracle_device
+    )
     torch_lstm.train(training)
     ours.train(training)
     x, h0, c0, lengths = make_inputs(cfg, dtype, device)
-    ref_dtype = torch.float64 if dtype in LOW_PRECISION else dtype
+    ref_dtype = torch_lstm.weight_ih_l0.dtype
+    ref_device = torch_lstm.weight_ih_l0.device
 
-    # The oracle gets its own float64 leaves in low precision, so its input gradients are
-    # not rounded back to the low dtype on the way to a shared leaf.
+    # The oracle gets its own leaves when its dtype or device differ, so its input
+    # gradients are not rounded back to the low dtype on the way to a shared leaf.
     ref_leaves = {"input": x, "h0": h0, "c0": c0}
-    if ref_dtype != dtype:
-        ref_leaves = {k: None if v is None else v.detach().to(ref_dtype).requires_grad_()
-                      for k, v in ref_leaves.items()}
+    if ref_dtype != dtype or ref_device != x.device:
+        ref_leaves = {
+            k: None if v is None else v.detach().to(device=ref_device, dtype=ref_dtype).requires_grad_()
+            for k, v in ref_leaves.items()
+        }
 
     out, h_n, c_n, raw = run_module(ours, cfg, x, h0, c0, lengths, dtype)
     w_out, w_h, w_c, w_raw = run_module(
@@ -279,15 +300,15 @@ def check_lstm_against_torch(
             a, b = getattr(raw, field), getattr(w_raw, field)
             assert (a is None) == (b is None), field
             if a is not None:
-                assert torch.equal(a, b), field
+                assert torch.equal(a.cpu(), b.cpu()), field
     for name, got, want in (("out", out, w_out), ("h_n", h_n, w_h), ("c_n", c_n, w_c)):
         assert_close_to_oracle(name, got, want, dtype, "out", None if eager is None else eager[name])
 
     if not grads:
         return torch_lstm, ours
-    g_out = torch.randn(w_out.shape, dtype=ref_dtype, device=device)
-    g_h = torch.randn(w_h.shape, dtype=ref_dtype, device=device)
-    g_c = torch.randn(w_c.shape, dtype=ref_dtype, device=device)
+    g_out = torch.randn(w_out.shape, dtype=ref_dtype, device=ref_device)
+    g_h = torch.randn(w_h.shape, dtype=ref_dtype, device=ref_device)
+    g_c = torch.randn(w_c.shape, dtype=ref_dtype, device=ref_device)
     leaves = {"input": x, "h0": h0, "c0": c0}
     got = _grads(ours, out, h_n, c_n, g_out, g_h, g_c, leaves)
     want = _grads(torch_lstm, w_out, w_h, w_c, g_out, g_h, g_c, ref_leaves)
@@ -297,5 +318,5 @@ def check_lstm_against_torch(
     assert set(got) == set(want), f"gradient names differ: {sorted(set(got) ^ set(want))}"
     for name in want:
         assert_close_to_oracle(f"grad {name}", got[name], want[name], dtype, "grad",
-                      None if eager_grads is None else eager_grads[name])
+                               None if eager_grads is None else eager_grads[name])
     return torch_lstm, ours

@@ -174,7 +174,8 @@ CELL_ERRORS = [
     ("c-batch", lambda m: m(_m(3, 10), (_m(3, 20), _m(2, 20))), RuntimeError, "hidden1 batch size 2", True),
     ("c-hidden-size", lambda m: m(_m(3, 10), (_m(3, 20), _m(3, 19))), RuntimeError,
      "hidden1 has inconsistent hidden_size", True),
-    ("hx-3d", lambda m: m(_m(3, 10), (_m(1, 3, 20), _m(1, 3, 20))), ValueError, r"hx\[0\] to be 1D or 2D", True),
+    ("hx-3d", lambda m: m(_m(3, 10), (_m(1, 3, 20), _m(1, 3, 20))),
+     ValueError, r"hx\[0\] to be 1D or 2D", True),
     ("hx-three-elements", lambda m: m(_m(3, 10), (_m(3, 20),) * 3), RuntimeError, "two tensors", True),
     ("hx-one-element", lambda m: m(_m(3, 10), (_m(3, 20),)), RuntimeError, "two tensors", True),
     # nn.LSTMCell: "argument 'hx' must be tuple of Tensors, not Tensor"
@@ -184,7 +185,8 @@ CELL_ERRORS = [
      True),
     ("hx-2d-for-1d-input", lambda m: m(_m(10), (_m(1, 20), _m(1, 20))), RuntimeError, "number of dimensions",
      True),
-    ("hx-mixed-ndim", lambda m: m(_m(3, 10), (_m(3, 20), _m(20))), RuntimeError, "number of dimensions", True),
+    ("hx-mixed-ndim", lambda m: m(_m(3, 10), (_m(3, 20), _m(20))),
+     RuntimeError, "number of dimensions", True),
     # nn.LSTMCell: matmul dtype errors (RuntimeError); ours matches nn.LSTM's ValueError.
     ("input-float64", lambda m: m(_m(3, 10, dtype=torch.float64)), ValueError, "does not match weight dtype",
      False),
@@ -195,7 +197,8 @@ CELL_ERRORS = [
      True),
     # nn.LSTMCell: AttributeError / silently densified
     ("input-list", lambda m: m([1.0] * 10), TypeError, "must be a Tensor", False),
-    ("hx-none-element", lambda m: m(_m(3, 10), (None, _m(3, 20))), TypeError, r"hx\[0\] must be a Tensor", False),
+    ("hx-none-element", lambda m: m(_m(3, 10), (None, _m(3, 20))),
+     TypeError, r"hx\[0\] must be a Tensor", False),
     ("input-sparse", lambda m: m(_m(3, 10).to_sparse()), RuntimeError, "dense", False),
     ("h-sparse", lambda m: m(_m(3, 10), (_m(3, 20).to_sparse(), _m(3, 20))), RuntimeError, "dense", False),
 ]
@@ -203,7 +206,8 @@ CELL_ERRORS = [
 
 @pytest.mark.parametrize(
     "call, exc, match, torch_same, backend",
-    [pytest.param(*c[1:], BACKENDS[k % 2], id=f"{c[0]}-{BACKENDS[k % 2]}") for k, c in enumerate(CELL_ERRORS)],
+    [pytest.param(*c[1:], BACKENDS[k % 2], id=f"{c[0]}-{BACKENDS[k % 2]}")
+     for k, c in enumerate(CELL_ERRORS)],
 )
 def test_cell_errors(call, exc, match, torch_same, backend):
     ref = nn.LSTMCell(10, 20)
@@ -235,7 +239,9 @@ CELL_CTOR_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("args, kwargs, exc, torch_same", [pytest.param(*c[1:], id=c[0]) for c in CELL_CTOR_ERRORS])
+@pytest.mark.parametrize(
+    "args, kwargs, exc, torch_same", [pytest.param(*c[1:], id=c[0]) for c in CELL_CTOR_ERRORS]
+)
 def test_cell_constructor_errors(args, kwargs, exc, torch_same):
     with pytest.raises(exc):
         lstm_kernels.LSTMCell(*args, **kwargs)

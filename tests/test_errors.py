@@ -60,7 +60,9 @@ CTOR_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("args, kwargs, exc, torch_same", [pytest.param(*c[1:], id=c[0]) for c in CTOR_ERRORS])
+@pytest.mark.parametrize(
+    "args, kwargs, exc, torch_same", [pytest.param(*c[1:], id=c[0]) for c in CTOR_ERRORS]
+)
 def test_constructor_errors(args, kwargs, exc, torch_same):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -73,7 +75,8 @@ def test_constructor_errors(args, kwargs, exc, torch_same):
 
 @pytest.mark.parametrize("name", ["cuda", "Triton", "", None, 3])
 def test_unknown_backend_lists_valid_names(name):
-    for make in (lambda: lstm_kernels.LSTM(I, H, backend=name), lambda: lstm_kernels.LSTMCell(I, H, backend=name)):
+    for make in (lambda: lstm_kernels.LSTM(I, H, backend=name),
+                 lambda: lstm_kernels.LSTMCell(I, H, backend=name)):
         with pytest.raises(ValueError) as info:
             make()
         for valid in ("auto", "reference", "torchscript", "triton"):
@@ -111,8 +114,8 @@ FORWARD_ERRORS = [
     ("input-features-unbatched", {}, lambda m: m(_x(T, I - 1)), RuntimeError, "input_size", True),
     ("input-float64", {}, lambda m: m(_x(T, B, I, dtype=torch.float64)), ValueError,
      r"input dtype \(torch.float64\) does not match weight dtype \(torch.float32\)", True),
-    ("input-float16", {}, lambda m: m(_x(T, B, I, dtype=torch.float16)), ValueError, "does not match weight dtype",
-     True),
+    ("input-float16", {}, lambda m: m(_x(T, B, I, dtype=torch.float16)), ValueError,
+     "does not match weight dtype", True),
     ("input-int64", {}, lambda m: m(torch.ones(T, B, I, dtype=torch.long)), ValueError, "torch.int64", True),
     ("input-bool", {}, lambda m: m(torch.ones(T, B, I, dtype=torch.bool)), ValueError, "torch.bool", True),
     ("input-seq-len-0", {}, lambda m: m(_x(0, B, I)), RuntimeError, "sequence length", True),
@@ -130,25 +133,30 @@ FORWARD_ERRORS = [
     ("hx-one-element", {}, lambda m: m(_x(T, B, I), (_state(),)), RuntimeError, "two tensors", False),
     ("hx-three-elements", {}, lambda m: m(_x(T, B, I), (_state(), _state(), _state())), RuntimeError,
      "two tensors", True),
-    ("hx-none-elements", {}, lambda m: m(_x(T, B, I), (None, None)), TypeError, r"hx\[0\] must be a Tensor", False),
+    ("hx-none-elements", {}, lambda m: m(_x(T, B, I), (None, None)),
+     TypeError, r"hx\[0\] must be a Tensor", False),
     ("hx-str-element", {}, lambda m: m(_x(T, B, I), (_state(), "c0")), TypeError, r"hx\[1\] must be a Tensor",
      False),
     ("hx-dict", {}, lambda m: m(_x(T, B, I), {"h": _state()}), TypeError, "tuple", False),
     # hx shapes
-    ("h0-batch", {}, lambda m: m(_x(T, B, I), (_state(batch=B - 1), _state())), RuntimeError, r"hidden\[0\]", True),
-    ("c0-batch", {}, lambda m: m(_x(T, B, I), (_state(), _state(batch=B + 1))), RuntimeError, r"hidden\[1\]", True),
+    ("h0-batch", {}, lambda m: m(_x(T, B, I), (_state(batch=B - 1), _state())),
+     RuntimeError, r"hidden\[0\]", True),
+    ("c0-batch", {}, lambda m: m(_x(T, B, I), (_state(), _state(batch=B + 1))),
+     RuntimeError, r"hidden\[1\]", True),
     ("h0-layers", {}, lambda m: m(_x(T, B, I), (_state(L=2), _state())), RuntimeError, r"hidden\[0\]", True),
-    ("h0-hidden", {}, lambda m: m(_x(T, B, I), (_state(hid=H - 1), _state())), RuntimeError, r"hidden\[0\]", True),
+    ("h0-hidden", {}, lambda m: m(_x(T, B, I), (_state(hid=H - 1), _state())),
+     RuntimeError, r"hidden\[0\]", True),
     ("h0-not-proj", {"proj_size": P}, lambda m: m(_x(T, B, I), (_state(), _state())), RuntimeError,
      r"hidden\[0\] size \(1, 3, 3\)", True),
     ("c0-proj", {"proj_size": P}, lambda m: m(_x(T, B, I), (_state(hid=P), _state(hid=P))), RuntimeError,
      r"hidden\[1\] size \(1, 3, 7\)", True),
     ("h0-bidirectional-layers", {"bidirectional": True}, lambda m: m(_x(T, B, I), (_state(), _state())),
      RuntimeError, r"hidden\[0\] size \(2, 3, 7\)", True),
-    ("hx-batch-first-batch", {"batch_first": True}, lambda m: m(_x(T, B, I), (_state(), _state())), RuntimeError,
-     r"hidden\[0\] size \(1, 4, 7\)", True),
+    ("hx-batch-first-batch", {"batch_first": True}, lambda m: m(_x(T, B, I), (_state(), _state())),
+     RuntimeError, r"hidden\[0\] size \(1, 4, 7\)", True),
     ("hx-2d-for-batched", {}, lambda m: m(_x(T, B, I), (_x(B, H), _x(B, H))), RuntimeError, "3-D", True),
-    ("hx-3d-for-unbatched", {}, lambda m: m(_x(T, I), (_state(batch=1), _state(batch=1))), RuntimeError, "2-D",
+    ("hx-3d-for-unbatched", {}, lambda m: m(_x(T, I), (_state(batch=1), _state(batch=1))),
+     RuntimeError, "2-D",
      True),
     ("hx-mixed-ndim", {}, lambda m: m(_x(T, B, I), (_state(), _x(B, H))), RuntimeError, "3-D", True),
     # hx dtype / device / layout; nn.LSTM: "get_mkldnn_dtype: unsupported data type"
@@ -156,12 +164,13 @@ FORWARD_ERRORS = [
      r"hx\[0\] dtype", True),
     ("c0-float64", {}, lambda m: m(_x(T, B, I), (_state(), _state(dtype=torch.float64))), RuntimeError,
      r"hx\[1\] dtype", True),
-    ("h0-int64", {}, lambda m: m(_x(T, B, I), (torch.ones(1, B, H, dtype=torch.long), _state())), RuntimeError,
-     r"hx\[0\] dtype", True),
+    ("h0-int64", {}, lambda m: m(_x(T, B, I), (torch.ones(1, B, H, dtype=torch.long), _state())),
+     RuntimeError, r"hx\[0\] dtype", True),
     ("h0-meta-device", {}, lambda m: m(_x(T, B, I), (_state(device="meta"), _state())), RuntimeError,
      "same device", True),
     # nn.LSTM accepts a sparse h0 silently; a sparse state is a mistake.
-    ("h0-sparse", {}, lambda m: m(_x(T, B, I), (_state().to_sparse(), _state())), RuntimeError, "dense", False),
+    ("h0-sparse", {}, lambda m: m(_x(T, B, I), (_state().to_sparse(), _state())),
+     RuntimeError, "dense", False),
     # PackedSequence input; nn.LSTM: "mat1 and mat2 shapes cannot be multiplied" and the like
     ("packed-features", {}, lambda m: m(pack_padded_sequence(_x(T, B, I + 1), [4, 3, 2])), RuntimeError,
      "input_size", True),
@@ -170,8 +179,8 @@ FORWARD_ERRORS = [
     ("packed-h0-batch", {}, lambda m: m(pack_padded_sequence(_x(T, B, I), [4, 3, 2]), (_state(batch=2),) * 2),
      RuntimeError, r"hidden\[0\] size \(1, 3, 7\)", True),
     ("packed-h0-float64", {},
-     lambda m: m(pack_padded_sequence(_x(T, B, I), [4, 3, 2]), (_state(dtype=torch.float64),) * 2), RuntimeError,
-     r"hx\[0\] dtype", True),
+     lambda m: m(pack_padded_sequence(_x(T, B, I), [4, 3, 2]), (_state(dtype=torch.float64),) * 2),
+     RuntimeError, r"hx\[0\] dtype", True),
 ]
 
 
@@ -190,7 +199,8 @@ def _assert_unchanged(m: nn.Module, before: dict) -> None:
 # (each still checks that its module works after the failed call).
 @pytest.mark.parametrize(
     "kwargs, call, exc, match, torch_same, backend",
-    [pytest.param(*c[1:], BACKENDS[k % 2], id=f"{c[0]}-{BACKENDS[k % 2]}") for k, c in enumerate(FORWARD_ERRORS)],
+    [pytest.param(*c[1:], BACKENDS[k % 2], id=f"{c[0]}-{BACKENDS[k % 2]}")
+     for k, c in enumerate(FORWARD_ERRORS)],
 )
 def test_forward_errors(kwargs, call, exc, match, torch_same, backend):
     torch_lstm = nn.LSTM(I, H, **kwargs)
@@ -248,7 +258,9 @@ TORCH_SUITE_CTOR_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("args, kwargs, exc, match", [pytest.param(*c[1:], id=c[0]) for c in TORCH_SUITE_CTOR_ERRORS])
+@pytest.mark.parametrize(
+    "args, kwargs, exc, match", [pytest.param(*c[1:], id=c[0]) for c in TORCH_SUITE_CTOR_ERRORS]
+)
 def test_torch_suite_constructor_errors(args, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         lstm_kernels.LSTM(*args, **kwargs)
@@ -260,8 +272,7 @@ def test_torch_suite_constructor_errors(args, kwargs, exc, match):
 def test_torch_suite_dtype_mismatch(dtype, wrong, backend):
     m = lstm_kernels.LSTM(3, 5, dtype=dtype, backend=backend)
     with pytest.raises(
-        ValueError,
-        match=r"RNN input dtype .* does not match weight dtype .* "
+     ValueError, match=r"RNN input dtype .* does not match weight dtype .* "
         r"Convert input: input\.to\(.*\), or convert model: model\.to\(.*\)",
     ):
         m(torch.randn(2, 4, 3, dtype=wrong))

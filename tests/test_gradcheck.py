@@ -19,7 +19,8 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstm_kernels
-import lstm_kernels.scripted  # noqa: F401  (script now: conftest's NaN-poisoned torch.empty cannot be scripted)
+# Script the TorchScript path now: conftest's NaN-poisoned torch.empty cannot be scripted.
+import lstm_kernels.scripted  # noqa: F401
 
 BACKENDS = ["reference", "torchscript"]
 F64 = torch.float64

@@ -84,7 +84,8 @@ CORNERS = [
     Config(num_layers=2, bidirectional=True, proj_size=2, T=1, B=1, hidden_size=5, mode="packed"),
     Config(num_layers=3, bidirectional=True, proj_size=1, T=5, mode="unbatched", batch_first=True),
     Config(num_layers=1, T=1, B=1, input_size=1, hidden_size=1),
-    Config(num_layers=2, bidirectional=True, T=6, B=4, mode="packed-unsorted", batch_first=True, with_hx=False),
+    Config(num_layers=2, bidirectional=True, T=6, B=4, mode="packed-unsorted", batch_first=True,
+           with_hx=False),
 ]
 
 
@@ -141,7 +142,9 @@ def test_dropout_has_no_effect_in_eval(backend):
     cfg = Config(num_layers=3, bidirectional=True, dropout=0.5, mode="packed-unsorted")
     torch_lstm, ours = check_lstm_against_torch(cfg, backend, torch.float64, training=False)
     # The same module without dropout gives bitwise the same result in eval mode.
-    no_drop = lstm_kernels.LSTM(**cfg.replace(dropout=0.0).module_kwargs(), dtype=torch.float64, backend=backend)
+    no_drop = lstm_kernels.LSTM(
+        **cfg.replace(dropout=0.0).module_kwargs(), dtype=torch.float64, backend=backend
+    )
     no_drop.load_state_dict(ours.state_dict())
     no_drop.eval()
     x, h0, c0, lengths = make_inputs(cfg, torch.float64)
@@ -304,3 +307,10 @@ def test_grad_for_c0_only_inference_mode_and_retained_graph(backend):
     loss = ours(x, (h0, c0))[0].pow(2).sum()
     first = torch.autograd.grad(loss, c0, retain_graph=True)[0]
     assert torch.equal(first, torch.autograd.grad(loss, c0)[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_against_float64_oracle(backend):
+    """float32 within the float32 tolerances of a float64 nn.LSTM (the oracle a GPU check uses)."""
+    cfg = Config(num_layers=2, bidirectional=True, proj_size=3, T=6, mode="packed-unsorted")
+    check_lstm_against_torch(cfg, backend, torch.float32, oracle_dtype=torch.float64, oracle_device="cpu")
