@@ -54,6 +54,8 @@ class Config:
     with_hx: bool = True
     # Feed sliced / transposed (non-contiguous) input and states instead of fresh tensors.
     strided: bool = False
+    # Multiplies the random input: large values drive the gates into saturation.
+    input_scale: float = 1.0
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -102,6 +104,8 @@ def config_id(cfg: Config) -> str:
         parts.append("nohx")
     if cfg.strided:
         parts.append("strided")
+    if cfg.input_scale != 1.0:
+        parts.append(f"x{cfg.input_scale:g}")
     return "-".join(parts)
 
 
@@ -168,7 +172,10 @@ def make_inputs(cfg: Config, dtype: torch.dtype, device="cpu"):
         x_shape = (cfg.B, cfg.T, cfg.input_size) if cfg.batch_first else (cfg.T, cfg.B, cfg.input_size)
         h_shape = (cfg.num_layers * cfg.D, cfg.B, cfg.P)
         c_shape = (cfg.num_layers * cfg.D, cfg.B, cfg.hidden_size)
-    x = _randn(x_shape, dtype, device, cfg.strided).requires_grad_()
+    x = _randn(x_shape, dtype, device, cfg.strided)
+    if cfg.input_scale != 1.0:
+        x.mul_(cfg.input_scale)
+    x.requires_grad_()
     h0 = c0 = None
     if cfg.with_hx:
         h0 = _randn(h_shape, dtype, device, cfg.strided).requires_grad_()

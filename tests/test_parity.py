@@ -14,6 +14,7 @@ import random
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_packed_sequence
 
 import lstm_kernels
 from conftest import tol
@@ -314,3 +315,37 @@ def test_float32_against_float64_oracle(backend):
     """float32 within the float32 tolerances of a float64 nn.LSTM (the oracle a GPU check uses)."""
     cfg = Config(num_layers=2, bidirectional=True, proj_size=3, T=6, mode="packed-unsorted")
     check_lstm_against_torch(cfg, backend, torch.float32, oracle_dtype=torch.float64, oracle_device="cpu")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+def test_saturated_gates(dtype, backend):
+    """Inputs of magnitude ~50 saturate sigmoid/tanh: no overflow, no NaN, same gradients."""
+    cfg = Config(num_layers=2, bidirectional=True, proj_size=3, input_scale=50.0, mode="packed-unsorted")
+    check_lstm_against_torch(cfg, backend, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_nan_in_one_row_stays_in_that_row(packed, backend):
+    """Batch rows are independent: a NaN in one sequence must not reach the others."""
+    cfg = Config(num_layers=2, bidirectional=True, T=5, B=4, mode="packed-unsorted" if packed else "batched")
+    torch_lstm, ours = make_pair(cfg, backend, torch.float64)
+    x, h0, c0, lengths = make_inputs(cfg, torch.float64)
+    x = x.detach().clone()
+    x[2, 1, 0] = float("nan")  # time 2, batch row 1
+    if packed:
+        lengths[1] = max(lengths[1], 3)
+    got = run_module(ours, cfg, x, h0, c0, lengths, torch.float64)
+    want = run_module(torch_lstm, cfg, x, h0, c0, lengths, torch.float64)
+    if packed:
+        # Compare per sequence in the padded layout; the NaN row is skipped.
+        got_out = pad_packed_sequence(got[3])[0]
+        want_out = pad_packed_sequence(want[3])[0]
+    else:
+        got_out, want_out = got[0], want[0]
+    others = [b for b in range(cfg.B) if b != 1]
+    assert got_out[:, 1].isnan().any() and got[1][:, 1].isnan().all()
+    torch.testing.assert_close(got_out[:, others], want_out[:, others], **tol(torch.float64))
+    torch.testing.assert_close(got[1][:, others], want[1][:, others], **tol(torch.float64))
+    torch.testing.assert_close(got[2][:, others], want[2][:, others], **tol(torch.float64))
