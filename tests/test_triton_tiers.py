@@ -119,3 +119,25 @@ def test_forced_persistent_on_unrunnable_shape_is_a_clear_error(monkeypatch):
     cfg = Config(B=2, T=2, input_size=3, hidden_size=5)
     with force_tier("persistent"), pytest.raises(RuntimeError, match="persistent.*cannot run"):
         check_lstm_against_torch(cfg, "triton", torch.float32, grads=False)
+
+
+def test_persistent_bidirectional_layers_run_as_one_launch(monkeypatch):
+    """Both directions of each layer go through one D=2 launch, forward and backward."""
+    seen = []
+    fwd, bwd = persistent._launch_forward, persistent._launch_backward
+
+    def launch_forward(gx, *args):
+        seen.append(("fwd", gx.shape[0]))
+        return fwd(gx, *args)
+
+    def launch_backward(grad_out, *args):
+        seen.append(("bwd", grad_out.shape[0]))
+        return bwd(grad_out, *args)
+
+    monkeypatch.setattr(persistent, "_launch_forward", launch_forward)
+    monkeypatch.setattr(persistent, "_launch_backward", launch_backward)
+    cfg = Config(B=3, T=4, input_size=3, hidden_size=6, num_layers=2, bidirectional=True, proj_size=2,
+                 mode="packed-unsorted")
+    with force_tier("persistent"):
+        check_lstm_against_torch(cfg, "triton", torch.float32)
+    assert sorted(seen) == [("bwd", 2)] * 2 + [("fwd", 2)] * 2

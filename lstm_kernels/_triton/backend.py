@@ -82,6 +82,17 @@ class TritonBackend(Backend):
             raise RuntimeError(f"triton tier {tier!r} is not implemented in this version")
         return scans[tier](gx, h0, c0, w_hh, w_hr, batch_sizes, reverse)
 
+    def scan_layer(self, gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes):
+        """Both directions in one launch where the tier has that entry point (persistent)."""
+        if len(gxs) == 2:
+            gx, c0 = gxs[0], c0s[0]
+            tier = _forced[0] or choose_tier(gx.shape[1], c0.shape[1], gx.shape[0], gx.dtype, gx.device)
+            if tier == "persistent":
+                from .persistent import scan_bidirectional
+
+                return scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes)
+        return super().scan_layer(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes)
+
 
 def check_device(device: torch.device) -> None:
     if device.type == "cuda":

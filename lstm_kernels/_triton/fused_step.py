@@ -207,9 +207,9 @@ def block_b(B: int) -> int:
 
 
 def step_warps(BH: int, BB: int) -> int:
-    # Four fp32 gate tiles plus their 64-bit pointer tiles spill at 4 warps from 32 x 64 on
-    # (ptxas on sm_90); 8 warps halve the per-thread share.
-    return 8 if BH * BB >= 2048 else 4
+    # Four fp32 gate tiles, their 64-bit pointer tiles and (fp16/bf16) the MMA operands of
+    # a 32 x 32 tile spill at 4 warps (ptxas, sm_90); 8 warps halve the per-thread share.
+    return 8 if BH * BB >= 512 else 4
 
 
 def forward_blocks(H: int, P: int, BB: int) -> tuple[int, int, int]:

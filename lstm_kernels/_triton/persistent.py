@@ -35,6 +35,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from ..backends import triton_interpreting
 from ..ops import register_scan
@@ -47,6 +48,7 @@ from .fused_step import (
     dot_settings,
     finish_forward,
     first_step_dh,
+    step_warps,
     weight_grads,
 )
 from .math import sigmoid, tanh
@@ -71,20 +73,20 @@ def _grid_barrier(p_sync, target):
 
 @triton.jit(do_not_specialize=["T", "NUM_PROGRAMS"])
 def _fwd_kernel(
-    p_gx,  # [T, B, G] input projection + biases (strides s_gx_t, s_gx_b, 1)
-    p_h0,  # [B, P] initial h
-    p_c0,  # [B, H] initial c
-    p_w,  # [G, P] W_hh, contiguous
-    p_wr,  # [P, H] W_hr, contiguous (HAS_PROJ)
+    p_gx,  # [D, T, B, G] input projection + biases (strides s_gx_d, s_gx_t, s_gx_b, 1)
+    p_h0,  # [D, B, P] initial h
+    p_c0,  # [D, B, H] initial c
+    p_w,  # [D, G, P] W_hh, contiguous
+    p_wr,  # [D, P, H] W_hr, contiguous (HAS_PROJ)
     p_bs,  # [T] int32 active rows per step (device)
-    p_out,  # [T, B, P] output, zero-filled: inactive rows stay zero
-    p_hr,  # [T, B, H] compute dtype: unprojected h (HAS_PROJ; exchanged between programs)
-    p_gates,  # [T, B, G] compute dtype, saved activated gates (SAVE)
-    p_cs,  # [T, B, H] compute dtype, saved cell states (SAVE)
-    p_cn,  # [B, H] final cell state, c0's dtype
-    p_sync,  # [NM] int32 barrier counters, zero at launch
+    p_out,  # [D, T, B, P] output, zero-filled: inactive rows stay zero
+    p_hr,  # [D, T, B, H] compute dtype: unprojected h (HAS_PROJ; exchanged between programs)
+    p_gates,  # [D, T, B, G] compute dtype, saved activated gates (SAVE)
+    p_cs,  # [D, T, B, H] compute dtype, saved cell states (SAVE)
+    p_cn,  # [D, B, H] final cell state, c0's dtype
+    p_sync,  # [D, NM] int32 barrier counters, zero at launch
     T, B, H, P,
-    s_gx_t, s_gx_b,
+    s_gx_d, s_gx_t, s_gx_b,
     NUM_PROGRAMS,  # programs per batch tile: the barrier's arrival count
     REVERSE: tl.constexpr, USE_BARRIER: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -92,6 +94,11 @@ def _fwd_kernel(
 ):
     i_n = tl.program_id(0)
     i_m = tl.program_id(1)
+    i_d = tl.program_id(2)  # direction: every tensor has a leading [D] dimension
+    if REVERSE:
+        rev = i_d == 0
+    else:
+        rev = i_d == 1
     o_j = i_n * BLOCK_H + tl.arange(0, BLOCK_H)  # owned hidden units
     o_p = i_n * BLOCK_P + tl.arange(0, BLOCK_P)  # owned output columns (HAS_PROJ)
     o_b = i_m * BLOCK_B + tl.arange(0, BLOCK_B)  # batch rows
@@ -99,7 +106,18 @@ def _fwd_kernel(
     m_p = o_p < P
     row = o_b[None, :].to(tl.int64)
     G = 4 * H
-    p_sync_m = p_sync + i_m
+    d64 = i_d.to(tl.int64)
+    p_gx += d64 * s_gx_d
+    p_h0 += d64 * B * P
+    p_c0 += d64 * B * H
+    p_w += d64 * G * P
+    p_wr += d64 * P * H
+    p_out += d64 * T * B * P
+    p_hr += d64 * T * B * H
+    p_gates += d64 * T * B * G
+    p_cs += d64 * T * B * H
+    p_cn += d64 * B * H
+    p_sync_m = p_sync + i_d * tl.num_programs(1) + i_m
     p_wj = p_w + o_j[:, None].to(tl.int64) * P  # rows of gate i; gate g is g*H*P further
 
     m_all = m_j[:, None] & (o_b < B)[None, :]
@@ -109,10 +127,7 @@ def _fwd_kernel(
     bs_prev = tl.zeros((), dtype=tl.int32)
     n_sync = tl.zeros((), dtype=tl.int32)
     for s in range(T):
-        if REVERSE:
-            t = T - 1 - s
-        else:
-            t = s
+        t = tl.where(rev, T - 1 - s, s)
         t64 = t.to(tl.int64)
         bs = tl.load(p_bs + t)
         m_b = o_b < bs
@@ -195,21 +210,21 @@ def _fwd_kernel(
 
 @triton.jit(do_not_specialize=["T", "NUM_PROGRAMS"])
 def _bwd_kernel(
-    p_dout,  # [T, B, P] upstream grad of out (strides s_do_t, s_do_b, 1)
-    p_dhn,  # [B, P] upstream grad of h_n
-    p_dcn,  # [B, H] upstream grad of c_n
-    p_w,  # [G, P] W_hh, contiguous
-    p_wr,  # [P, H] W_hr, contiguous (HAS_PROJ)
+    p_dout,  # [D, T, B, P] upstream grad of out (strides s_do_d, s_do_t, s_do_b, 1)
+    p_dhn,  # [D, B, P] upstream grad of h_n
+    p_dcn,  # [D, B, H] upstream grad of c_n
+    p_w,  # [D, G, P] W_hh, contiguous
+    p_wr,  # [D, P, H] W_hr, contiguous (HAS_PROJ)
     p_bs,  # [T] int32 active rows per step (device)
-    p_gates,  # [T, B, G] saved activated gates
-    p_cs,  # [T, B, H] saved cell states
-    p_c0,  # [B, H] initial cell state
-    p_dgates,  # [T, B, G] fp32 gate gradients, zero-filled: inactive rows stay zero
-    p_dhs,  # [T, B, P] fp32 grad of the projected h per step (HAS_PROJ; exchanged, and for d_w_hr)
-    p_dc0,  # [B, H] fp32 grad of c0
-    p_sync,  # [NM] int32 barrier counters, zero at launch
+    p_gates,  # [D, T, B, G] saved activated gates
+    p_cs,  # [D, T, B, H] saved cell states
+    p_c0,  # [D, B, H] initial cell state
+    p_dgates,  # [D, T, B, G] fp32 gate gradients, zero-filled: inactive rows stay zero
+    p_dhs,  # [D, T, B, P] fp32 grad of the projected h per step (HAS_PROJ; exchanged, and for d_w_hr)
+    p_dc0,  # [D, B, H] fp32 grad of c0
+    p_sync,  # [D, NM] int32 barrier counters, zero at launch
     T, B, H, P,
-    s_do_t, s_do_b,
+    s_do_d, s_do_t, s_do_b,
     NUM_PROGRAMS,  # programs per batch tile: the barrier's arrival count
     REVERSE: tl.constexpr, USE_BARRIER: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -217,6 +232,11 @@ def _bwd_kernel(
 ):
     i_n = tl.program_id(0)
     i_m = tl.program_id(1)
+    i_d = tl.program_id(2)  # direction: every tensor has a leading [D] dimension
+    if REVERSE:
+        rev = i_d == 0
+    else:
+        rev = i_d == 1
     o_j = i_n * BLOCK_H + tl.arange(0, BLOCK_H)  # owned hidden units
     o_p = i_n * BLOCK_P + tl.arange(0, BLOCK_P)  # owned columns of h (== o_j without projection)
     o_b = i_m * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -224,7 +244,19 @@ def _bwd_kernel(
     m_p = o_p < P
     row = o_b[None, :].to(tl.int64)
     G = 4 * H
-    p_sync_m = p_sync + i_m
+    d64 = i_d.to(tl.int64)
+    p_dout += d64 * s_do_d
+    p_dhn += d64 * B * P
+    p_dcn += d64 * B * H
+    p_w += d64 * G * P
+    p_wr += d64 * P * H
+    p_gates += d64 * T * B * G
+    p_cs += d64 * T * B * H
+    p_c0 += d64 * B * H
+    p_dgates += d64 * T * B * G
+    p_dhs += d64 * T * B * P
+    p_dc0 += d64 * B * H
+    p_sync_m = p_sync + i_d * tl.num_programs(1) + i_m
 
     m_all = m_j[:, None] & (o_b < B)[None, :]
     dc = tl.load(p_dcn + row * H + o_j[:, None], mask=m_all, other=0.0).to(tl.float32)
@@ -233,12 +265,8 @@ def _bwd_kernel(
     bs_next = tl.zeros((), dtype=tl.int32)
     n_sync = tl.zeros((), dtype=tl.int32)
     for s in range(T):
-        if REVERSE:
-            t = s
-            t_prev = s + 1
-        else:
-            t = T - 1 - s
-            t_prev = t - 1
+        t = tl.where(rev, s, T - 1 - s)
+        t_prev = tl.where(rev, t + 1, t - 1)
         t64 = t.to(tl.int64)
         bs = tl.load(p_bs + t)
         has_prev = (t_prev >= 0) & (t_prev < T)
@@ -368,7 +396,7 @@ def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype
         else:
             return None  # the programs could not all be resident: the barrier would deadlock
     NP = max(triton.cdiv(H, BH), triton.cdiv(P, BP))
-    warps = 8 if max(BH, BP) * BB >= 2048 else 4
+    warps = step_warps(max(BH, BP), BB)
     return PersistentConfig(BH, BP, BB, BK, NP, NM, warps)
 
 
@@ -389,74 +417,189 @@ def _config_for(B, H, P, has_proj, dtype, device) -> PersistentConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Launchers
+# Launchers: D directions (1, or 2 for a bidirectional layer) in one launch, grid (NP, NM, D)
 # ---------------------------------------------------------------------------------------------
 
 
-def _forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
-    check_scan_inputs(gx, h0, c0, w_hh, w_hr, "persistent")
-    T, B, G = gx.shape
-    H, P = c0.shape[1], h0.shape[1]
-    dtype, cdt = gx.dtype, compute_dtype(gx.dtype)
+def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
+    """gx [D,T,B,G] (any strides, unit last), h0 [D,B,P], c0 [D,B,H], w_hh [D,G,P], w_hr [D,P,H] | None.
+
+    Direction d runs reversed when ``reverse != (d == 1)``. Returns the scan contract's six
+    tensors, each with a leading [D] dimension.
+    """
+    D, T, B, G = gx.shape
+    H, P = c0.shape[2], h0.shape[2]
+    dtype, cdt, dev = gx.dtype, compute_dtype(gx.dtype), gx.device
     has_proj = w_hr is not None
-    cfg = _config_for(B, H, P, has_proj, dtype, gx.device)
-    if gx.stride(2) != 1:
+    cfg = _config_for(B, H, P, has_proj, dtype, dev)
+    if gx.stride(3) != 1:
         gx = gx.contiguous()
     bs = batch_sizes_list(batch_sizes, T, B)
-    bs_dev = torch.tensor(bs, dtype=torch.int32).to(gx.device)
-    out = torch.zeros(T, B, P, dtype=dtype, device=gx.device)
-    c_n = torch.empty(B, H, dtype=c0.dtype, device=gx.device)
-    gates = torch.empty(T, B, G, dtype=cdt, device=gx.device) if save else gx.new_empty(0, dtype=cdt)
-    cs = torch.empty(T, B, H, dtype=cdt, device=gx.device) if save else gx.new_empty(0, dtype=cdt)
+    bs_dev = torch.tensor(bs, dtype=torch.int32).to(dev)
+    out = torch.zeros(D, T, B, P, dtype=dtype, device=dev)
+    c_n = torch.empty(D, B, H, dtype=c0.dtype, device=dev)
+    gates = torch.empty(D, T, B, G, dtype=cdt, device=dev) if save else gx.new_empty(0, dtype=cdt)
+    cs = torch.empty(D, T, B, H, dtype=cdt, device=dev) if save else gx.new_empty(0, dtype=cdt)
     # Zeroed: d_w_hr multiplies all rows, active or not.
-    hr = torch.zeros(T, B, H, dtype=cdt, device=gx.device) if has_proj else gx.new_empty(0, dtype=cdt)
-    sync = torch.zeros(cfg.NM, dtype=torch.int32, device=gx.device)
+    hr = torch.zeros(D, T, B, H, dtype=cdt, device=dev) if has_proj else gx.new_empty(0, dtype=cdt)
+    sync = torch.zeros(D, cfg.NM, dtype=torch.int32, device=dev)
     upcast, prec = dot_settings(dtype)
     w_hh_c = w_hh.contiguous()
-    w_hr_c = w_hr.contiguous() if has_proj else w_hh_c
-    _fwd_kernel[(cfg.NP, cfg.NM)](
-        gx, h0.contiguous(), c0.contiguous(), w_hh_c, w_hr_c, bs_dev, out, hr, gates, cs, c_n, sync,
-        T, B, H, P, gx.stride(0), gx.stride(1),
-        cfg.NP,
-        REVERSE=reverse, USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P, BLOCK_B=cfg.BLOCK_B,
-        BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, SAVE=save, UPCAST_DOT=upcast, DOT_PRECISION=prec,
-        num_warps=cfg.num_warps,
+    _fwd_kernel[(cfg.NP, cfg.NM, D)](
+        gx, h0.contiguous(), c0.contiguous(), w_hh_c, w_hr.contiguous() if has_proj else w_hh_c, bs_dev,
+        out, hr, gates, cs, c_n, sync,
+        T, B, H, P, gx.stride(0), gx.stride(1), gx.stride(2), cfg.NP,
+        REVERSE=reverse, USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
+        BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, SAVE=save, UPCAST_DOT=upcast,
+        DOT_PRECISION=prec, num_warps=cfg.num_warps,
     )
-    h_n, c_n = finish_forward(out, c_n, c0, bs, reverse)
+    h_n = torch.stack([finish_forward(out[d], c_n[d], c0[d], bs, reverse != (d == 1))[0] for d in range(D)])
     hs = hr if (save and has_proj) else gx.new_empty(0, dtype=cdt)
     return out, h_n, c_n, gates, cs, hs
 
 
-def _backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
-    T, B, P = out.shape
-    H = c0.shape[1]
-    cdt = gates.dtype
+def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
+    """The backward of :func:`_launch_forward`; every tensor has the leading [D] dimension."""
+    D, T, B, P = out.shape
+    H = c0.shape[2]
+    cdt, dev = gates.dtype, out.device
     has_proj = w_hr is not None
-    cfg = _config_for(B, H, P, has_proj, out.dtype, out.device)
+    cfg = _config_for(B, H, P, has_proj, out.dtype, dev)
     bs = batch_sizes_list(batch_sizes, T, B)
-    bs_dev = torch.tensor(bs, dtype=torch.int32).to(out.device)
-    d_gates = torch.zeros(T, B, 4 * H, dtype=cdt, device=out.device)
-    d_hs = torch.zeros(T, B, P, dtype=cdt, device=out.device) if has_proj else d_gates
-    d_c0 = torch.empty(B, H, dtype=torch.float32, device=out.device)
-    sync = torch.zeros(cfg.NM, dtype=torch.int32, device=out.device)
-    g_out = grad_out if grad_out.stride(2) == 1 else grad_out.contiguous()
+    bs_dev = torch.tensor(bs, dtype=torch.int32).to(dev)
+    d_gates = torch.zeros(D, T, B, 4 * H, dtype=cdt, device=dev)
+    d_hs = torch.zeros(D, T, B, P, dtype=cdt, device=dev) if has_proj else d_gates
+    d_c0 = torch.empty(D, B, H, dtype=torch.float32, device=dev)
+    sync = torch.zeros(D, cfg.NM, dtype=torch.int32, device=dev)
+    g_out = grad_out if grad_out.stride(3) == 1 else grad_out.contiguous()
     w_hh_c = w_hh.contiguous()
     _, prec = dot_settings(out.dtype)
-    _bwd_kernel[(cfg.NP, cfg.NM)](
+    _bwd_kernel[(cfg.NP, cfg.NM, D)](
         g_out, grad_h_n.contiguous(), grad_c_n.contiguous(), w_hh_c, w_hr.contiguous() if has_proj else w_hh_c,
         bs_dev, gates.contiguous(), cs.contiguous(), c0.contiguous(), d_gates, d_hs, d_c0, sync,
-        T, B, H, P, g_out.stride(0), g_out.stride(1),
-        cfg.NP,
-        REVERSE=reverse, USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P, BLOCK_B=cfg.BLOCK_B,
-        BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, DOT_PRECISION=prec,
+        T, B, H, P, g_out.stride(0), g_out.stride(1), g_out.stride(2), cfg.NP,
+        REVERSE=reverse, USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
+        BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, DOT_PRECISION=prec,
         num_warps=cfg.num_warps,
     )
-    d_w_hh, d_w_hr = weight_grads(d_gates, out, h0, w_hh, bs, reverse, d_hs if has_proj else None, hs, w_hr)
-    d_h0 = first_step_dh(d_gates, w_hh, bs, reverse)
-    return d_gates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_w_hh, d_w_hr
+    d_w_hh, d_w_hr, d_h0 = [], [], []
+    for d in range(D):
+        rev = reverse != (d == 1)
+        dw, dwr = weight_grads(d_gates[d], out[d], h0[d], w_hh[d], bs, rev, d_hs[d] if has_proj else None,
+                               hs[d] if has_proj else hs, w_hr[d] if has_proj else None)
+        d_w_hh.append(dw)
+        d_w_hr.append(dwr)
+        d_h0.append(first_step_dh(d_gates[d], w_hh[d], bs, rev))
+    return (d_gates.to(out.dtype), torch.stack(d_h0).to(h0.dtype), d_c0.to(c0.dtype), torch.stack(d_w_hh),
+            torch.stack(d_w_hr))
+
+
+def _forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
+    check_scan_inputs(gx, h0, c0, w_hh, w_hr, "persistent")
+    res = _launch_forward(gx[None], h0[None], c0[None], w_hh[None], None if w_hr is None else w_hr[None],
+                          batch_sizes, reverse, save)
+    return tuple(r[0] if r.dim() > 1 else r for r in res)
+
+
+def _backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
+    one = lambda x: x if x.dim() == 1 else x[None]  # noqa: E731  (saved [0] placeholders stay as they are)
+    res = _launch_backward(grad_out[None], grad_h_n[None], grad_c_n[None], h0[None], c0[None], w_hh[None],
+                           None if w_hr is None else w_hr[None], batch_sizes, reverse, out[None],
+                           one(gates), one(cs), one(hs))
+    d_gx, d_h0, d_c0, d_w_hh, d_w_hr = res
+    return d_gx[0], d_h0[0], d_c0[0], d_w_hh[0], (d_w_hr[0] if w_hr is not None else w_hh.new_empty(0))
 
 
 scan = register_scan("persistent", _forward, _backward)
+
+
+# Both directions of a bidirectional layer in one launch: the same kernels with D = 2, as one
+# custom-op pair of its own (the per-direction contract of ops.register_scan, stacked on [2]).
+
+
+@torch.library.custom_op("lstm_kernels::persistent_bidir_scan", mutates_args=())
+def _bidir_fwd(gx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
+               batch_sizes: Optional[Tensor], save: bool
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, False, save)
+
+
+@_bidir_fwd.register_fake
+def _(gx, h0, c0, w_hh, w_hr, batch_sizes, save):
+    D, T, B, G = gx.shape
+    H = c0.shape[2]
+    cdt = compute_dtype(gx.dtype)
+    return (
+        gx.new_empty(D, T, B, h0.shape[2]), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
+        gx.new_empty((D, T, B, G) if save else (0,), dtype=cdt),
+        gx.new_empty((D, T, B, H) if save else (0,), dtype=cdt),
+        gx.new_empty((D, T, B, H) if save and w_hr is not None else (0,), dtype=cdt),
+    )
+
+
+@torch.library.custom_op("lstm_kernels::persistent_bidir_scan_backward", mutates_args=())
+def _bidir_bwd(grad_out: Tensor, grad_h_n: Tensor, grad_c_n: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor,
+               w_hr: Optional[Tensor], batch_sizes: Optional[Tensor], out: Tensor, gates: Tensor, cs: Tensor,
+               hs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, False,
+                            out, gates, cs, hs)
+
+
+@_bidir_bwd.register_fake
+def _(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, out, gates, cs, hs):
+    return (
+        gates.new_empty(gates.shape, dtype=out.dtype), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
+        w_hh.new_empty(w_hh.shape), w_hh.new_empty(w_hr.shape if w_hr is not None else (w_hh.shape[0], 0)),
+    )
+
+
+def _bidir_setup(ctx, inputs, output):
+    gx, h0, c0, w_hh, w_hr, batch_sizes, save = inputs
+    out, _, _, gates, cs, hs = output
+    ctx.has_proj = w_hr is not None
+    ctx.has_bs = batch_sizes is not None
+    ctx.save_for_backward(
+        h0, c0, w_hh, w_hr if w_hr is not None else h0.new_empty(0),
+        batch_sizes if batch_sizes is not None else h0.new_empty(0, dtype=torch.int64, device="cpu"),
+        out, gates, cs, hs,
+    )
+
+
+def _bidir_backward(ctx, grad_out, grad_h_n, grad_c_n, *_):
+    h0, c0, w_hh, w_hr, batch_sizes, out, gates, cs, hs = ctx.saved_tensors
+    if gates.numel() == 0:
+        raise RuntimeError(
+            "lstm_kernels: the scan ran without saving activations (grad was disabled during the "
+            "forward), so it cannot be differentiated"
+        )
+    grad_out = torch.zeros_like(out) if grad_out is None else grad_out
+    grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
+    grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
+    d_gx, d_h0, d_c0, d_w_hh, d_w_hr = _bidir_bwd(
+        grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr if ctx.has_proj else None,
+        batch_sizes if ctx.has_bs else None, out, gates, cs, hs,
+    )
+    return d_gx, d_h0, d_c0, d_w_hh, (d_w_hr if ctx.has_proj else None), None, None
+
+
+_bidir_fwd.register_autograd(_bidir_backward, setup_context=_bidir_setup)
+
+
+def scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Both directions of one layer in one persistent launch; same results as two ``scan`` calls.
+
+    Arguments are the two-element lists ``Backend.scan_layer`` receives; direction 1 runs reversed.
+    """
+    for d in range(2):
+        check_scan_inputs(gxs[d], h0s[d], c0s[d], w_hhs[d], w_hrs[d], "persistent")
+    has_proj = w_hrs[0] is not None
+    stack = torch.stack
+    save = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (*gxs, *h0s, *c0s, *w_hhs, *w_hrs)
+    )
+    out, h_n, c_n, _, _, _ = _bidir_fwd(stack(gxs), stack(h0s), stack(c0s), stack(w_hhs),
+                                        stack(w_hrs) if has_proj else None, batch_sizes, save)
+    return [(out[d], h_n[d], c_n[d]) for d in range(2)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,7 +651,8 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                         "p_gx": f"*{tdt}", "p_h0": f"*{tdt}", "p_c0": f"*{tdt}", "p_w": f"*{tdt}",
                         "p_wr": f"*{tdt}", "p_bs": "*i32", "p_out": f"*{tdt}", "p_hr": f"*{cdt}",
                         "p_gates": f"*{cdt}", "p_cs": f"*{cdt}", "p_cn": f"*{tdt}", "p_sync": "*i32",
-                        "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_gx_t": "i32", "s_gx_b": "i32", "NUM_PROGRAMS": "i32",
+                        "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_gx_d": "i32", "s_gx_t": "i32",
+                        "s_gx_b": "i32", "NUM_PROGRAMS": "i32",
                         **{k: "constexpr" for k in ("REVERSE", *common, "SAVE", "UPCAST_DOT")},
                     },
                     constexprs=dict(REVERSE=reverse, SAVE=save, UPCAST_DOT=upcast, **common),
@@ -521,7 +665,8 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                     "p_dout": f"*{tdt}", "p_dhn": f"*{tdt}", "p_dcn": f"*{tdt}", "p_w": f"*{tdt}",
                     "p_wr": f"*{tdt}", "p_bs": "*i32", "p_gates": f"*{cdt}", "p_cs": f"*{cdt}",
                     "p_c0": f"*{tdt}", "p_dgates": "*fp32", "p_dhs": "*fp32", "p_dc0": "*fp32", "p_sync": "*i32",
-                    "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_do_t": "i32", "s_do_b": "i32", "NUM_PROGRAMS": "i32",
+                    "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_do_d": "i32", "s_do_t": "i32",
+                    "s_do_b": "i32", "NUM_PROGRAMS": "i32",
                     **{k: "constexpr" for k in ("REVERSE", *common)},
                 },
                 constexprs=dict(REVERSE=reverse, **common),
