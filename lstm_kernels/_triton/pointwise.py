@@ -249,6 +249,11 @@ def lstm_cell_forward(
         hs: ``[T, B, H]`` compute dtype: save the unprojected h at ``[t]``; required when
             saving without ``out``, not allowed with ``out``.
     """
+    _validate_forward(pre, c, h, t, out, gates, cs, hs)
+    _launch_forward(pre, c, h, t, out, gates, cs, hs)
+
+
+def _validate_forward(pre, c, h, t, out, gates, cs, hs) -> None:
     if pre.dim() != 2 or h.dim() != 2 or c.dim() != 2:
         raise ValueError("triton pointwise kernels: pre, c and h must be 2-D ([bs, 4H], [B, H], [B, H])")
     bs, G = pre.shape
@@ -287,8 +292,15 @@ def lstm_cell_forward(
     _check(gates, "gates", (T, B, 4 * H), cdt, h.device)
     _check(cs, "cs", (T, B, H), cdt, h.device)
     _check(hs, "hs", (T, B, H), cdt, h.device)
+
+
+def _launch_forward(pre, c, h, t, out, gates, cs, hs) -> None:
+    bs = pre.shape[0]
+    B, H = h.shape
     if bs == 0:
         return
+    save = gates is not None
+    proj = out is None
     BLOCK_H = block_h(H)
     BLOCK_B = block_b(BLOCK_H)
     grid = (triton.cdiv(bs, BLOCK_B), triton.cdiv(H, BLOCK_H))
@@ -320,6 +332,11 @@ def lstm_cell_backward(
         d_gates: ``[T, B, 4H]`` compute dtype; rows ``< bs`` of ``d_gates[t]`` receive the
             gradient of the gate pre-activations.
     """
+    _validate_backward(dh, dc, gates, cs, c_prev, d_gates, t)
+    _launch_backward(dh, dc, gates, cs, c_prev, d_gates, t)
+
+
+def _validate_backward(dh, dc, gates, cs, c_prev, d_gates, t) -> None:
     if dh.dim() != 2 or dc.dim() != 2 or gates.dim() != 3:
         raise ValueError("triton pointwise kernels: dh, dc must be 2-D and gates 3-D")
     bs = dh.shape[0]
@@ -338,6 +355,11 @@ def lstm_cell_backward(
     _check(cs, "cs", (T, B, H), cdt, dc.device)
     _check(c_prev, "c_prev", (T, B, H), cdt, dc.device)
     _check(d_gates, "d_gates", (T, B, 4 * H), cdt, dc.device)
+
+
+def _launch_backward(dh, dc, gates, cs, c_prev, d_gates, t) -> None:
+    bs = dh.shape[0]
+    B, H = dc.shape
     if bs == 0:
         return
     BLOCK_H = block_h(H)
@@ -377,19 +399,26 @@ def _scan_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     w_hh_t = w_hh.t()
     w_hr_t = w_hr.t() if proj else None
 
+    checked = False
     for s in range(T):
         t = T - 1 - s if reverse else s
         bs = bs_list[t] if has_bs else B
         if bs == 0:
             continue
         pre = torch.addmm(gx[t, :bs], h[:bs], w_hh_t)
-        lstm_cell_forward(
-            pre, c, h_unproj, t=t,
-            out=None if proj else out,
-            gates=gates if save else None,
-            cs=cs if save else None,
-            hs=hs if save and proj else None,
+        args = (
+            pre, c, h_unproj, t,
+            None if proj else out,
+            gates if save else None,
+            cs if save else None,
+            hs if save and proj else None,
         )
+        if not checked:
+            # Every step passes tensors of the same kinds: checking once keeps the
+            # per-step host overhead to the launch itself.
+            _validate_forward(*args)
+            checked = True
+        _launch_forward(*args)
         if proj:
             torch.mm(h_unproj[:bs], w_hr_t, out=out[t, :bs])
             h[:bs] = out[t, :bs]
@@ -424,6 +453,7 @@ def _scan_backward(
     w_hr_c = w_hr.to(cdt) if proj else None
     g_out = grad_out.to(cdt)
 
+    checked = False
     for s in range(T):
         t = s if reverse else T - 1 - s
         bs = bs_list[t] if has_bs else B
@@ -432,7 +462,11 @@ def _scan_backward(
         dh_t = d_hs[t if proj else 0, :bs]
         torch.add(dh[:bs], g_out[t, :bs], out=dh_t)
         dh_unproj = torch.mm(dh_t, w_hr_c) if proj else dh_t
-        lstm_cell_backward(dh_unproj, dc, gates, cs, c_prev, d_gates, t=t)
+        args = (dh_unproj, dc, gates, cs, c_prev, d_gates, t)
+        if not checked:
+            _validate_backward(*args)
+            checked = True
+        _launch_backward(*args)
         torch.mm(d_gates[t, :bs], w_hh_c, out=dh[:bs])
 
     d_w_hh = torch.mm(d_gates.reshape(T * B, 4 * H).t(), h_prev.reshape(T * B, P).to(cdt))
