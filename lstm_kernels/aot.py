@@ -1,0 +1,415 @@
+"""Ahead-of-time compile check for every Triton kernel specialization; needs no GPU.
+
+    python -m lstm_kernels.aot --arch sm_90        # or sm_80, 90, 80
+
+Every module in ``lstm_kernels._triton`` that defines ``aot_specs(arch)`` (see
+``_triton/specs.py``) is imported (found with pkgutil, so a new tier module is checked
+as soon as it exists). Each ``KernelSpec`` is compiled to a cubin for the target with
+``triton.compile``; the bundled ``ptxas -v`` reports registers and spills of the PTX,
+and the compiled metadata the shared memory one program needs. One row per kernel is
+printed, then a one-line summary. The exit status is non-zero when any kernel fails
+to compile, spills registers, or needs more shared memory than one block may have.
+
+Labels use the dimensions of the rest of the package: B batch, H hidden size,
+P = proj_size or H, BLOCK_* tile sizes.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import importlib.util
+import os
+import pkgutil
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Sequence
+
+# Shared memory one block may use (the opt-in maximum, bytes), from the CUDA
+# programming guide's compute-capability table.
+SMEM_LIMIT = {
+    80: 163 * 1024,  # A100
+    86: 99 * 1024,
+    89: 99 * 1024,
+    90: 227 * 1024,  # H100 / H200
+}
+
+
+@dataclass
+class KernelReport:
+    """What compiling one ``KernelSpec`` for one architecture produced."""
+
+    module: str
+    name: str
+    label: str
+    num_warps: int
+    num_stages: int
+    arch: int
+    registers: Optional[int] = None
+    spill_stores: Optional[int] = None  # bytes
+    spill_loads: Optional[int] = None  # bytes
+    stack: Optional[int] = None  # bytes of local-memory stack frame
+    shared: Optional[int] = None  # bytes of shared memory per program
+    seconds: float = 0.0
+    error: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def spills(self) -> int:
+        return (self.spill_stores or 0) + (self.spill_loads or 0)
+
+    def problems(self) -> list[str]:
+        """Why this kernel fails the check (empty when it passes)."""
+        if self.error is not None:
+            return [f"compile failed: {self.error}"]
+        found = []
+        if self.spills:
+            found.append(f"spills {self.spill_stores} B stores / {self.spill_loads} B loads")
+        limit = SMEM_LIMIT[self.arch]
+        if self.shared is not None and self.shared > limit:
+            found.append(f"shared memory {self.shared} B over the sm_{self.arch} limit of {limit} B")
+        return found
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems()
+
+
+def parse_arch(text) -> int:
+    """``"sm_90"``, ``"sm90"``, ``"90"`` or ``90`` -> 90; ValueError for anything unsupported."""
+    m = re.fullmatch(r"(?:sm_?)?(\d+)a?", str(text).strip().lower())
+    if m is None or int(m.group(1)) not in SMEM_LIMIT:
+        known = ", ".join(f"sm_{a}" for a in sorted(SMEM_LIMIT))
+        raise ValueError(f"--arch must be one of {known} (or the bare number); got {text!r}")
+    return int(m.group(1))
+
+
+def _require_compiled_mode() -> None:
+    # @triton.jit decides between a compilable JITFunction and an interpreter wrapper
+    # when the kernel module is imported, so the choice must be made before that.
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise RuntimeError(
+            "the AOT check compiles real cubins, but TRITON_INTERPRET is set; use "
+            "`python -m lstm_kernels.aot` or aot.check_sources, which compile in clean processes"
+        )
+
+
+def discover_modules() -> list[str]:
+    """Names of the ``lstm_kernels._triton`` submodules that define ``aot_specs``."""
+    from . import _triton
+
+    names = []
+    for info in sorted(pkgutil.iter_modules(_triton.__path__), key=lambda i: i.name):
+        if info.ispkg:
+            continue
+        name = f"{_triton.__name__}.{info.name}"
+        module = importlib.import_module(name)
+        if callable(getattr(module, "aot_specs", None)):
+            names.append(name)
+    return names
+
+
+def collect_specs(arch: int, modules: Optional[Sequence[str]] = None) -> list[tuple[str, object]]:
+    """``(module name, KernelSpec)`` for every spec the kernel modules declare for ``arch``."""
+    out = []
+    for name in discover_modules() if modules is None else modules:
+        specs = importlib.import_module(name).aot_specs(arch)
+        if not isinstance(specs, (list, tuple)):
+            raise TypeError(f"{name}.aot_specs({arch}) must return a list of KernelSpec, got {type(specs).__name__}")
+        out.extend((name, s) for s in specs)
+    return out
+
+
+def _ptxas(arch: int) -> str:
+    """Path of the ptxas binary triton itself uses for ``arch``."""
+    from triton.backends.nvidia import compiler as nv
+
+    get = getattr(nv, "get_ptxas", None)
+    if get is not None:
+        try:
+            tool = get(arch)
+        except TypeError:  # older triton: get_ptxas() takes no architecture
+            tool = get()
+        return tool.path
+    return nv._path_to_binary("ptxas")[0]
+
+
+def _gpu_name(arch: int) -> str:
+    from triton.backends.nvidia import compiler as nv
+
+    to_name = getattr(nv, "sm_arch_from_capability", None)
+    if to_name is not None:
+        return to_name(arch)
+    return f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
+
+
+def _ptxas_usage(ptx: str, kernel_name: str, arch: int) -> dict:
+    """Registers, spill and stack bytes of ``kernel_name`` as ``ptxas -v`` reports them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "kernel.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        cmd = [_ptxas(arch), "-v", f"--gpu-name={_gpu_name(arch)}", src, "-o", os.path.join(tmp, "kernel.cubin")]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+    log = run.stdout + run.stderr
+    if run.returncode != 0:
+        raise RuntimeError(f"ptxas exited with {run.returncode}:\n{log}")
+    # The log lists each entry function; keep the part about this kernel.
+    part = log.split(f"Function properties for {kernel_name}", 1)[-1]
+    regs = re.search(r"Used (\d+) registers", part)
+    spill = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", part)
+    if regs is None or spill is None:
+        raise RuntimeError(f"could not read registers/spills from the ptxas log:\n{log}")
+    return {
+        "registers": int(regs.group(1)),
+        "stack": int(spill.group(1)),
+        "spill_stores": int(spill.group(2)),
+        "spill_loads": int(spill.group(3)),
+    }
+
+
+def compile_spec(spec, arch: int, module: str = "") -> KernelReport:
+    """Compile one ``KernelSpec`` for ``sm_<arch>`` and measure it; errors go into the report."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.runtime.jit import JITFunction
+
+    name = getattr(spec.kernel, "__name__", repr(spec.kernel))
+    report = KernelReport(
+        module=module, name=name, label=spec.label, num_warps=spec.num_warps,
+        num_stages=spec.num_stages, arch=arch, extra=dict(spec.extra),
+    )
+    start = time.perf_counter()
+    try:
+        if not isinstance(spec.kernel, JITFunction):
+            raise TypeError(
+                f"{name} is a {type(spec.kernel).__name__}, not a triton JITFunction; kernel modules "
+                "imported with TRITON_INTERPRET=1 cannot be compiled (run `python -m lstm_kernels.aot`)"
+            )
+        unknown = set(spec.signature) - set(spec.kernel.arg_names)
+        if unknown:
+            raise ValueError(f"signature names {sorted(unknown)} are not arguments of {name}")
+        src = ASTSource(fn=spec.kernel, signature=dict(spec.signature), constexprs=dict(spec.constexprs))
+        compiled = triton.compile(
+            src,
+            target=GPUTarget("cuda", arch, 32),
+            options={"num_warps": spec.num_warps, "num_stages": spec.num_stages},
+        )
+        report.shared = int(compiled.metadata.shared)
+        usage = _ptxas_usage(compiled.asm["ptx"], compiled.metadata.name, arch)
+        report.registers = usage["registers"]
+        report.stack = usage["stack"]
+        report.spill_stores = usage["spill_stores"]
+        report.spill_loads = usage["spill_loads"]
+    except Exception as e:  # recorded in the report and turned into a non-zero exit by main()
+        first = str(e).strip().splitlines()
+        report.error = f"{type(e).__name__}: {first[0] if first else ''}"
+        report.extra["traceback"] = str(e)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def check_specs(specs: Sequence, arch: int, module: str = "") -> list[KernelReport]:
+    """Compile and measure ``specs`` (KernelSpec, or ``(module, KernelSpec)`` pairs) in this process.
+
+    Only for a process that never runs the Triton interpreter: the interpreter patches
+    ``triton.language`` in ways that break the compiler. :func:`check_sources` runs
+    this in clean worker processes and is what everything else should call.
+    """
+    arch = parse_arch(arch)
+    _require_compiled_mode()
+    reports = []
+    for item in specs:
+        mod, spec = item if isinstance(item, tuple) else (module, item)
+        reports.append(compile_spec(spec, arch, mod))
+    return reports
+
+
+def load_specs(source: str, arch: int) -> list:
+    """The KernelSpecs of ``source``: a module name (its ``aot_specs``) or ``path/to/file.py:function``."""
+    if ":" not in source:
+        return [s for _, s in collect_specs(arch, [source])]
+    path, func = source.rsplit(":", 1)
+    if not os.path.isfile(path):
+        raise ValueError(f"spec source {source!r}: {path} is not a file")
+    spec_obj = importlib.util.spec_from_file_location(f"_aot_specs_{abs(hash(os.path.abspath(path)))}", path)
+    module = importlib.util.module_from_spec(spec_obj)
+    spec_obj.loader.exec_module(module)
+    specs = getattr(module, func)(arch)
+    if not isinstance(specs, (list, tuple)):
+        raise TypeError(f"{source}({arch}) must return a list of KernelSpec, got {type(specs).__name__}")
+    return list(specs)
+
+
+_START, _RESULT = "AOT-START ", "AOT-RESULT "
+
+
+def _worker_env() -> dict:
+    env = dict(os.environ)
+    env["TRITON_INTERPRET"] = "0"
+    # The worker must import this same copy of the package, installed or not.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def _worker(arch: int) -> int:
+    """Worker process: compile the ``[source, index]`` items read from stdin, one JSON line each."""
+    items = json.load(sys.stdin)
+    loaded: dict[str, list] = {}
+    for source, index in items:
+        print(_START + json.dumps([source, index]), flush=True)
+        if source not in loaded:
+            loaded[source] = load_specs(source, arch)
+        report = compile_spec(loaded[source][index], arch, source)
+        print(_RESULT + json.dumps(asdict(report), default=str), flush=True)
+    return 0
+
+
+def _run_worker(items: list, specs: dict, arch: int) -> list[KernelReport]:
+    # A compiler crash (an LLVM assertion, a segfault) kills the worker, not this
+    # process: the item it was on is reported as failed and a new worker takes the rest.
+    remaining, reports = list(items), []
+    while remaining:
+        run = subprocess.run(
+            [sys.executable, "-m", "lstm_kernels.aot", "--arch", str(arch), "--worker"],
+            input=json.dumps(remaining), capture_output=True, text=True, env=_worker_env(),
+        )
+        lines = run.stdout.splitlines()
+        done = [KernelReport(**json.loads(x[len(_RESULT):])) for x in lines if x.startswith(_RESULT)]
+        started = sum(x.startswith(_START) for x in lines)
+        reports += done
+        if len(done) == len(remaining):
+            break
+        tail = "\n".join(run.stderr.strip().splitlines()[-20:])
+        why = f"compiler process exited with {run.returncode} on this kernel: {tail.splitlines()[-1] if tail else ''}"
+        failed = remaining[len(done):] if started == len(done) else [remaining[len(done)]]
+        if started == len(done):  # died before starting any item: nothing to retry on
+            why = f"worker process exited with {run.returncode} before compiling: {tail}"
+        for source, index in failed:
+            spec = specs[(source, index)]
+            reports.append(KernelReport(
+                module=source, name=getattr(spec.kernel, "__name__", repr(spec.kernel)), label=spec.label,
+                num_warps=spec.num_warps, num_stages=spec.num_stages, arch=arch, error=why,
+                extra={"traceback": tail},
+            ))
+        remaining = remaining[len(done) + len(failed):]
+    return reports
+
+
+def check_sources(sources: Sequence[str], arch, jobs: int = 2) -> list[KernelReport]:
+    """Compile and measure every KernelSpec ``sources`` declare, for ``sm_<arch>``.
+
+    Each source is a module name whose ``aot_specs(arch)`` lists specs, or
+    ``path/to/file.py:function`` (a function of ``arch`` returning a list of KernelSpec).
+    Compilation runs in ``jobs`` fresh worker processes with the interpreter off, so
+    it works from any process (the test suite runs with TRITON_INTERPRET=1) and a
+    compiler crash fails one kernel instead of the whole check. Reports keep spec order.
+    """
+    arch = parse_arch(arch)
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1; got {jobs}")
+    sources = [_absolute(s) for s in sources]
+    specs = {}
+    for source in sources:
+        for index, spec in enumerate(load_specs(source, arch)):
+            specs[(source, index)] = spec
+    items = list(specs)
+    slices = [items[k::jobs] for k in range(min(jobs, len(items)))]
+    with ThreadPoolExecutor(max_workers=max(1, len(slices))) as pool:
+        results = list(pool.map(lambda part: _run_worker(part, specs, arch), slices))
+    # Round-robin slices back into spec order.
+    ordered: list[KernelReport] = []
+    for k in range(max((len(r) for r in results), default=0)):
+        ordered += [r[k] for r in results if k < len(r)]
+    return ordered
+
+
+def _absolute(source: str) -> str:
+    if ":" in source:
+        path, func = source.rsplit(":", 1)
+        return f"{os.path.abspath(path)}:{func}"
+    return source
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def format_table(reports: Sequence[KernelReport]) -> str:
+    """The per-kernel report as aligned plain text."""
+    head = ["kernel", "spec (dtype, blocks)", "warps", "stages", "regs", "spills B", "smem B", "s", "status"]
+    rows = []
+    for r in reports:
+        problems = r.problems()
+        rows.append([
+            f"{r.module.rsplit('.', 1)[-1]}.{r.name}" if r.module else r.name,
+            r.label,
+            str(r.num_warps),
+            str(r.num_stages),
+            _fmt(r.registers),
+            _fmt(None if r.error else r.spills),
+            _fmt(r.shared),
+            f"{r.seconds:.1f}",
+            "ok" if not problems else "FAIL: " + "; ".join(problems),
+        ])
+    widths = [max(len(h), *(len(row[k]) for row in rows)) if rows else len(h) for k, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def summary_line(reports: Sequence[KernelReport], arch: int) -> str:
+    """One line: how many kernels were checked and how many failed which way."""
+    failed = sum(r.error is not None for r in reports)
+    spilling = sum(r.error is None and r.spills > 0 for r in reports)
+    limit = SMEM_LIMIT[arch]
+    over = sum(r.error is None and (r.shared or 0) > limit for r in reports)
+    verdict = "OK" if all(r.ok for r in reports) else "FAILED"
+    return (
+        f"sm_{arch}: {len(reports)} kernels checked, {failed} failed to compile, {spilling} spill, "
+        f"{over} over the {limit}-byte shared-memory limit: {verdict}"
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m lstm_kernels.aot", description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", required=True, help="target GPU: sm_80 or sm_90 (also 80, 90, sm_86, sm_89)")
+    parser.add_argument("--jobs", type=int, default=2, help="compile in this many worker processes (default 2)")
+    parser.add_argument("--module", action="append", default=None,
+                        help="check only this module (dotted name, or path/to/file.py:function); repeatable")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        arch = parse_arch(args.arch)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1; got {args.jobs}")
+    if args.worker:
+        _require_compiled_mode()
+        return _worker(arch)
+
+    start = time.perf_counter()
+    reports = check_sources(args.module or discover_modules(), arch, jobs=args.jobs)
+    print(format_table(reports))
+    for r in reports:
+        if r.error is not None and r.extra.get("traceback"):
+            print(f"\n{r.name} [{r.label}]:\n{r.extra['traceback']}", file=sys.stderr)
+    print(summary_line(reports, arch) + f" ({time.perf_counter() - start:.1f} s)")
+    return 0 if all(r.ok for r in reports) else 1
+
+
+if __name__ == "__main__":
+    # Kernels must be built as compilable JIT functions, whatever the caller's
+    # environment says (the test suite runs with TRITON_INTERPRET=1).
+    os.environ["TRITON_INTERPRET"] = "0"
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The ahead-of-time compile check: every kernel spec builds a cubin for sm_80 and sm_90
+without spills or too much shared memory, and the check fails when a kernel does not.
+
+Dimensions in the test kernel: M, N output tile, K reduction length.
+"""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import triton
+import triton.language as tl
+
+from lstm_kernels import aot
+from lstm_kernels._triton.specs import KernelSpec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.abspath(__file__)
+
+
+@triton.jit
+def _tile_dot_kernel(
+    p_a,  # [M, K] fp16
+    p_b,  # [K, N] fp16
+    p_c,  # [M, N] fp32
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    # Both operands of one tl.dot are staged in shared memory whole, so the block
+    # sizes set what a program needs: (BLOCK_M + BLOCK_N) * BLOCK_K * 2 bytes.
+    o_m = tl.arange(0, BLOCK_M)
+    o_n = tl.arange(0, BLOCK_N)
+    o_k = tl.arange(0, BLOCK_K)
+    b_a = tl.load(p_a + o_m[:, None] * BLOCK_K + o_k[None, :])
+    b_b = tl.load(p_b + o_k[:, None] * BLOCK_N + o_n[None, :])
+    tl.store(p_c + o_m[:, None] * BLOCK_N + o_n[None, :], tl.dot(b_a, b_b))
+
+
+def _tile_dot_spec(block_k: int) -> KernelSpec:
+    return KernelSpec(
+        kernel=_tile_dot_kernel,
+        signature={"p_a": "*fp16", "p_b": "*fp16", "p_c": "*fp32",
+                   "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr"},
+        constexprs={"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": block_k},
+        num_warps=4,
+        num_stages=1,
+        label=f"fp16 BLOCK_M=64 BLOCK_N=32 BLOCK_K={block_k}",
+    )
+
+
+def small_and_oversized_specs(arch: int) -> list:
+    """A kernel that fits anywhere (12 KB of shared memory) and one that needs 192 KB,
+    over sm_80's 163 KB per block."""
+    return [_tile_dot_spec(64), _tile_dot_spec(1024)]
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lstm_kernels.aot", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+
+
+def _summary_count(stdout: str, arch: int) -> int:
+    m = re.search(rf"^sm_{arch}: (\d+) kernels checked", stdout, re.MULTILINE)
+    assert m is not None, f"no summary line in:\n{stdout}"
+    return int(m.group(1))
+
+
+@pytest.mark.slow
+def test_every_kernel_spec_compiles_for_sm80_and_sm90():
+    # Both architectures at once, one worker each: the two runs share the 2 CPUs.
+    procs = {
+        arch: subprocess.Popen(
+            [sys.executable, "-m", "lstm_kernels.aot", "--arch", f"sm_{arch}", "--jobs", "1"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for arch in (80, 90)
+    }
+    for arch, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=600)
+        expected = len(aot.collect_specs(arch))
+        assert proc.returncode == 0, f"sm_{arch} check failed:\n{stdout}\n{stderr[-4000:]}"
+        assert _summary_count(stdout, arch) == expected
+        assert re.search(rf"^sm_{arch}: .*: OK", stdout, re.MULTILINE)
+
+
+def test_check_sources_reports_shared_memory_over_the_sm80_limit():
+    reports = aot.check_sources([f"{HERE}:small_and_oversized_specs"], "sm_80", jobs=1)
+    assert [r.label for r in reports] == [s.label for s in small_and_oversized_specs(80)]
+    small, big = reports
+    assert small.error is None and small.ok, small.problems()
+    assert small.registers is not None and small.registers > 0
+    assert 0 < small.shared <= aot.SMEM_LIMIT[80]
+    assert big.error is None
+    assert big.shared > aot.SMEM_LIMIT[80]
+    assert not big.ok
+    assert any("shared memory" in p for p in big.problems())
+    assert "FAILED" in aot.summary_line(reports, 80)
+
+
+def test_cli_exits_nonzero_on_an_oversized_kernel():
+    run = _run_cli("--arch", "80", "--jobs", "1", "--module", f"{HERE}:small_and_oversized_specs")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert _summary_count(run.stdout, 80) == 2
+    assert "1 over the 166912-byte shared-memory limit: FAILED" in run.stdout
+
+
+@pytest.mark.parametrize("text, arch", [("sm_80", 80), ("sm90", 90), ("90", 90), (80, 80), ("sm_90a", 90)],
+                         ids=["sm_80", "sm90", "bare-90", "int-80", "sm_90a"])
+def test_parse_arch_accepts_spellings(text, arch):
+    assert aot.parse_arch(text) == arch
+
+
+@pytest.mark.parametrize("text", ["sm_75", "hopper", "", "sm_9"], ids=["sm_75", "name", "empty", "sm_9"])
+def test_parse_arch_rejects_unknown_targets(text):
+    with pytest.raises(ValueError, match="--arch must be one of"):
+        aot.parse_arch(text)
+
+
+def test_cli_rejects_unknown_arch_without_compiling():
+    run = _run_cli("--arch", "sm_75")
+    assert run.returncode == 2
+    assert "--arch must be one of" in run.stderr
+
+
+def test_check_specs_refuses_to_compile_under_the_interpreter():
+    # conftest sets TRITON_INTERPRET=1 for this process; compiling here would use the
+    # interpreter-patched triton.language, so the in-process entry point says so.
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        aot.check_specs(small_and_oversized_specs(80)[:1], 80)
