@@ -88,9 +88,11 @@ class TritonBackend(Backend):
             gx, c0 = gxs[0], c0s[0]
             tier = _forced[0] or choose_tier(gx.shape[1], c0.shape[1], gx.shape[0], gx.dtype, gx.device)
             if tier == "persistent":
-                from .persistent import scan_bidirectional
+                from .persistent import fits, scan_bidirectional
 
-                return scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes)
+                P, has_proj = h0s[0].shape[1], w_hrs[0] is not None
+                if fits(gx.shape[1], c0.shape[1], P, has_proj, gx.dtype, gx.device, directions=2):
+                    return scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes)
         return super().scan_layer(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes)
 
 

@@ -215,7 +215,7 @@ def step_warps(BH: int, BB: int) -> int:
 def forward_blocks(H: int, P: int, BB: int) -> tuple[int, int, int]:
     """(BLOCK_H, BLOCK_K, num_warps) of the forward step kernel."""
     BH = _pow2(H, 16, 32)
-    return BH, _pow2(P, 16, 64), step_warps(BH, BB)
+    return BH, _pow2(P, 16, 32), step_warps(BH, BB)
 
 
 def backward_blocks(H: int, BB: int) -> tuple[int, int, int]:

@@ -370,24 +370,23 @@ def _p2(n: int) -> int:
 
 
 def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
-                      interpreting: Optional[bool] = None) -> Optional[PersistentConfig]:
+                      interpreting: Optional[bool] = None, directions: int = 1) -> Optional[PersistentConfig]:
     """The tiling for this shape, or None when the persistent kernel cannot run it.
 
     ``n_sm`` is the number of SMs (None: unbounded). Under the interpreter there is always
     exactly one program per batch tile (programs run one after another: no barrier possible).
-    On a GPU, H <= 64 also gets one program per batch tile (no barrier); larger H is split
-    into the most hidden blocks of 16, 32 or 64 units that keep every program resident.
+    On a GPU, H <= 64 also gets one program per batch tile (no barrier, so any grid size);
+    larger H is split into the most hidden blocks of 16, 32 or 64 units for which all
+    NP x NM x ``directions`` programs of the launch can be resident at once.
     """
     interpreting = triton_interpreting() if interpreting is None else interpreting
     BB = block_b(B)
     NM = triton.cdiv(B, BB)
-    BK = 32 if dtype == torch.float32 else 64
+    BK = 32  # 64 spills the fp16/bf16 forward at 32 x 32 tiles (ptxas, sm_90)
     if interpreting or (H <= MAX_BLOCK_H and P <= MAX_BLOCK_H):
         BH, BP = _p2(H), (_p2(P) if has_proj else _p2(H))
-        if not interpreting and n_sm is not None and NM > n_sm:
-            return None
     else:
-        slots = n_sm // NM if n_sm is not None else 1 << 30
+        slots = n_sm // (NM * directions) if n_sm is not None else 1 << 30
         for BH in (16, 32, MAX_BLOCK_H):
             nh = triton.cdiv(H, BH)
             BP = _p2(triton.cdiv(P, nh)) if has_proj else BH
@@ -406,8 +405,14 @@ def sm_count(device: torch.device) -> Optional[int]:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _config_for(B, H, P, has_proj, dtype, device) -> PersistentConfig:
-    cfg = persistent_config(B, H, P, has_proj, dtype, sm_count(device))
+def fits(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, device: torch.device,
+         directions: int = 1) -> bool:
+    """Whether one persistent launch can run this shape with ``directions`` directions on ``device``."""
+    return persistent_config(B, H, P, has_proj, dtype, sm_count(device), directions=directions) is not None
+
+
+def _config_for(B, H, P, has_proj, dtype, device, directions=1) -> PersistentConfig:
+    cfg = persistent_config(B, H, P, has_proj, dtype, sm_count(device), directions=directions)
     if cfg is None:
         raise RuntimeError(
             f"triton tier 'persistent' cannot run B={B}, H={H}, P={P} ({dtype}) on {device}: its weight "
@@ -431,7 +436,7 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     H, P = c0.shape[2], h0.shape[2]
     dtype, cdt, dev = gx.dtype, compute_dtype(gx.dtype), gx.device
     has_proj = w_hr is not None
-    cfg = _config_for(B, H, P, has_proj, dtype, dev)
+    cfg = _config_for(B, H, P, has_proj, dtype, dev, D)
     if gx.stride(3) != 1:
         gx = gx.contiguous()
     bs = batch_sizes_list(batch_sizes, T, B)
@@ -464,7 +469,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     H = c0.shape[2]
     cdt, dev = gates.dtype, out.device
     has_proj = w_hr is not None
-    cfg = _config_for(B, H, P, has_proj, out.dtype, dev)
+    cfg = _config_for(B, H, P, has_proj, out.dtype, dev, D)
     bs = batch_sizes_list(batch_sizes, T, B)
     bs_dev = torch.tensor(bs, dtype=torch.int32).to(dev)
     d_gates = torch.zeros(D, T, B, 4 * H, dtype=cdt, device=dev)
