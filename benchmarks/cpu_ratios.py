@@ -1,0 +1,275 @@
+"""CPU speed of the TorchScript path relative to nn.LSTM, as ratio tables.
+
+Dimensions: T sequence length, B batch, H hidden size (= input size), L layers,
+D directions (bi = bidirectional).
+
+Providers, all with the same intra-op thread count (``--threads``, default 2):
+    scripted  lstm_kernels.LSTM(backend="torchscript")
+    onednn    torch.nn.LSTM with oneDNN enabled (PyTorch's default on CPU)
+    native    torch.nn.LSTM with ``torch.backends.mkldnn.flags(enabled=False)``
+Modes: ``inference`` (forward under no_grad) and ``training`` (forward + backward of a
+random upstream gradient into the parameters).
+
+The machine this runs on may be shared, so every shape alternates the providers call by
+call in a rotating order over several rounds and reports medians: slow phases of the
+machine then hit all providers alike instead of one. A ratio is scripted / other
+(below 1.0 means the scripted path is faster): the median over rounds of
+scripted/other for calls that ran back to back, which survives a slow phase of the
+machine better than a ratio of medians (the JSON also keeps medians and minimums).
+
+The packed table compares PackedSequence input against padded input of the same
+[T, B] for the scripted path and for nn.LSTM; sequence lengths are drawn uniformly
+from [1, T] with one sequence of length T.
+
+Usage:
+    python benchmarks/cpu_ratios.py                       # full grid, writes results
+    python benchmarks/cpu_ratios.py --quick               # a few shapes
+    python benchmarks/cpu_ratios.py --only T16-B1 --modes inference --no-packed
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import lstm_kernels  # noqa: E402
+
+GRID = {"T": [16, 128, 512], "B": [1, 16, 64], "H": [64, 256, 512], "L": [1, 2], "bi": [False, True]}
+PACKED_GRID = {"T": [16, 128, 512], "B": [16, 64], "H": [64, 256], "L": [1], "bi": [False, True]}
+QUICK_GRID = {"T": [16, 128], "B": [1, 16], "H": [64, 256], "L": [1], "bi": [False, True]}
+QUICK_PACKED = {"T": [128], "B": [16], "H": [64], "L": [1], "bi": [False, True]}
+PROVIDERS = ("scripted", "onednn", "native")
+MODES = ("inference", "training")
+
+
+@dataclass(frozen=True)
+class Shape:
+    T: int
+    B: int
+    H: int
+    L: int
+    bi: bool
+
+    @property
+    def id(self) -> str:
+        return f"T{self.T}-B{self.B}-H{self.H}-L{self.L}-{'bi' if self.bi else 'uni'}"
+
+
+def shapes_of(grid: dict) -> list[Shape]:
+    return [Shape(*v) for v in itertools.product(grid["T"], grid["B"], grid["H"], grid["L"], grid["bi"])]
+
+
+def make_models(shape: Shape) -> tuple[nn.Module, nn.Module]:
+    """nn.LSTM and the scripted LSTM with the same weights."""
+    ref = nn.LSTM(shape.H, shape.H, shape.L, bidirectional=shape.bi)
+    ours = lstm_kernels.LSTM(shape.H, shape.H, shape.L, bidirectional=shape.bi, backend="torchscript")
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def make_step(model: nn.Module, x, mode: str, mkldnn: bool) -> Callable[[], None]:
+    """One timed call: forward (no_grad) or forward + backward of a fixed random grad."""
+    params = list(model.parameters())
+    grad = None
+
+    def step():
+        nonlocal grad
+        with torch.backends.mkldnn.flags(enabled=mkldnn):
+            if mode == "inference":
+                with torch.no_grad():
+                    model(x)
+                return
+            out, _ = model(x)
+            data = out.data if isinstance(out, nn.utils.rnn.PackedSequence) else out
+            if grad is None:
+                grad = torch.randn_like(data)
+            data.backward(grad)
+            for p in params:
+                p.grad = None
+
+    return step
+
+
+def time_interleaved(steps: dict[str, Callable[[], None]], rounds: int, budget_s: float) -> dict[str, list[float]]:
+    """Seconds per call of each step, one sample per round, alternating steps in a rotating order."""
+    names = list(steps)
+    per_call = {}
+    for n in names:  # warm up (TorchScript compiles, oneDNN builds primitives) and calibrate
+        steps[n]()
+        t0 = time.perf_counter()
+        steps[n]()
+        per_call[n] = time.perf_counter() - t0
+    # Repeat short calls so one sample is at least ~10 ms; fewer rounds for huge shapes.
+    reps = {n: max(1, math.ceil(0.01 / max(per_call[n], 1e-6))) for n in names}
+    round_cost = sum(per_call[n] * reps[n] for n in names)
+    rounds = max(3, min(rounds, int(budget_s / max(round_cost, 1e-9))))
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for n in order:
+            t0 = time.perf_counter()
+            for _ in range(reps[n]):
+                steps[n]()
+            samples[n].append((time.perf_counter() - t0) / reps[n])
+    return samples
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a[r] / b[r]: both samples of a round ran back to back, so a
+    slow phase of a shared machine inflates both, and the ratio survives it."""
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def bench_shape(shape: Shape, modes, providers, rounds: int, budget_s: float) -> dict:
+    ref, ours = make_models(shape)
+    x = torch.randn(shape.T, shape.B, shape.H)
+    row = {"shape": asdict(shape), "id": shape.id}
+    for mode in modes:
+        models = {"scripted": (ours, True), "onednn": (ref, True), "native": (ref, False)}
+        steps = {p: make_step(models[p][0], x, mode, models[p][1]) for p in providers}
+        samples = time_interleaved(steps, rounds, budget_s)
+        row[mode] = {
+            "ms": {p: statistics.median(samples[p]) * 1e3 for p in providers},
+            "min_ms": {p: min(samples[p]) * 1e3 for p in providers},
+            "rounds": len(samples["scripted"]),
+            "ratio": {p: paired_ratio(samples["scripted"], samples[p]) for p in providers if p != "scripted"},
+            "ratio_of_mins": {p: min(samples["scripted"]) / min(samples[p]) for p in providers if p != "scripted"},
+        }
+    return row
+
+
+def bench_packed(shape: Shape, modes, rounds: int, budget_s: float) -> dict:
+    ref, ours = make_models(shape)
+    g = torch.Generator().manual_seed(shape.T * 1000 + shape.B)
+    lengths = torch.randint(1, shape.T + 1, (shape.B,), generator=g)
+    lengths[0] = shape.T
+    lengths, _ = lengths.sort(descending=True)
+    x = torch.randn(shape.T, shape.B, shape.H)
+    packed = pack_padded_sequence(x, lengths)
+    row = {"shape": asdict(shape), "id": shape.id, "mean_len_frac": float(lengths.float().mean() / shape.T)}
+    for mode in modes:
+        steps = {
+            "scripted-padded": make_step(ours, x, mode, True),
+            "scripted-packed": make_step(ours, packed, mode, True),
+            "onednn-padded": make_step(ref, x, mode, True),
+            "onednn-packed": make_step(ref, packed, mode, True),
+        }
+        smp = time_interleaved(steps, rounds, budget_s)
+        row[mode] = {
+            "ms": {k: statistics.median(v) * 1e3 for k, v in smp.items()},
+            "scripted_packed_over_padded": paired_ratio(smp["scripted-packed"], smp["scripted-padded"]),
+            "onednn_packed_over_padded": paired_ratio(smp["onednn-packed"], smp["onednn-padded"]),
+            "scripted_packed_over_onednn_packed": paired_ratio(smp["scripted-packed"], smp["onednn-packed"]),
+        }
+    return row
+
+
+def geomean(xs: list[float]) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+
+
+def summary(rows: list[dict], modes) -> dict:
+    out = {}
+    for mode in modes:
+        for other in ("onednn", "native"):
+            rs = [r[mode]["ratio"][other] for r in rows if mode in r and other in r[mode]["ratio"]]
+            if rs:
+                out[f"{mode}/{other}"] = {"geomean": geomean(rs), "max": max(rs), "n": len(rs),
+                                          "over_1.5": sum(x > 1.5 for x in rs)}
+    return out
+
+
+def markdown(rows, packed_rows, summ, modes, meta) -> str:
+    lines = [f"Threads: {meta['threads']}; torch {meta['torch']}; {meta['cpu']}. "
+             "Ratio = scripted time / provider time: the median over rounds of the ratio of "
+             "back-to-back calls (ms columns: median per call); < 1 is faster.", ""]
+    if rows:
+        head = "| shape |" + "".join(f" {m[:5]} ms scripted | {m[:5]} ms oneDNN | {m[:5]} ÷oneDNN | {m[:5]} ÷native |"
+                                     for m in modes)
+        lines += [head, "|" + "---|" * (1 + 4 * len(modes))]
+        for r in rows:
+            cells = [r["id"]]
+            for m in modes:
+                ms, ra = r[m]["ms"], r[m]["ratio"]
+                cells += [f"{ms['scripted']:.2f}", f"{ms.get('onednn', float('nan')):.2f}",
+                          f"{ra.get('onednn', float('nan')):.2f}", f"{ra.get('native', float('nan')):.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "| mode / vs | geomean | max | shapes > 1.5 | n |", "|---|---|---|---|---|"]
+        for k, v in summ.items():
+            lines.append(f"| {k} | {v['geomean']:.2f} | {v['max']:.2f} | {v['over_1.5']} | {v['n']} |")
+    if packed_rows:
+        lines += ["", "Packed (lengths uniform in [1, T], one of length T) vs padded input of the same [T, B]:", "",
+                  "| shape | mode | scripted packed/padded | nn.LSTM(oneDNN) packed/padded "
+                  "| scripted packed / nn.LSTM packed |", "|---|---|---|---|---|"]
+        for r in packed_rows:
+            for m in modes:
+                p = r[m]
+                lines.append(f"| {r['id']} | {m} | {p['scripted_packed_over_padded']:.2f} | "
+                             f"{p['onednn_packed_over_padded']:.2f} | {p['scripted_packed_over_onednn_packed']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a few small shapes")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds per shape (at least 3)")
+    ap.add_argument("--budget", type=float, default=20.0, help="seconds per shape and mode before rounds shrink to 3")
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    ap.add_argument("--providers", nargs="+", choices=PROVIDERS[1:], default=list(PROVIDERS[1:]),
+                    help="baselines to compare against (scripted always runs)")
+    ap.add_argument("--only", nargs="*", default=[], help="keep shapes whose id contains all of these substrings")
+    ap.add_argument("--no-grid", action="store_true", help="skip the padded grid")
+    ap.add_argument("--no-packed", action="store_true", help="skip the packed-vs-padded table")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu_ratios"),
+                    help="output path prefix: writes PREFIX.md and PREFIX.json")
+    args = ap.parse_args(argv)
+    if args.threads < 1 or args.rounds < 1:
+        ap.error("--threads and --rounds must be positive")
+    warnings.filterwarnings("ignore", message=".*TorchScript.*")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    meta = {"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "mkldnn_available": torch.backends.mkldnn.is_available(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    keep = lambda s: all(k in s.id for k in args.only)  # noqa: E731
+    grid = [s for s in shapes_of(QUICK_GRID if args.quick else GRID) if keep(s)] if not args.no_grid else []
+    pgrid = [s for s in shapes_of(QUICK_PACKED if args.quick else PACKED_GRID) if keep(s)] if not args.no_packed else []
+    providers = ["scripted"] + args.providers
+    rows, packed_rows = [], []
+    for s in grid:
+        r = bench_shape(s, args.modes, providers, args.rounds, args.budget)
+        rows.append(r)
+        print(s.id, " ".join(f"{m}: " + " ".join(f"/{k} {v:.2f}" for k, v in r[m]["ratio"].items()) for m in args.modes),
+              flush=True)
+    for s in pgrid:
+        r = bench_packed(s, args.modes, args.rounds, args.budget)
+        packed_rows.append(r)
+        print(s.id, "packed/padded", " ".join(f"{m}: {r[m]['scripted_packed_over_padded']:.2f}" for m in args.modes),
+              flush=True)
+    summ = summary(rows, args.modes)
+    md = markdown(rows, packed_rows, summ, args.modes, meta)
+    print(md)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out + ".md", "w") as f:
+        f.write(md)
+    with open(args.out + ".json", "w") as f:
+        json.dump({"meta": meta, "grid": rows, "packed": packed_rows, "summary": summ}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

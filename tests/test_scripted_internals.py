@@ -1,0 +1,179 @@
+"""Internals of the TorchScript scan (``lstm_kernels/scripted.py``).
+
+The op-level scan (forward and hand-written backward) against the eager oracle
+``reference.lstm_scan`` under autograd, for both directions, padded and packed input
+(including sequences that start late in the reverse direction from a non-zero h0),
+projection and low-precision storage; the saved gates' layout; outputs that must not
+alias each other; parameter changes (in place and through ``load_state_dict``) taking
+effect at the next call; and the graph-executor setting being restored.
+
+Dimensions: T seq len, B batch, H hidden, P = proj_size or H, G = 4H.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import lstm_kernels
+# Script the TorchScript path now: conftest's NaN-poisoned torch.empty cannot be scripted.
+import lstm_kernels.scripted  # noqa: F401
+from conftest import tol
+from lstm_kernels import reference
+from lstm_kernels.scripted import scan as scripted_scan
+
+# (T, B, H, P, batch_sizes): awkward sizes; packed cases have sequences that end (forward)
+# or start (reverse) at different steps, including several rows changing at once.
+CASES = [
+    (1, 1, 3, 3, None),
+    (5, 3, 7, 7, None),
+    (6, 4, 5, 3, None),
+    (5, 4, 7, 7, [4, 4, 2, 1, 1]),
+    (6, 5, 9, 4, [5, 3, 3, 3, 1, 1]),
+    (3, 2, 33, 33, [2, 2, 2]),
+]
+
+
+def case_id(case) -> str:
+    T, B, H, P, bs = case
+    return f"T{T}-B{B}-H{H}" + (f"-P{P}" if P != H else "") + ("-packed" if bs else "")
+
+
+def _inputs(T, B, H, P, dtype, requires_grad=True):
+    """Random scan inputs (never zeros), w_hr only when P != H."""
+    mk = lambda *s: (torch.randn(*s, dtype=dtype) * 0.5).requires_grad_(requires_grad)  # noqa: E731
+    w_hr = mk(P, H) if P != H else None
+    return mk(T, B, 4 * H), mk(B, P), mk(B, H), mk(4 * H, P), w_hr
+
+
+def _grads(outs, inputs, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ups = [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in outs]
+    leaves = [t for t in inputs if t is not None]
+    return torch.autograd.grad(outs, leaves, ups)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_scan_matches_oracle_with_grads(case, reverse, dtype):
+    T, B, H, P, bs = case
+    inputs = _inputs(T, B, H, P, dtype)
+    bs_t = torch.tensor(bs, dtype=torch.int64) if bs else None
+    ours = scripted_scan(*inputs, bs_t, reverse)
+    ref = reference.lstm_scan(*inputs, bs, reverse)
+    for a, b, what in zip(ours, ref, ("out", "h_n", "c_n")):
+        torch.testing.assert_close(a, b, **tol(dtype, "out"), msg=lambda m: f"{what}: {m}")
+    names = ("gx", "h0", "c0", "w_hh", "w_hr")
+    for a, b, what in zip(_grads(ours, inputs), _grads(ref, inputs), names):
+        torch.testing.assert_close(a, b, **tol(dtype, "grad"), msg=lambda m: f"d_{what}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
+@pytest.mark.parametrize("proj", [False, True], ids=["noproj", "proj"])
+def test_low_precision_storage_matches_oracle(dtype, proj):
+    """Half storage: compare with the oracle on the same (rounded) inputs."""
+    T, B, H = 4, 3, 8
+    P = 5 if proj else H
+    inputs = _inputs(T, B, H, P, dtype)
+    ours = scripted_scan(*inputs, None, False)
+    ref = reference.lstm_scan(*inputs, None, False)
+    assert ours[0].dtype == dtype and ours[2].dtype == dtype
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a.double(), b.double(), **tol(dtype, "out"))
+    for a, b in zip(_grads(ours, inputs), _grads(ref, inputs)):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a.double(), b.double(), **tol(dtype, "grad"))
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_saved_gates_are_activated_in_torch_order(reverse):
+    """gates[t] = (sigmoid i, sigmoid f, tanh g, sigmoid o) of gx[t] + h[t-1] @ w_hh^T."""
+    T, B, H = 4, 2, 5
+    gx, h0, c0, w_hh, _ = _inputs(T, B, H, H, torch.float64, requires_grad=False)
+    out, _, _, gates, cs, hs = scripted_scan.forward_op(gx, h0, c0, w_hh, None, None, reverse, True)
+    assert hs.numel() == 0
+    steps = range(T - 1, -1, -1) if reverse else range(T)
+    h, c = h0, c0
+    for t in steps:
+        pre = gx[t] + h @ w_hh.t()
+        i, f, g, o = pre.chunk(4, 1)
+        want = torch.cat([i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()], 1)
+        torch.testing.assert_close(gates[t], want, **tol(torch.float64))
+        c = want[:, H:2 * H] * c + want[:, :H] * want[:, 2 * H:3 * H]
+        torch.testing.assert_close(cs[t], c, **tol(torch.float64))
+        h = out[t]
+
+
+@pytest.mark.parametrize("save", [False, True], ids=["nosave", "save"])
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_outputs_do_not_alias(save, packed):
+    """h_n / c_n are the last step's row of out / cs inside the loop; they must be copies."""
+    T, B, H = 3, 3, 4
+    args = _inputs(T, B, H, H, torch.float32, requires_grad=False)
+    bs = torch.tensor([3, 2, 1]) if packed else None
+    res = scripted_scan.forward_op(*args, bs, False, save)
+    ptrs = [r.untyped_storage().data_ptr() for r in res if r.numel()]
+    assert len(ptrs) == len(set(ptrs))
+    if not save:
+        assert all(r.numel() == 0 for r in res[3:])
+
+
+def _pair(**kw):
+    torch_lstm = nn.LSTM(4, 6, **kw)
+    ours = lstm_kernels.LSTM(4, 6, backend="torchscript", **kw)
+    ours.load_state_dict(torch_lstm.state_dict())
+    return torch_lstm, ours
+
+
+@pytest.mark.parametrize("how", ["inplace", "load_state_dict", "assign"])
+def test_parameter_changes_take_effect(how):
+    """No stale weights: every call reads the current parameters, however they changed."""
+    torch_lstm, ours = _pair(num_layers=2, bidirectional=True, proj_size=3)
+    x = torch.randn(5, 2, 4)
+    ours(x)  # a first call, so anything that could be cached has been
+    if how == "inplace":
+        with torch.no_grad():
+            for p in list(torch_lstm.parameters()) + list(ours.parameters()):
+                p.mul_(1.5)
+    elif how == "load_state_dict":
+        new = nn.LSTM(4, 6, num_layers=2, bidirectional=True, proj_size=3)
+        torch_lstm.load_state_dict(new.state_dict())
+        ours.load_state_dict(new.state_dict())
+    else:
+        w = torch.randn_like(ours.weight_hh_l1_reverse)
+        ours.weight_hh_l1_reverse = nn.Parameter(w.clone())
+        torch_lstm.weight_hh_l1_reverse = nn.Parameter(w.clone())
+    want, (h_want, c_want) = torch_lstm(x)
+    got, (h_got, c_got) = ours(x)
+    for a, b in ((got, want), (h_got, h_want), (c_got, c_want)):
+        torch.testing.assert_close(a, b, **tol(torch.float32))
+
+
+def test_graph_executor_setting_is_restored():
+    """The scan turns the JIT's profiling optimisations off only for its own calls."""
+    args = _inputs(3, 2, 4, 4, torch.float32)
+    before = torch._C._get_graph_executor_optimize()
+    out = scripted_scan(*args, None, True)
+    out[0].sum().backward()
+    assert torch._C._get_graph_executor_optimize() == before
+    with torch.jit.optimized_execution(False):
+        scripted_scan(*args, None, False)
+        assert torch._C._get_graph_executor_optimize() is False
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_packed_equals_per_sequence_runs(bidirectional):
+    """A packed batch gives each sequence exactly what it gets when run alone, unpadded."""
+    _, ours = _pair(bidirectional=bidirectional, num_layers=2)
+    lengths = [6, 4, 4, 1]
+    xs = [torch.randn(n, 4) for n in lengths]
+    packed = nn.utils.rnn.pack_sequence(xs)
+    out, (h_n, c_n) = ours(packed)
+    padded, _ = nn.utils.rnn.pad_packed_sequence(out)
+    for b, x in enumerate(xs):
+        o1, (h1, c1) = ours(x.unsqueeze(1))
+        torch.testing.assert_close(padded[: lengths[b], b], o1[:, 0], **tol(torch.float32))
+        assert torch.count_nonzero(padded[lengths[b]:, b]) == 0
+        torch.testing.assert_close(h_n[:, b], h1[:, 0], **tol(torch.float32))
+        torch.testing.assert_close(c_n[:, b], c1[:, 0], **tol(torch.float32))
