@@ -91,7 +91,8 @@ def config_id(cfg: Config) -> str:
         parts.append("bi")
     if cfg.proj_size:
         parts.append(f"proj{cfg.proj_size}")
-    parts.append(f"B{cfg.B}-T{cfg.T}-I{cfg.input_size}-H{cfg.hidden_size}")
+    batch = "" if cfg.mode == "unbatched" else f"B{cfg.B}-"  # unbatched input has no batch size
+    parts.append(f"{batch}T{cfg.T}-I{cfg.input_size}-H{cfg.hidden_size}")
     if cfg.batch_first:
         parts.append("bf")
     if not cfg.bias:
