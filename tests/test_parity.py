@@ -13,6 +13,8 @@ import random
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils.rnn import pad_packed_sequence
 
@@ -362,3 +364,30 @@ def test_nan_in_one_row_stays_in_that_row(packed, backend):
     torch.testing.assert_close(got_out[:, others], want_out[:, others], **tol(torch.float64))
     torch.testing.assert_close(got[1][:, others], want[1][:, others], **tol(torch.float64))
     torch.testing.assert_close(got[2][:, others], want[2][:, others], **tol(torch.float64))
+
+
+@settings(max_examples=8, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    num_layers=st.integers(1, 3),
+    bidirectional=st.booleans(),
+    batch_first=st.booleans(),
+    bias=st.booleans(),
+    hidden_size=st.integers(1, 12),
+    proj_fraction=st.sampled_from([0.0, 0.3, 0.9]),
+    input_size=st.integers(1, 6),
+    T=st.integers(1, 6),
+    B=st.integers(1, 4),
+    mode=st.sampled_from(["batched", "unbatched", "packed", "packed-sorted-noenforce", "packed-unsorted"]),
+    with_hx=st.booleans(),
+    backend=st.sampled_from(BACKENDS),
+)
+def test_parity_random_configs(num_layers, bidirectional, batch_first, bias, hidden_size, proj_fraction,
+                               input_size, T, B, mode, with_hx, backend):
+    """Configurations the fixed grid does not name, drawn reproducibly (derandomized)."""
+    cfg = Config(
+        input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, bias=bias,
+        batch_first=batch_first, bidirectional=bidirectional, proj_size=int(proj_fraction * hidden_size),
+        T=T, B=B, mode=mode, with_hx=with_hx,
+    )
+    check_lstm_against_torch(cfg, backend, torch.float64)
