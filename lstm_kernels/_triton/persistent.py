@@ -590,6 +590,19 @@ def _bidir_backward(ctx, grad_out, grad_h_n, grad_c_n, *_):
 _bidir_fwd.register_autograd(_bidir_backward, setup_context=_bidir_setup)
 
 
+def _no_double_backward(ctx, *grads):
+    # Without this, autograd fails with "no autograd formula was registered", which does not
+    # tell the user what to do.
+    raise RuntimeError(
+        "lstm_kernels: double backward (differentiating a gradient, e.g. backward after "
+        "torch.autograd.grad(..., create_graph=True)) is not supported by the custom op "
+        "lstm_kernels::persistent_bidir_scan. Use backend='reference', whose eager ops support it."
+    )
+
+
+_bidir_bwd.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)
+
+
 def scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes) -> list[tuple[Tensor, Tensor, Tensor]]:
     """Both directions of one layer in one persistent launch; same results as two ``scan`` calls.
 
