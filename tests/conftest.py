@@ -10,6 +10,10 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Script the TorchScript scan now: scripting it later, inside a test, would try to
+# compile the NaN-poisoning torch.empty replacement below.
+import lstm_kernels.scripted  # noqa: E402,F401
+
 # (atol, rtol) per dtype, for outputs/states and for gradients, against nn.LSTM with
 # copied weights. float16/bfloat16 compare against an fp64 oracle (see tests that use them).
 TOLERANCES = {
