@@ -1,0 +1,650 @@
+#!/usr/bin/env python
+"""One unattended run on a GPU machine: correctness against cuDNN first, then timings.
+
+    python benchmarks/gpu_suite.py [--out DIR] [--budget-s 330] [--tf32 on|off]
+    python benchmarks/gpu_suite.py --dry-run --out /tmp/x   # same code on CPU, < 60 s
+
+Sections, in order, each with its own time budget (elapsed times are printed):
+  (a) environment; (b) the chip's rates: a large device-to-device copy (GB/s) and a
+  large bf16 matmul (TFLOP/s); (c) correctness of every backend and every implemented
+  Triton tier against nn.LSTM (cuDNN) with copied weights, forward and backward, in
+  float32 / float16 / bfloat16; (d) timings, nn.LSTM (cuDNN) and each backend side by
+  side per shape, with the floor model of ``lstm_kernels.roofline``; (e) the JSON
+  ``<out>/<device>-<date>.json`` (rewritten after every section, so a run cut short
+  still leaves its results); (f) a compact table.
+
+Correctness rule (the one FlashAttention uses): for every compared tensor, our error
+against a float64 oracle (nn.LSTM in float64 on the same dtype-rounded weights and
+inputs) is at most twice cuDNN's error in the same dtype plus ``ATOL[dtype]``. Errors
+are max |x - oracle| / max |oracle|, so one slack works for outputs and for gradients
+summed over T*B. A failing case is recorded with its numbers, a crashing one with its
+traceback; the run never stops on either.
+
+``--dry-run`` runs the same code on CPU: kernels through the Triton interpreter,
+nn.LSTM on CPU in place of cuDNN, time.perf_counter in place of CUDA events, on tiny
+grids. Nothing here touches CUDA before ``main()`` runs.
+
+Dimensions: T sequence length, B batch, I input size, H hidden size, P = proj_size or H,
+L layers, D directions.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+if "--dry-run" in sys.argv[1:]:
+    # The interpreter is chosen when triton kernels are defined, so before any import.
+    os.environ["TRITON_INTERPRET"] = "1"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # the GPU machine runs from a checkout; nothing is installed there
+    sys.path.insert(0, ROOT)
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Callable, Optional  # noqa: E402
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
+
+import lstm_kernels  # noqa: E402
+from lstm_kernels import LSTM, roofline  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Slack added to 2x cuDNN's error, relative to the tensor's largest magnitude: about two
+# units in the last place of the format the math effectively runs in.
+ATOL = {"float32": 2e-5, "float32+tf32": 2e-3, "float16": 2e-3, "bfloat16": 1.6e-2}
+
+
+@dataclass
+class Config:
+    """What one run does; ``gpu_config`` and ``dry_config`` are the only two."""
+
+    device: str
+    budgets: dict  # section -> seconds
+    copy_bytes: int
+    matmul_n: int
+    rate_reps: int
+    correctness_cases: list
+    timing_passes: list  # lists of shape dicts, in priority order
+    time_backends_exclude: tuple = ("reference",)
+    measure_s: float = 0.15  # time spent timing one (shape, backend), warm-up excluded
+    min_reps: int = 3
+    max_reps: int = 20
+    warmup: int = 2
+
+
+def _case(T, B, I, H, layers=1, bi=False, proj=0, packed=False):  # noqa: E741
+    name = f"B{B}-T{T}-I{I}-H{H}-L{layers}" + ("-bi" if bi else "") + (f"-proj{proj}" if proj else "")
+    return dict(name=name + ("-packed" if packed else ""), T=T, B=B, I=I, H=H, layers=layers, bi=bi,
+                proj=proj, packed=packed)
+
+
+def _shape(mode, T, B, H, layers, bi, dtype, I=None):  # noqa: E741
+    return dict(mode=mode, T=T, B=B, I=H if I is None else I, H=H, layers=layers, bidirectional=bi, dtype=dtype)
+
+
+def _timing_passes(Bs, Hs, Ts, Ls, bis, dtypes, center) -> list:
+    """Shapes in priority order: first every listed value once (one factor at a time
+    around ``center``), then B x H grids, dtype by dtype, then the other T, then deep
+    bidirectional models. A run that runs out of time keeps the earlier passes."""
+    modes = ("inference", "training")
+    c = center
+    one_at_a_time = []
+    for axis, values in (("B", Bs), ("H", Hs), ("T", Ts), ("layers", Ls), ("bidirectional", bis), ("dtype", dtypes)):
+        for v in values:
+            point = dict(c, **{axis: v})
+            one_at_a_time += [_shape(m, point["T"], point["B"], point["H"], point["layers"],
+                                     point["bidirectional"], point["dtype"]) for m in modes]
+    passes = [one_at_a_time]
+    for dtype in [c["dtype"]] + [d for d in dtypes if d != c["dtype"]]:
+        passes.append([_shape(m, c["T"], B, H, c["layers"], c["bidirectional"], dtype)
+                       for m in modes for B in Bs for H in Hs])
+    for T in Ts:
+        if T != c["T"]:
+            passes.append([_shape(m, T, B, H, c["layers"], c["bidirectional"], c["dtype"])
+                           for m in modes for B in Bs for H in Hs])
+    passes.append([_shape(m, c["T"], B, H, max(Ls), True, c["dtype"]) for m in modes for B in Bs for H in Hs])
+    return passes
+
+
+def gpu_config() -> Config:
+    return Config(
+        device="cuda",
+        budgets={"rates": 15, "correctness": 120, "timing": 150},
+        copy_bytes=1 << 30,
+        matmul_n=8192,
+        rate_reps=10,
+        correctness_cases=[
+            _case(T=7, B=3, I=10, H=33, layers=2, bi=True, proj=17),
+            _case(T=1, B=1, I=8, H=64),
+            _case(T=9, B=5, I=12, H=48, layers=2, bi=True, packed=True),
+            _case(T=6, B=64, I=256, H=1024, bi=True),  # several programs per step in every tier
+            _case(T=5, B=64, I=128, H=1024, packed=True),
+        ],
+        timing_passes=_timing_passes(
+            Bs=(1, 8, 32, 128), Hs=(128, 256, 512, 1024), Ts=(64, 512), Ls=(1, 2), bis=(False, True),
+            dtypes=("bfloat16", "float16", "float32"),
+            center=dict(B=32, H=512, T=512, layers=1, bidirectional=False, dtype="bfloat16"),
+        ),
+    )
+
+
+def dry_config() -> Config:
+    return Config(
+        device="cpu",
+        budgets={"rates": 3, "correctness": 30, "timing": 6},
+        copy_bytes=1 << 22,
+        matmul_n=128,
+        rate_reps=3,
+        correctness_cases=[
+            dict(_case(T=3, B=2, I=3, H=5, layers=2, bi=True, proj=3), dtypes=("float32", "bfloat16")),
+            dict(_case(T=4, B=3, I=4, H=6, bi=True, packed=True), dtypes=("float16",)),
+        ],
+        timing_passes=_timing_passes(
+            Bs=(1, 2), Hs=(4,), Ts=(3,), Ls=(1,), bis=(False,), dtypes=("float32",),
+            center=dict(B=2, H=4, T=3, layers=1, bidirectional=False, dtype="float32"),
+        ),
+        measure_s=0.02,
+        min_reps=2,
+        max_reps=3,
+        warmup=1,
+    )
+
+
+class Clock:
+    """Wall time of the whole run and of each section, against their budgets."""
+
+    def __init__(self, total_s: float):
+        self.start = time.perf_counter()
+        self.total_s = total_s
+        self.section_start = self.start
+        self.section_budget = total_s
+        self.elapsed: dict[str, float] = {}
+
+    def begin(self, name: str, budget_s: float) -> None:
+        self.section_start = time.perf_counter()
+        self.section_budget = budget_s
+        print(f"\n== {name} (budget {budget_s:.0f} s; {self.run_elapsed():.1f} s into the run)", flush=True)
+
+    def end(self, name: str) -> None:
+        self.elapsed[name] = round(time.perf_counter() - self.section_start, 3)
+        print(f"== {name} done in {self.elapsed[name]:.1f} s", flush=True)
+
+    def run_elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        """Seconds left in this section, never past the whole run's budget."""
+        section = self.section_budget - (time.perf_counter() - self.section_start)
+        return min(section, self.total_s - self.run_elapsed())
+
+
+class Timer:
+    """Median time of a callable: CUDA events on a GPU, perf_counter on CPU."""
+
+    def __init__(self, device: str):
+        self.cuda = device == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def times_ms(self, fn: Callable, reps: int) -> list[float]:
+        if self.cuda:
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+            for start, end in events:
+                start.record()
+                fn()
+                end.record()
+            torch.cuda.synchronize()
+            return [start.elapsed_time(end) for start, end in events]
+        out = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    def median_ms(self, fn: Callable, cfg: Config) -> float:
+        for _ in range(cfg.warmup):
+            fn()
+        self.sync()
+        first = self.times_ms(fn, 1)[0]
+        reps = int(min(cfg.max_reps, max(cfg.min_reps, cfg.measure_s * 1e3 / max(first, 1e-3))))
+        return statistics.median(self.times_ms(fn, reps))
+
+
+# --------------------------------------------------------------------------- (a)
+
+
+def environment(cfg: Config, tf32: bool) -> dict:
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": _triton_version(),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cfg.device == "cuda" else None,
+        "lstm_kernels": lstm_kernels.__version__,
+        "backends": lstm_kernels.available_backends(),
+        "tiers": implemented_tiers(),
+        "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"),
+        "tf32": tf32,
+        "allow_tf32": {"cuda.matmul": torch.backends.cuda.matmul.allow_tf32,
+                       "cudnn": torch.backends.cudnn.allow_tf32},
+    }
+    if cfg.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        env.update(device=torch.cuda.get_device_name(0), capability=f"{props.major}.{props.minor}",
+                   sms=props.multi_processor_count, memory_gib=round(props.total_memory / 2**30, 1))
+    else:
+        env.update(device=f"cpu ({platform.processor() or platform.machine()}), dry run", capability=None,
+                   sms=None, memory_gib=None)
+    for k, v in env.items():
+        print(f"  {k:>16}: {v}")
+    return env
+
+
+def _triton_version() -> Optional[str]:
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
+
+
+def implemented_tiers() -> list[str]:
+    """Triton tiers this checkout implements (empty without the triton backend)."""
+    if "triton" not in lstm_kernels.available_backends():
+        return []
+    from lstm_kernels._triton import backend as tb
+
+    scans = tb._tier_scans()
+    return [t for t in tb.TIERS if t in scans]
+
+
+def set_tf32(enabled: bool) -> None:
+    """The same TF32 setting for cuDNN (nn.LSTM) and cuBLAS (our input projection)."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+# --------------------------------------------------------------------------- (b)
+
+
+def measure_rates(cfg: Config, timer: Timer) -> dict:
+    """The chip's copy bandwidth and matmul rate, measured the way the floor model uses them."""
+    n = cfg.copy_bytes // 4
+    src = torch.ones(n, dtype=torch.float32, device=cfg.device)
+    dst = torch.empty_like(src)
+    timer.times_ms(lambda: dst.copy_(src), 2)  # warm-up
+    copy_ms = statistics.median(timer.times_ms(lambda: dst.copy_(src), cfg.rate_reps))
+    del src, dst
+    N = cfg.matmul_n
+    a = torch.randn(N, N, device=cfg.device).to(torch.bfloat16)
+    b = torch.randn(N, N, device=cfg.device).to(torch.bfloat16)
+    timer.times_ms(lambda: a @ b, 2)  # warm-up: cuBLAS picks its kernel on the first call
+    mm_ms = statistics.median(timer.times_ms(lambda: a @ b, cfg.rate_reps))
+    rates = {
+        "hbm_gbps": 2 * cfg.copy_bytes / (copy_ms * 1e-3) / 1e9,  # read + write
+        "matmul_tflops": 2 * N**3 / (mm_ms * 1e-3) / 1e12,
+        "copy_bytes": cfg.copy_bytes,
+        "matmul_n": N,
+        "matmul_dtype": "bfloat16",
+    }
+    print(f"  copy {rates['hbm_gbps']:.0f} GB/s, bf16 matmul {rates['matmul_tflops']:.1f} TFLOP/s")
+    return rates
+
+
+# --------------------------------------------------------------------------- (c)
+
+
+def backend_labels() -> list[str]:
+    """Every backend, and ``triton:<tier>`` for every implemented tier, forced."""
+    labels = list(lstm_kernels.available_backends())
+    labels += [f"triton:{t}" for t in implemented_tiers()]
+    return labels
+
+
+def _tier_context(label: str):
+    import contextlib
+
+    if ":" not in label:
+        return contextlib.nullcontext()
+    from lstm_kernels._triton.backend import force_tier
+
+    return force_tier(label.split(":", 1)[1])
+
+
+def _ours(ref: nn.LSTM, label: str) -> LSTM:
+    m = LSTM(ref.input_size, ref.hidden_size, ref.num_layers, bidirectional=ref.bidirectional,
+             proj_size=ref.proj_size, backend=label.split(":", 1)[0],
+             device=ref.weight_ih_l0.device, dtype=ref.weight_ih_l0.dtype)
+    m.load_state_dict(ref.state_dict())
+    return m
+
+
+def _run_case(module, label, x, h0, c0, lengths, upstream) -> dict:
+    """Outputs, final states and every gradient of one forward/backward."""
+    x = x.detach().clone().requires_grad_()
+    h0 = h0.detach().clone().requires_grad_()
+    c0 = c0.detach().clone().requires_grad_()
+    inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if lengths is not None else x
+    with _tier_context(label):
+        out, (h_n, c_n) = module(inp, (h0, c0))
+        out = out.data if lengths is not None else out
+        params = list(module.named_parameters())
+        grads = torch.autograd.grad([out, h_n, c_n], [x, h0, c0] + [p for _, p in params], list(upstream))
+    result = {"out": out, "h_n": h_n, "c_n": c_n, "grad_input": grads[0], "grad_h0": grads[1], "grad_c0": grads[2]}
+    result.update({f"grad_{name}": g for (name, _), g in zip(params, grads[3:])})
+    return {k: v.detach() for k, v in result.items()}
+
+
+def _rel_err(t: torch.Tensor, ref: torch.Tensor) -> float:
+    if t.shape != ref.shape:
+        raise RuntimeError(f"shape {tuple(t.shape)} differs from the oracle's {tuple(ref.shape)}")
+    if ref.numel() == 0:
+        return 0.0
+    scale = ref.abs().max().clamp_min(1e-12)
+    return float(((t.double() - ref).abs().max() / scale).item())
+
+
+def correctness_order(cases: list) -> list:
+    """(case, dtype) pairs, every case and every dtype early: round r pairs case k with
+    dtype (k + r) mod 3, so a run cut short by its budget still covers both axes."""
+    names = list(DTYPES)
+    return [(case, names[(k + r) % len(names)]) for r in range(len(names)) for k, case in enumerate(cases)
+            if names[(k + r) % len(names)] in case.get("dtypes", names)]
+
+
+def correctness(cfg: Config, clock: Clock, timer: Timer, tf32: bool, record: list, skipped: list) -> None:
+    labels = backend_labels()
+    print(f"  {len(labels)} implementations: {', '.join(labels)}", flush=True)
+    for case, dtype_name in correctness_order(cfg.correctness_cases):
+        dtype = DTYPES[dtype_name]
+        if clock.left() <= 0:
+            skipped.append({"section": "correctness", "case": case["name"], "dtype": dtype_name,
+                            "reason": "time budget spent"})
+            continue
+        try:
+            setup = _case_setup(case, dtype, cfg.device, timer)
+        except Exception:
+            record.append({"case": case["name"], "dtype": dtype_name, "backend": "nn.LSTM",
+                           "status": "error", "traceback": traceback.format_exc()})
+            print(f"  {case['name']:<34} {dtype_name:<9} nn.LSTM setup ERROR", flush=True)
+            continue
+        atol = ATOL["float32+tf32" if dtype == torch.float32 and tf32 and cfg.device == "cuda" else dtype_name]
+        for label in labels:
+            entry = {"case": case["name"], "dtype": dtype_name, "backend": label, "atol": atol,
+                     "versus": setup["versus"]}
+            try:
+                got = _run_case(_ours(setup["cudnn_module"], label), label, *setup["inputs"])
+                timer.sync()
+                errors, ok = {}, True
+                for name, ref in setup["oracle"].items():
+                    ours = _rel_err(got[name], ref)
+                    bound = 2 * setup["cudnn_err"][name] + atol
+                    ok &= ours <= bound  # False for NaN
+                    errors[name] = {"ours": ours, "cudnn": setup["cudnn_err"][name], "bound": bound}
+                entry.update(status="pass" if ok else "fail", errors=errors,
+                             worst=max(errors, key=lambda k: errors[k]["ours"] / errors[k]["bound"]))
+            except Exception:
+                entry.update(status="error", traceback=traceback.format_exc())
+            record.append(entry)
+            print(f"  {case['name']:<34} {dtype_name:<9} {label:<20} {entry['status'].upper()}"
+                  + (f" (worst {entry['worst']})" if entry["status"] == "fail" else "")
+                  + (f": {entry['traceback'].strip().splitlines()[-1]}" if entry["status"] == "error" else ""),
+                  flush=True)
+
+
+def _case_setup(case: dict, dtype: torch.dtype, device: str, timer: Timer) -> dict:
+    """nn.LSTM in ``dtype`` (cuDNN on a GPU), its float64 twin as the oracle, and inputs."""
+    T, B, I, H = case["T"], case["B"], case["I"], case["H"]
+    D = 2 if case["bi"] else 1
+    P = case["proj"] or H
+    torch.manual_seed(0)
+    base = nn.LSTM(I, H, case["layers"], bidirectional=case["bi"], proj_size=case["proj"])
+    cudnn_module = base.to(device=device, dtype=dtype)
+    oracle_module = copy.deepcopy(cudnn_module).double()
+    x = torch.randn(T, B, I).to(device=device, dtype=dtype)
+    h0 = (0.5 * torch.randn(case["layers"] * D, B, P)).to(device=device, dtype=dtype)
+    c0 = (0.5 * torch.randn(case["layers"] * D, B, H)).to(device=device, dtype=dtype)
+    lengths = None
+    if case["packed"]:
+        lengths = torch.randint(1, T + 1, (B,))
+        lengths[torch.randint(0, B, (1,))] = T  # the longest sequence fills T
+    rows = int(lengths.sum()) if lengths is not None else None
+    g_out = torch.randn(*((rows,) if rows is not None else (T, B)), D * P).to(device=device, dtype=dtype)
+    g_h = torch.randn(case["layers"] * D, B, P).to(device=device, dtype=dtype)
+    g_c = torch.randn(case["layers"] * D, B, H).to(device=device, dtype=dtype)
+    inputs = (x, h0, c0, lengths, (g_out, g_h, g_c))
+    # The oracle runs PyTorch's native kernels, not cuDNN: it must not share the errors
+    # of the implementation it judges.
+    with torch.backends.cudnn.flags(enabled=False):
+        oracle = _run_case(oracle_module, "", x.double(), h0.double(), c0.double(), lengths,
+                           (g_out.double(), g_h.double(), g_c.double()))
+    versus = "cudnn" if device == "cuda" else "nn.LSTM cpu"
+    try:
+        cudnn = _run_case(cudnn_module, "", *inputs)
+        timer.sync()
+    except RuntimeError:
+        if device != "cuda":
+            raise
+        # A cuDNN build without this dtype: judge against PyTorch's own CUDA kernels instead.
+        with torch.backends.cudnn.flags(enabled=False):
+            cudnn = _run_case(cudnn_module, "", *inputs)
+        versus = "nn.LSTM native cuda (cuDNN refused this dtype)"
+    return {
+        "cudnn_module": cudnn_module,
+        "inputs": inputs,
+        "oracle": oracle,
+        "cudnn_err": {k: _rel_err(cudnn[k], ref) for k, ref in oracle.items()},
+        "versus": versus,
+    }
+
+
+# --------------------------------------------------------------------------- (d)
+
+
+def timings(cfg: Config, clock: Clock, timer: Timer, rates: dict, rows: list, skipped: list) -> None:
+    labels = ["nn.LSTM"] + [b for b in backend_labels() if b not in cfg.time_backends_exclude]
+    shapes = list({tuple(sorted(s.items())): s for p in cfg.timing_passes for s in p}.values())
+    print(f"  {len(shapes)} shapes x {len(labels)} implementations: {', '.join(labels)}", flush=True)
+    for k, shape in enumerate(shapes):
+        if clock.left() <= 0:
+            skipped.append({"section": "timing", "reason": "time budget spent", "shapes": len(shapes) - k,
+                            "first": shape})
+            print(f"  time budget spent: the last {len(shapes) - k} of {len(shapes)} shapes skipped", flush=True)
+            break
+        rows.extend(_time_shape(shape, labels, cfg, timer, rates))
+
+
+def _time_shape(shape: dict, labels: list, cfg: Config, timer: Timer, rates: dict) -> list:
+    dtype = DTYPES[shape["dtype"]]
+    training = shape["mode"] == "training"
+    D = 2 if shape["bidirectional"] else 1
+    floor = roofline.floor(
+        roofline.Shape(shape["mode"], shape["T"], shape["B"], shape["I"], shape["H"], None, shape["layers"], D,
+                       dtype),
+        rates["hbm_gbps"], rates["matmul_tflops"],
+    )
+    out_rows = []
+    cudnn_ms, cudnn_out = None, None
+    try:
+        torch.manual_seed(0)
+        ref = nn.LSTM(shape["I"], shape["H"], shape["layers"], bidirectional=shape["bidirectional"])
+        ref = ref.to(device=cfg.device, dtype=dtype)
+        x = torch.randn(shape["T"], shape["B"], shape["I"], device=cfg.device, dtype=dtype)
+        g_out = torch.randn(shape["T"], shape["B"], D * shape["H"], device=cfg.device, dtype=dtype)
+    except Exception:
+        return [dict(shape, backend="nn.LSTM", ms=None, cudnn_ms=None, max_err=None, floor_ms=floor.floor_ms,
+                     error=traceback.format_exc())]
+    for label in labels:
+        row = dict(shape, backend=label, ms=None, cudnn_ms=None, max_err=None, floor_ms=floor.floor_ms,
+                   floor_bound=floor.bound)
+        try:
+            module = ref if label == "nn.LSTM" else _ours(ref, label)
+            fn = _step_fn(module, label, x, g_out, training)
+            with torch.no_grad(), _tier_context(label):
+                out = _forward(module, x)
+            timer.sync()
+            row["ms"] = timer.median_ms(fn, cfg)
+            if label == "nn.LSTM":
+                cudnn_ms, cudnn_out = row["ms"], out
+            elif cudnn_out is not None:
+                row["max_err"] = max(_rel_err(a, b.double()) for a, b in zip(out, cudnn_out))
+        except Exception:
+            row["error"] = traceback.format_exc()
+            print(f"  {label} ERROR on {shape}: {row['error'].strip().splitlines()[-1]}", flush=True)
+        row["cudnn_ms"] = cudnn_ms
+        out_rows.append(row)
+    return out_rows
+
+
+def _forward(module, x):
+    out, (h_n, c_n) = module(x)
+    return out, h_n, c_n
+
+
+def _step_fn(module, label: str, x, g_out, training: bool) -> Callable:
+    params = list(module.parameters())
+    if not training:
+        def infer():
+            with torch.no_grad(), _tier_context(label):
+                module(x)
+        return infer
+    x_req = x.detach().clone().requires_grad_()
+
+    def train():
+        with _tier_context(label):
+            out, _ = module(x_req)
+            torch.autograd.grad([out], [x_req] + params, [g_out])
+    return train
+
+
+# --------------------------------------------------------------------------- (e), (f)
+
+
+def write_json(result: dict, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+def print_correctness_summary(record: list) -> None:
+    by_backend: dict[str, dict[str, int]] = {}
+    for e in record:
+        counts = by_backend.setdefault(e["backend"], {"pass": 0, "fail": 0, "error": 0})
+        counts[e["status"]] += 1
+    print("\ncorrectness (our error <= 2 x cuDNN's + atol, vs a float64 oracle):")
+    for label, c in by_backend.items():
+        print(f"  {label:<22} pass {c['pass']:>3}  fail {c['fail']:>3}  error {c['error']:>3}")
+    for e in record:
+        if e["status"] != "pass":
+            print(f"  {e['status'].upper():>5} {e['backend']} {e['case']} {e['dtype']}"
+                  + (f" worst={e['worst']}" if "worst" in e else ""))
+
+
+def print_table(rows: list) -> None:
+    """One line per shape: the floor, nn.LSTM and every backend in ms (x: speed-up over nn.LSTM)."""
+    labels, shapes = [], {}
+    for r in rows:
+        if r["backend"] not in labels:
+            labels.append(r["backend"])
+        key = (r["mode"], r["dtype"], r["T"], r["B"], r["I"], r["H"], r["layers"], r["bidirectional"])
+        shapes.setdefault(key, {})[r["backend"]] = r
+    head = f"{'mode':<9} {'dtype':<8} {'T':>4} {'B':>4} {'H':>5} {'L':>1} {'D':>1} {'floor':>8}"
+    print("\n" + head + "".join(f" {lb:>20}" for lb in labels))
+    for key, per in shapes.items():
+        mode, dtype, T, B, _I, H, L, bi = key
+        floor_ms = next(iter(per.values()))["floor_ms"]
+        line = f"{mode:<9} {dtype:<8} {T:>4} {B:>4} {H:>5} {L:>1} {2 if bi else 1:>1} {floor_ms:>8.3f}"
+        for lb in labels:
+            r = per.get(lb)
+            if r is None or r["ms"] is None:
+                cell = "-" if r is None else "error"
+            elif lb == "nn.LSTM" or not r["cudnn_ms"]:
+                cell = f"{r['ms']:.3f}"
+            else:
+                cell = f"{r['ms']:.3f} x{r['cudnn_ms'] / r['ms']:.2f}"
+            line += f" {cell:>20}"
+        print(line)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"), help="directory for the JSON")
+    parser.add_argument("--dry-run", action="store_true", help="CPU + Triton interpreter, tiny grids, < 60 s")
+    parser.add_argument("--budget-s", type=float, default=None, help="whole-run budget (default 330 GPU, 50 dry)")
+    parser.add_argument("--tf32", choices=("on", "off"), default="on",
+                        help="TF32 for float32 matmuls, cuDNN and cuBLAS alike (default on, nn.LSTM's default)")
+    args = parser.parse_args(argv)
+    if args.dry_run and os.environ.get("TRITON_INTERPRET") != "1":
+        parser.error("--dry-run must be on the command line so TRITON_INTERPRET=1 is set before imports")
+    cfg = dry_config() if args.dry_run else gpu_config()
+    if args.dry_run:
+        # CI machines are shared; more threads than cores only slows the rehearsal down.
+        torch.set_num_threads(1)
+    if not args.dry_run and not torch.cuda.is_available():
+        print("no CUDA device: run with --dry-run for the CPU rehearsal", file=sys.stderr)
+        return 2
+    clock = Clock(args.budget_s or (50.0 if args.dry_run else 330.0))
+    timer = Timer(cfg.device)
+    tf32 = args.tf32 == "on"
+    set_tf32(tf32)
+    os.makedirs(args.out, exist_ok=True)
+
+    clock.begin("environment", 30)
+    env = environment(cfg, tf32)
+    clock.end("environment")
+    stamp = datetime.datetime.now(datetime.timezone.utc)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"] if not args.dry_run else "cpu-dry-run").strip("-").lower()
+    path = os.path.join(args.out, f"{slug}-{stamp:%Y-%m-%dT%H%MZ}.json")
+    result = {
+        "device": env["device"], "date": stamp.isoformat(timespec="seconds"), "dry_run": args.dry_run,
+        "torch": env["torch"], "triton": env["triton"], "cudnn": env["cudnn"], "tf32": tf32,
+        "environment": env, "rates": {}, "correctness": [], "rows": [], "skipped": [], "elapsed_s": clock.elapsed,
+        "atol": ATOL, "step_latency_us": roofline.STEP_LATENCY_US,
+    }
+    write_json(result, path)
+
+    clock.begin("rates", cfg.budgets["rates"])
+    try:
+        result["rates"] = measure_rates(cfg, timer)
+    except Exception:
+        result["rates"] = {"error": traceback.format_exc()}
+        print(result["rates"]["error"], file=sys.stderr)
+    clock.end("rates")
+    write_json(result, path)
+
+    clock.begin("correctness", cfg.budgets["correctness"])
+    correctness(cfg, clock, timer, tf32, result["correctness"], result["skipped"])
+    clock.end("correctness")
+    write_json(result, path)
+
+    clock.begin("timing", cfg.budgets["timing"])
+    if "hbm_gbps" in result["rates"]:
+        timings(cfg, clock, timer, result["rates"], result["rows"], result["skipped"])
+    else:
+        result["skipped"].append({"section": "timing", "reason": "no measured rates for the floor model"})
+    clock.end("timing")
+    result["elapsed_s"] = dict(clock.elapsed, total=round(clock.run_elapsed(), 3))
+    write_json(result, path)
+
+    print_correctness_summary(result["correctness"])
+    print_table(result["rows"])
+    print(f"\nwrote {path} ({clock.run_elapsed():.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
