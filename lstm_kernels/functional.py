@@ -80,7 +80,8 @@ def _autocast_cast(x: Tensor, hx: tuple[Tensor, Tensor], weights):
     if not _autocast_on(x):
         return x, hx, weights
     dt = torch.get_autocast_dtype(x.device.type)
-    cast = lambda t: None if t is None else t.to(dt)  # noqa: E731
+    # Autocast's own rule: float64 tensors are never cast (nn.LSTM stays float64 under it).
+    cast = lambda t: t if t is None or t.dtype == torch.float64 else t.to(dt)  # noqa: E731
     return cast(x), (cast(hx[0]), cast(hx[1])), [[cast(w) for w in ws] for ws in weights]
 
 
@@ -229,12 +230,19 @@ def lstm_cell(input, hx, w_ih, w_hh, b_ih, b_hh, *, input_size: int, hidden_size
                 )
         _check_state_like(hx, x, owner)
     weights = [[w_ih, w_hh, b_ih, b_hh, None]]
+    # nn.LSTMCell is not on autocast's op lists: only its matmuls run low precision, and
+    # (h', c') come out in the promoted dtype of the gates and the incoming cell state.
+    out_dtype = None
+    if _autocast_on(x):
+        out_dtype = torch.promote_types(torch.get_autocast_dtype(x.device.type), hx[1].dtype)
     x, hx, weights = _autocast_cast(x, hx, weights)
     impl = backends.resolve(backend, x.device)
     with torch.autocast(x.device.type, enabled=False):
         _, h_n, c_n = lstm_layers(x.unsqueeze(0), hx[0].unsqueeze(0), hx[1].unsqueeze(0), weights, 1, 1, 0.0,
                                   False, None, impl)
     h, c = h_n[0], c_n[0]
+    if out_dtype is not None:
+        h, c = h.to(out_dtype), c.to(out_dtype)
     if not is_batched:
         h, c = h.squeeze(0), c.squeeze(0)
     return h, c
