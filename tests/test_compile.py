@@ -147,7 +147,8 @@ class _CountingBackend:
 def test_changing_sequence_length_does_not_recompile_each_time(how):
     model = SeqModel(_lstm(num_layers=2))
     counter = _CountingBackend()
-    compiled = torch.compile(model, backend=counter, fullgraph=True, dynamic=True if how == "dynamic=True" else None)
+    dynamic = True if how == "dynamic=True" else None
+    compiled = torch.compile(model, backend=counter, fullgraph=True, dynamic=dynamic)
     lengths = (4, 7, 5, 11, 2)
     for T in lengths:
         x = torch.randn(T, 2, I)

@@ -39,7 +39,7 @@ def _run(backend: str, seed: int, packed: bool):
     inp = pack_padded_sequence(x, torch.tensor([T, T - 1, 1])) if packed else x
     out, (h, c) = lstm(inp, (h0, c0))
     out = out.data if packed else out
-    loss = (out * torch.randn_like(out)).sum() + (h * torch.randn_like(h)).sum() + (c * torch.randn_like(c)).sum()
+    loss = sum((t * torch.randn_like(t)).sum() for t in (out, h, c))
     grads = torch.autograd.grad(loss, [x, h0, c0, *lstm.parameters()])
     return [out, h, c, *grads]
 

@@ -13,7 +13,6 @@ import pytest
 import torch
 from torch import nn
 
-import lstm_kernels
 import lstm_kernels.scripted  # noqa: F401  (script before conftest poisons torch.empty)
 from conftest import tol
 from lstm_kernels import LSTM, LSTMCell

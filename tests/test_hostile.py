@@ -50,7 +50,8 @@ def test_non_finite_and_huge_inputs_propagate_as_in_nn_lstm(backend, kind):
     x = _spoil(kind, torch.randn(5, 3, 4, dtype=torch.float64))
     want = torch_lstm(x)
     got = ours(x)
-    for name, a, b in (("out", got[0], want[0]), ("h_n", got[1][0], want[1][0]), ("c_n", got[1][1], want[1][1])):
+    pairs = (("out", got[0], want[0]), ("h_n", got[1][0], want[1][0]), ("c_n", got[1][1], want[1][1]))
+    for name, a, b in pairs:
         assert torch.equal(a.isnan(), b.isnan()), f"{name}: NaN positions differ"
         assert torch.equal(a.isinf(), b.isinf()), f"{name}: inf positions differ"
         torch.testing.assert_close(a, b, equal_nan=True, **tol(torch.float64), msg=lambda m: f"{name}: {m}")
@@ -103,8 +104,10 @@ def test_empty_batch_like_nn_lstm(backend):
     assert h.shape == c.shape == (0, 5)
 
 
-@pytest.mark.parametrize("cfg", [Config(T=1, B=1, hidden_size=3, input_size=2),
-                                 Config(T=1, B=4, num_layers=2, bidirectional=True, proj_size=2)], ids=config_id)
+@pytest.mark.parametrize("cfg", [
+    Config(T=1, B=1, hidden_size=3, input_size=2),
+    Config(T=1, B=4, num_layers=2, bidirectional=True, proj_size=2),
+], ids=config_id)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_single_step(backend, cfg):
     check_lstm_against_torch(cfg, backend, torch.float64)

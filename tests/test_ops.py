@@ -73,7 +73,8 @@ def _variant_id(proj, packed, reverse):
     return f"{'proj' if proj else 'noproj'}-{'packed' if packed else 'padded'}-{'rev' if reverse else 'fwd'}"
 
 
-ALL_VARIANTS = [(proj, packed, rev) for proj in (False, True) for packed in (False, True) for rev in (False, True)]
+ALL_VARIANTS = [(proj, packed, rev) for proj in (False, True) for packed in (False, True)
+                for rev in (False, True)]
 # The interpreter is slow: triton ops get the two variants that together touch every feature.
 SMALL_VARIANTS = [(False, False, False), (True, True, True)]
 
