@@ -9,6 +9,8 @@ Dimensions: T seq len, B batch, I input, H hidden.
 """
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 import torch._dynamo
@@ -18,6 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import lstm_kernels.scripted  # noqa: F401  (script before conftest poisons torch.empty)
 from conftest import tol
 from lstm_kernels import LSTM, LSTMCell
+from lstm_kernels.backends import available_backends
 
 I, H = 3, 5
 
@@ -53,6 +56,14 @@ class CellModel(nn.Module):
         return torch.stack(outs), state[1]
 
 
+def triton_ready() -> bool:
+    """True when the triton backend can run here (interpreter) and its first tier exists."""
+    return (
+        "triton" in available_backends()
+        and importlib.util.find_spec("lstm_kernels._triton.pointwise") is not None
+    )
+
+
 def _lstm(**kw):
     return LSTM(I, H, backend="torchscript", **kw)
 
@@ -79,7 +90,8 @@ def _fresh_dynamo():
 
 @pytest.mark.parametrize("kind", ["LSTM", "LSTMCell"])
 def test_explain_reports_no_graph_break(kind):
-    model = SeqModel(_lstm(num_layers=2, bidirectional=True)) if kind == "LSTM" else CellModel("torchscript")
+    """With the default backend ("auto": the TorchScript custom op on CPU)."""
+    model = SeqModel(LSTM(I, H, num_layers=2, bidirectional=True)) if kind == "LSTM" else CellModel("auto")
     explanation = torch._dynamo.explain(model)(torch.randn(4, 2, I))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
@@ -113,14 +125,18 @@ def _compare_train(model, compiled, x_shape, dtype=torch.float32):
         torch.testing.assert_close(a, b, **tol(dtype, "grad"))
 
 
-@pytest.mark.parametrize("kind", ["LSTM-L2-bi-proj", "LSTMCell"])
+@pytest.mark.parametrize("kind", ["LSTM-L2-bi-proj", "LSTMCell", "LSTM-triton"])
 def test_fullgraph_training_aot_eager_grads_match(kind):
     if kind == "LSTMCell":
         model = CellModel("torchscript")
+    elif kind == "LSTM-triton":
+        if not triton_ready():
+            pytest.skip("the triton backend is not available here")
+        model = SeqModel(LSTM(I, H, bidirectional=True, backend="triton"))  # interpreted: tiny
     else:
         model = SeqModel(_lstm(num_layers=2, bidirectional=True, proj_size=2))
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
-    _compare_train(model, compiled, (5, 3, I))
+    _compare_train(model, compiled, (3 if kind == "LSTM-triton" else 5, 3, I))
 
 
 def test_fullgraph_eval_no_grad_matches():
