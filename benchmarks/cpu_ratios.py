@@ -104,27 +104,31 @@ def make_step(model: nn.Module, x, mode: str, mkldnn: bool) -> Callable[[], None
     return step
 
 
+CLOCK = time.perf_counter
+MIN_ROUNDS = 3
+
+
 def time_interleaved(steps: dict[str, Callable[[], None]], rounds: int, budget_s: float) -> dict[str, list[float]]:
     """Seconds per call of each step, one sample per round, alternating steps in a rotating order."""
     names = list(steps)
     per_call = {}
     for n in names:  # warm up (TorchScript compiles, oneDNN builds primitives) and calibrate
         steps[n]()
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         steps[n]()
-        per_call[n] = time.perf_counter() - t0
+        per_call[n] = CLOCK() - t0
     # Repeat short calls so one sample is at least ~10 ms; fewer rounds for huge shapes.
     reps = {n: max(1, math.ceil(0.01 / max(per_call[n], 1e-6))) for n in names}
     round_cost = sum(per_call[n] * reps[n] for n in names)
-    rounds = max(3, min(rounds, int(budget_s / max(round_cost, 1e-9))))
+    rounds = max(MIN_ROUNDS, min(rounds, int(budget_s / max(round_cost, 1e-9))))
     samples: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         for n in order:
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             for _ in range(reps[n]):
                 steps[n]()
-            samples[n].append((time.perf_counter() - t0) / reps[n])
+            samples[n].append((CLOCK() - t0) / reps[n])
     return samples
 
 
@@ -194,7 +198,7 @@ def summary(rows: list[dict], modes) -> dict:
 
 
 def markdown(rows, packed_rows, summ, modes, meta) -> str:
-    lines = [f"Threads: {meta['threads']}; torch {meta['torch']}; {meta['cpu']}. "
+    lines = [f"Threads: {meta['threads']}; clock: {meta['clock']}; torch {meta['torch']}; {meta['cpu']}. "
              "Ratio = scripted time / provider time: the median over rounds of the ratio of "
              "back-to-back calls (ms columns: median per call); < 1 is faster.", ""]
     if rows:
@@ -228,6 +232,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="a few small shapes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds per shape (at least 3)")
+    ap.add_argument("--min-rounds", type=int, default=3, help="rounds even when a shape exceeds --budget")
+    ap.add_argument("--clock", choices=["wall", "thread"], default="wall",
+                    help="wall: perf_counter. thread: CPU time of the calling thread (needs --threads 1); "
+                         "it excludes time the thread spent descheduled, so it is robust on a shared machine")
     ap.add_argument("--budget", type=float, default=20.0, help="seconds per shape and mode before rounds shrink to 3")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--providers", nargs="+", choices=PROVIDERS[1:], default=list(PROVIDERS[1:]),
@@ -238,12 +246,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu_ratios"),
                     help="output path prefix: writes PREFIX.md and PREFIX.json")
     args = ap.parse_args(argv)
-    if args.threads < 1 or args.rounds < 1:
-        ap.error("--threads and --rounds must be positive")
+    if args.threads < 1 or args.rounds < 1 or args.min_rounds < 1:
+        ap.error("--threads, --rounds and --min-rounds must be positive")
+    if args.clock == "thread" and args.threads != 1:
+        ap.error("--clock thread measures one thread's CPU time, so it needs --threads 1")
+    global CLOCK, MIN_ROUNDS
+    CLOCK = time.thread_time if args.clock == "thread" else time.perf_counter
+    MIN_ROUNDS = args.min_rounds
     warnings.filterwarnings("ignore", message=".*TorchScript.*")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    meta = {"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+    meta = {"threads": torch.get_num_threads(), "clock": args.clock, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
             "mkldnn_available": torch.backends.mkldnn.is_available(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     keep = lambda s: all(k in s.id for k in args.only)  # noqa: E731
     grid = [s for s in shapes_of(QUICK_GRID if args.quick else GRID) if keep(s)] if not args.no_grid else []

@@ -46,6 +46,34 @@ from torch import Tensor
 from .ops import register_scan
 
 
+# oneDNN's linear runs float32 matmuls at about twice MKL's speed on the reference machine
+# (an AMD EPYC, where MKL does not take its AVX-512 path); it costs ~10 us more per call,
+# so it is used only from DNN_MIN_MACS multiply-adds per matmul. Where PyTorch lacks the op
+# (built without oneDNN) the helpers fall back to BLAS, and the scripted code is the same.
+DNN_MIN_MACS = 1 << 21
+HAS_DNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+if HAS_DNN_LINEAR:
+
+    def _linear(x: Tensor, w: Tensor) -> Tensor:
+        """x @ w.t() through oneDNN (x [M, K], w [N, K] contiguous)."""
+        return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+
+    def _linear_add(x: Tensor, other: Tensor, w: Tensor) -> Tensor:
+        """other + x @ w.t() through oneDNN, the add fused into the matmul."""
+        return torch.ops.mkldnn._linear_pointwise(x, other, w, None, "add")
+
+else:
+
+    def _linear(x: Tensor, w: Tensor) -> Tensor:
+        """x @ w.t() (BLAS fallback)."""
+        return torch.mm(x, w.t())
+
+    def _linear_add(x: Tensor, other: Tensor, w: Tensor) -> Tensor:
+        """other + x @ w.t() (BLAS fallback)."""
+        return torch.addmm(other, x, w.t())
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     if dtype == torch.float16 or dtype == torch.bfloat16:
         return torch.float32
@@ -61,6 +89,7 @@ def _scan_forward(
     batch_sizes: List[int],  # [T] non-increasing, or [] when every row is active
     reverse: bool,
     save: bool,
+    dnn: bool,  # step matmuls through oneDNN (float32 only)
 ):
     T = gx.size(0)
     B = gx.size(1)
@@ -88,6 +117,9 @@ def _scan_forward(
         hs = torch.empty(0, dtype=cdt, device=dev)
     w_hh_t = w_hh.t()
     w_hr_t = w_hr.t() if w_hr is not None else w_hh_t
+    w_hr_c = w_hr.contiguous() if w_hr is not None else w_hh
+    if dnn:
+        w_hh = w_hh.contiguous()
     # Scratch rows reused every step; only the batch rows active at a step are used.
     act = torch.empty(B, 4 * H, dtype=cdt, device=dev)
     tc = torch.empty(B, H, dtype=cdt, device=dev)
@@ -98,7 +130,10 @@ def _scan_forward(
         h = h0
         for s in range(T):
             t = T - 1 - s if reverse else s
-            g = torch.addmm(gx[t], h, w_hh_t)
+            if dnn:
+                g = _linear_add(h, gx[t], w_hh)
+            else:
+                g = torch.addmm(gx[t], h, w_hh_t)
             if low:
                 g = g.to(cdt)
             a = gates_s[t] if save else act
@@ -114,6 +149,8 @@ def _scan_forward(
                 hr = torch.mul(o, tc, out=hs[t] if save else hr_buf)
                 if low:
                     h = torch.mm(hr.to(dtype), w_hr_t, out=out[t])
+                elif dnn:
+                    h = out[t].copy_(_linear(hr, w_hr_c))
                 else:
                     h = torch.mm(hr, w_hr_t, out=out[t])
             elif low:
@@ -131,7 +168,10 @@ def _scan_forward(
         bs = batch_sizes[t]
         hb = h[:bs]
         cb = c[:bs]
-        g = torch.addmm(gx[t, :bs], hb, w_hh_t)
+        if dnn:
+            g = _linear_add(hb, gx[t, :bs], w_hh)
+        else:
+            g = torch.addmm(gx[t, :bs], hb, w_hh_t)
         if low:
             g = g.to(cdt)
         a = gates_s[t, :bs] if save else act[:bs]
@@ -145,8 +185,11 @@ def _scan_forward(
         if w_hr is not None:
             hr = torch.mul(o, tcb, out=hs[t, :bs] if save else hr_buf[:bs])
             if low:
-                hr = hr.to(dtype)
-            torch.mm(hr, w_hr_t, out=hb)
+                torch.mm(hr.to(dtype), w_hr_t, out=hb)
+            elif dnn:
+                hb.copy_(_linear(hr, w_hr_c))
+            else:
+                torch.mm(hr, w_hr_t, out=hb)
         elif low:
             hb.copy_(o * tcb)
         else:
@@ -202,6 +245,7 @@ def _scan_backward(
     gates: Tensor,  # [T, B, 4H] activated gates, compute dtype
     cs: Tensor,  # [T, B, H] cell state after each step, compute dtype
     hs: Tensor,  # [T, B, H] unprojected hidden state (w_hr only), compute dtype
+    dnn: bool,  # matmuls through oneDNN (float32 only)
 ):
     T = out.size(0)
     B = out.size(1)
@@ -250,14 +294,17 @@ def _scan_backward(
     dh = grad_h_n.to(cdt).clone()
     dc = grad_c_n.to(cdt).clone()
     w_hh_c = w_hh.to(cdt)
+    w_hh_tc = w_hh_c.t().contiguous() if dnn else w_hh_c  # [P, 4H]: oneDNN wants [N, K]
     if w_hr is not None:
         w_hr_c = w_hr.to(cdt)
+        w_hr_tc = w_hr_c.t().contiguous() if dnn else w_hr_c
         if has_bs:
             d_hs_all = torch.zeros(T, B, P, dtype=cdt, device=dev)
         else:
             d_hs_all = torch.empty(T, B, P, dtype=cdt, device=dev)
     else:
         w_hr_c = w_hh_c
+        w_hr_tc = w_hh_c
         d_hs_all = torch.empty(0, dtype=cdt, device=dev)
 
     if not has_bs:
@@ -265,14 +312,17 @@ def _scan_backward(
             t = s if reverse else T - 1 - s
             if w_hr is not None:
                 dh_t = torch.add(dh, g_out[t], out=d_hs_all[t])
-                dhr = torch.mm(dh_t, w_hr_c)
+                dhr = _linear(dh_t, w_hr_tc) if dnn else torch.mm(dh_t, w_hr_c)
             else:
                 dhr = dh + g_out[t]
             dc = torch.addcmul(dc, dhr, r[t])
             torch.mul(dc.unsqueeze(1), k[t], out=d_ifg[t])
             torch.mul(dhr, q[t], out=d_o[t])
             dc = dc * f_a[t]
-            dh = torch.mm(d_gates[t], w_hh_c)
+            if dnn:
+                dh = _linear(d_gates[t], w_hh_tc)
+            else:
+                dh = torch.mm(d_gates[t], w_hh_c)
     else:
         for s in range(T):
             t = s if reverse else T - 1 - s
@@ -280,7 +330,7 @@ def _scan_backward(
             dhb = dh[:bs]
             if w_hr is not None:
                 dh_t = torch.add(dhb, g_out[t, :bs], out=d_hs_all[t, :bs])
-                dhr = torch.mm(dh_t, w_hr_c)
+                dhr = _linear(dh_t, w_hr_tc) if dnn else torch.mm(dh_t, w_hr_c)
             else:
                 dhr = dhb + g_out[t, :bs]
             dcb = dc[:bs]
@@ -288,7 +338,10 @@ def _scan_backward(
             torch.mul(dcb.unsqueeze(1), k[t, :bs], out=d_ifg[t, :bs])
             torch.mul(dhr, q[t, :bs], out=d_o[t, :bs])
             dcb.mul_(f_a[t, :bs])
-            torch.mm(d_gates[t, :bs], w_hh_c, out=dhb)
+            if dnn:
+                dhb.copy_(_linear(d_gates[t, :bs], w_hh_tc))
+            else:
+                torch.mm(d_gates[t, :bs], w_hh_c, out=dhb)
 
     # dW_hh = sum_t d_gates[t]^T @ h[t-1]; h[t-1] is out one step earlier in step order,
     # or h0 at the first step. Inactive rows of d_gates are zero, so out's zero rows and
@@ -325,16 +378,31 @@ def _batch_sizes_list(batch_sizes: Optional[Tensor]) -> List[int]:
     return [] if batch_sizes is None else batch_sizes.tolist()
 
 
+def _use_dnn(x: Tensor, B: int, G: int, P: int) -> bool:
+    """Whether the per-step matmuls [B, .] x [., G] go through oneDNN (see DNN_MIN_MACS)."""
+    return (
+        HAS_DNN_LINEAR
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and torch.backends.mkldnn.enabled
+        and B * G * P >= DNN_MIN_MACS
+    )
+
+
 def _forward_impl(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
+    dnn = _use_dnn(gx, gx.shape[1], gx.shape[2], h0.shape[1])
     with torch.jit.optimized_execution(False):
-        return scan_forward_scripted(gx, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse, save)
+        return scan_forward_scripted(
+            gx, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse, save, dnn
+        )
 
 
 def _backward_impl(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
+    dnn = _use_dnn(gates, out.shape[1], gates.shape[2], h0.shape[1])
     with torch.jit.optimized_execution(False):
         return scan_backward_scripted(
             grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse,
-            out, gates, cs, hs,
+            out, gates, cs, hs, dnn,
         )
 
 

@@ -177,3 +177,23 @@ def test_packed_equals_per_sequence_runs(bidirectional):
         assert torch.count_nonzero(padded[lengths[b]:, b]) == 0
         torch.testing.assert_close(h_n[:, b], h1[:, 0], **tol(torch.float32))
         torch.testing.assert_close(c_n[:, b], c1[:, 0], **tol(torch.float32))
+
+
+@pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="this PyTorch build has no oneDNN linear")
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("case", [CASES[2], CASES[3], CASES[4]], ids=case_id)
+def test_onednn_matmul_path_matches_oracle(case, reverse, monkeypatch):
+    """float32 step matmuls through oneDNN (forced here at tiny sizes) give the same scan."""
+    monkeypatch.setattr(lstm_kernels.scripted, "DNN_MIN_MACS", 1)
+    T, B, H, P, bs = case
+    assert lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, P)
+    inputs = _inputs(T, B, H, P, torch.float32)
+    bs_t = torch.tensor(bs, dtype=torch.int64) if bs else None
+    ours = scripted_scan(*inputs, bs_t, reverse)
+    ref = reference.lstm_scan(*inputs, bs, reverse)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, **tol(torch.float32, "out"))
+    for a, b in zip(_grads(ours, inputs), _grads(ref, inputs)):
+        torch.testing.assert_close(a, b, **tol(torch.float32, "grad"))
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert not lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, P)
