@@ -35,7 +35,7 @@ def _refuse_scripting(module: nn.Module):
     raise RuntimeError(
         f"lstm_kernels.{type(module).__name__} cannot be scripted with torch.jit.script: its forward "
         "dispatches to custom ops and backends in Python. Use torch.compile or torch.export.export "
-        "instead: both capture it as a graph of custom ops."
+        "instead: both capture it whole."
     )
 
 
