@@ -71,7 +71,7 @@ def _grid_barrier(p_sync, target):
     tl.debug_barrier()
 
 
-@triton.jit(do_not_specialize=["T", "NUM_PROGRAMS"])
+@triton.jit(do_not_specialize=["T", "NUM_PROGRAMS", "reverse"])
 def _fwd_kernel(
     p_gx,  # [D, T, B, G] input projection + biases (strides s_gx_d, s_gx_t, s_gx_b, 1)
     p_h0,  # [D, B, P] initial h
@@ -88,17 +88,15 @@ def _fwd_kernel(
     T, B, H, P,
     s_gx_d, s_gx_t, s_gx_b,
     NUM_PROGRAMS,  # programs per batch tile: the barrier's arrival count
-    REVERSE: tl.constexpr, USE_BARRIER: tl.constexpr,
+    reverse,  # 1: direction 0 runs backwards in time (direction 1 always runs opposite to it)
+    USE_BARRIER: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_PROJ: tl.constexpr, SAVE: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     i_n = tl.program_id(0)
     i_m = tl.program_id(1)
     i_d = tl.program_id(2)  # direction: every tensor has a leading [D] dimension
-    if REVERSE:
-        rev = i_d == 0
-    else:
-        rev = i_d == 1
+    rev = (i_d + reverse) % 2 == 1
     o_j = i_n * BLOCK_H + tl.arange(0, BLOCK_H)  # owned hidden units
     o_p = i_n * BLOCK_P + tl.arange(0, BLOCK_P)  # owned output columns (HAS_PROJ)
     o_b = i_m * BLOCK_B + tl.arange(0, BLOCK_B)  # batch rows
@@ -208,7 +206,7 @@ def _fwd_kernel(
     tl.store(p_cn + row * H + o_j[:, None], c.to(p_cn.dtype.element_ty), mask=m_all)
 
 
-@triton.jit(do_not_specialize=["T", "NUM_PROGRAMS"])
+@triton.jit(do_not_specialize=["T", "NUM_PROGRAMS", "reverse"])
 def _bwd_kernel(
     p_dout,  # [D, T, B, P] upstream grad of out (strides s_do_d, s_do_t, s_do_b, 1)
     p_dhn,  # [D, B, P] upstream grad of h_n
@@ -226,17 +224,15 @@ def _bwd_kernel(
     T, B, H, P,
     s_do_d, s_do_t, s_do_b,
     NUM_PROGRAMS,  # programs per batch tile: the barrier's arrival count
-    REVERSE: tl.constexpr, USE_BARRIER: tl.constexpr,
+    reverse,  # 1: direction 0 runs backwards in time (direction 1 always runs opposite to it)
+    USE_BARRIER: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_PROJ: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     i_n = tl.program_id(0)
     i_m = tl.program_id(1)
     i_d = tl.program_id(2)  # direction: every tensor has a leading [D] dimension
-    if REVERSE:
-        rev = i_d == 0
-    else:
-        rev = i_d == 1
+    rev = (i_d + reverse) % 2 == 1
     o_j = i_n * BLOCK_H + tl.arange(0, BLOCK_H)  # owned hidden units
     o_p = i_n * BLOCK_P + tl.arange(0, BLOCK_P)  # owned columns of h (== o_j without projection)
     o_b = i_m * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -454,7 +450,7 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
         gx, h0.contiguous(), c0.contiguous(), w_hh_c, w_hr.contiguous() if has_proj else w_hh_c, bs_dev,
         out, hr, gates, cs, c_n, sync,
         T, B, H, P, gx.stride(0), gx.stride(1), gx.stride(2), cfg.NP,
-        REVERSE=reverse, USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
+        int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
         BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, SAVE=save, UPCAST_DOT=upcast,
         DOT_PRECISION=prec, num_warps=cfg.num_warps,
     )
@@ -483,7 +479,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
         g_out, grad_h_n.contiguous(), grad_c_n.contiguous(), w_hh_c, w_hr.contiguous() if has_proj else w_hh_c,
         bs_dev, gates.contiguous(), cs.contiguous(), c0.contiguous(), d_gates, d_hs, d_c0, sync,
         T, B, H, P, g_out.stride(0), g_out.stride(1), g_out.stride(2), cfg.NP,
-        REVERSE=reverse, USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
+        int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
         BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, DOT_PRECISION=prec,
         num_warps=cfg.num_warps,
     )
@@ -661,34 +657,33 @@ def aot_specs(arch: int) -> list[KernelSpec]:
         tiling = (f"BH{cfg.BLOCK_H} BP{cfg.BLOCK_P} BB{cfg.BLOCK_B} BK{cfg.BLOCK_K} warps{cfg.num_warps}"
                   f"{' barrier' if cfg.use_barrier else ''}"
                   f"{' proj' if has_proj else ''}")
-        for reverse in (False, True):
-            for save in (False, True):
-                specs.append(KernelSpec(
-                    kernel=_fwd_kernel,
-                    signature={
-                        "p_gx": f"*{tdt}", "p_h0": f"*{tdt}", "p_c0": f"*{tdt}", "p_w": f"*{tdt}",
-                        "p_wr": f"*{tdt}", "p_bs": "*i32", "p_out": f"*{tdt}", "p_hr": f"*{cdt}",
-                        "p_gates": f"*{cdt}", "p_cs": f"*{cdt}", "p_cn": f"*{tdt}", "p_sync": "*i32",
-                        "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_gx_d": "i32", "s_gx_t": "i32",
-                        "s_gx_b": "i32", "NUM_PROGRAMS": "i32",
-                        **{k: "constexpr" for k in ("REVERSE", *common, "SAVE", "UPCAST_DOT")},
-                    },
-                    constexprs=dict(REVERSE=reverse, SAVE=save, UPCAST_DOT=upcast, **common),
-                    num_warps=cfg.num_warps,
-                    label=f"persistent fwd {tdt} {tiling} reverse={reverse} save={save}",
-                ))
+        for save in (False, True):
             specs.append(KernelSpec(
-                kernel=_bwd_kernel,
+                kernel=_fwd_kernel,
                 signature={
-                    "p_dout": f"*{tdt}", "p_dhn": f"*{tdt}", "p_dcn": f"*{tdt}", "p_w": f"*{tdt}",
-                    "p_wr": f"*{tdt}", "p_bs": "*i32", "p_gates": f"*{cdt}", "p_cs": f"*{cdt}",
-                    "p_c0": f"*{tdt}", "p_dgates": "*fp32", "p_dhs": "*fp32", "p_dc0": "*fp32", "p_sync": "*i32",
-                    "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_do_d": "i32", "s_do_t": "i32",
-                    "s_do_b": "i32", "NUM_PROGRAMS": "i32",
-                    **{k: "constexpr" for k in ("REVERSE", *common)},
+                    "p_gx": f"*{tdt}", "p_h0": f"*{tdt}", "p_c0": f"*{tdt}", "p_w": f"*{tdt}",
+                    "p_wr": f"*{tdt}", "p_bs": "*i32", "p_out": f"*{tdt}", "p_hr": f"*{cdt}",
+                    "p_gates": f"*{cdt}", "p_cs": f"*{cdt}", "p_cn": f"*{tdt}", "p_sync": "*i32",
+                    "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_gx_d": "i32", "s_gx_t": "i32",
+                    "s_gx_b": "i32", "NUM_PROGRAMS": "i32", "reverse": "i32",
+                    **{k: "constexpr" for k in (*common, "SAVE", "UPCAST_DOT")},
                 },
-                constexprs=dict(REVERSE=reverse, **common),
+                constexprs=dict(SAVE=save, UPCAST_DOT=upcast, **common),
                 num_warps=cfg.num_warps,
-                label=f"persistent bwd {tdt} {tiling} reverse={reverse}",
+                label=f"persistent fwd {tdt} {tiling} save={save}",
             ))
+        specs.append(KernelSpec(
+            kernel=_bwd_kernel,
+            signature={
+                "p_dout": f"*{tdt}", "p_dhn": f"*{tdt}", "p_dcn": f"*{tdt}", "p_w": f"*{tdt}",
+                "p_wr": f"*{tdt}", "p_bs": "*i32", "p_gates": f"*{cdt}", "p_cs": f"*{cdt}",
+                "p_c0": f"*{tdt}", "p_dgates": "*fp32", "p_dhs": "*fp32", "p_dc0": "*fp32", "p_sync": "*i32",
+                "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_do_d": "i32", "s_do_t": "i32",
+                "s_do_b": "i32", "NUM_PROGRAMS": "i32", "reverse": "i32",
+                **{k: "constexpr" for k in common},
+            },
+            constexprs=dict(common),
+            num_warps=cfg.num_warps,
+            label=f"persistent bwd {tdt} {tiling}",
+        ))
     return specs
