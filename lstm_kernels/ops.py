@@ -44,9 +44,13 @@ def _saved_shapes(gx: Tensor, c0: Tensor, w_hr: Optional[Tensor], save: bool):
 
 
 def _zero_inactive_rows(batch_sizes: Tensor, saved) -> None:
-    # Unwritten rows would make the op's outputs depend on leftover memory (opcheck fails),
-    # and backward's d_w_hr = d_hs^T @ hs would turn garbage NaN/inf there into NaN.
-    B = saved[0].shape[1]
+    """Zero, in place, the rows of saved ``[..., T, B, X]`` tensors inactive at each step.
+
+    Unwritten rows would make an op's outputs depend on leftover memory (opcheck fails),
+    and backward's d_w_hr = d_hs^T @ hs would turn garbage NaN/inf there into NaN. Leading
+    dimensions (e.g. both directions stacked on [2]) broadcast; empty tensors are skipped.
+    """
+    B = saved[0].shape[-2]
     if batch_sizes.numel() == 0 or int(batch_sizes[-1]) >= B:  # non-increasing: last is the minimum
         return
     inactive = torch.arange(B).unsqueeze(0) >= batch_sizes.unsqueeze(1)  # [T, B] on CPU
