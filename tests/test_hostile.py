@@ -6,6 +6,7 @@ Dimensions: T seq len, B batch, I input, H hidden, P = proj_size or H.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import threading
 import tracemalloc
 import weakref
@@ -18,8 +19,21 @@ import lstm_kernels.scripted  # noqa: F401  (script before conftest poisons torc
 from conftest import tol
 from helpers import Config, check_lstm_against_torch, config_id
 from lstm_kernels import LSTM, LSTMCell
+from lstm_kernels.backends import available_backends
 
 BACKENDS = ["reference", "torchscript"]
+
+
+def triton_ready() -> bool:
+    """True when the triton backend can run here (interpreter) and its first tier exists."""
+    return (
+        "triton" in available_backends()
+        and importlib.util.find_spec("lstm_kernels._triton.pointwise") is not None
+    )
+
+
+# The triton backend through the interpreter, where sizes are tiny anyway.
+WITH_TRITON = BACKENDS + (["triton"] if triton_ready() else [])
 
 
 def _pair(backend, dtype=torch.float64, **kw):
@@ -44,17 +58,19 @@ def _spoil(kind: str, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", ["nan", "inf", "-inf", "mixed-inf", "huge"])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", WITH_TRITON)
 def test_non_finite_and_huge_inputs_propagate_as_in_nn_lstm(backend, kind):
-    torch_lstm, ours = _pair(backend, num_layers=2, bidirectional=True)
-    x = _spoil(kind, torch.randn(5, 3, 4, dtype=torch.float64))
+    # float32 for triton: its small-shape tiers take no float64
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    torch_lstm, ours = _pair(backend, dtype, num_layers=2, bidirectional=True)
+    x = _spoil(kind, torch.randn(5, 3, 4, dtype=dtype))
     want = torch_lstm(x)
     got = ours(x)
     pairs = (("out", got[0], want[0]), ("h_n", got[1][0], want[1][0]), ("c_n", got[1][1], want[1][1]))
     for name, a, b in pairs:
         assert torch.equal(a.isnan(), b.isnan()), f"{name}: NaN positions differ"
         assert torch.equal(a.isinf(), b.isinf()), f"{name}: inf positions differ"
-        torch.testing.assert_close(a, b, equal_nan=True, **tol(torch.float64), msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a, b, equal_nan=True, **tol(dtype), msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -87,10 +103,16 @@ def test_saturated_gates_give_nn_lstm_gradients(backend):
         torch.testing.assert_close(a, b, equal_nan=True, **tol(torch.float64, "grad"))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_empty_batch_like_nn_lstm(backend):
-    torch_lstm, ours = _pair(backend, num_layers=2, bidirectional=True, proj_size=3)
-    x = torch.randn(4, 0, 4, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("backend", WITH_TRITON)
+def test_empty_batch_like_nn_lstm(backend, request):
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    if backend == "triton":
+        # persistent.py's bidirectional backward takes empty saved gates for "forward ran
+        # without grad" without checking that the output is empty too (ops.py does).
+        request.applymarker(pytest.mark.xfail(
+            reason="triton persistent bidirectional backward rejects B=0", raises=RuntimeError, strict=True))
+    torch_lstm, ours = _pair(backend, dtype, num_layers=2, bidirectional=True, proj_size=3)
+    x = torch.randn(4, 0, 4, dtype=dtype, requires_grad=True)
     out, (h, c) = ours(x)
     w_out, (w_h, w_c) = torch_lstm(x)
     assert out.shape == w_out.shape and h.shape == w_h.shape and c.shape == w_c.shape
