@@ -89,7 +89,8 @@ def _case(T, B, I, H, layers=1, bi=False, proj=0, packed=False):  # noqa: E741
 
 
 def _shape(mode, T, B, H, layers, bi, dtype, I=None):  # noqa: E741
-    return dict(mode=mode, T=T, B=B, I=H if I is None else I, H=H, layers=layers, bidirectional=bi, dtype=dtype)
+    return dict(mode=mode, T=T, B=B, I=H if I is None else I, H=H, layers=layers, bidirectional=bi,
+                dtype=dtype)
 
 
 def _timing_passes(Bs, Hs, Ts, Ls, bis, dtypes, center) -> list:
@@ -99,7 +100,8 @@ def _timing_passes(Bs, Hs, Ts, Ls, bis, dtypes, center) -> list:
     modes = ("inference", "training")
     c = center
     one_at_a_time = []
-    for axis, values in (("B", Bs), ("H", Hs), ("T", Ts), ("layers", Ls), ("bidirectional", bis), ("dtype", dtypes)):
+    axes = (("B", Bs), ("H", Hs), ("T", Ts), ("layers", Ls), ("bidirectional", bis), ("dtype", dtypes))
+    for axis, values in axes:
         for v in values:
             point = dict(c, **{axis: v})
             one_at_a_time += [_shape(m, point["T"], point["B"], point["H"], point["layers"],
@@ -200,7 +202,8 @@ class Timer:
 
     def times_ms(self, fn: Callable, reps: int) -> list[float]:
         if self.cuda:
-            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                      for _ in range(reps)]
             for start, end in events:
                 start.record()
                 fn()
@@ -343,7 +346,8 @@ def _run_case(module, label, x, h0, c0, lengths, upstream) -> dict:
         out = out.data if lengths is not None else out
         params = list(module.named_parameters())
         grads = torch.autograd.grad([out, h_n, c_n], [x, h0, c0] + [p for _, p in params], list(upstream))
-    result = {"out": out, "h_n": h_n, "c_n": c_n, "grad_input": grads[0], "grad_h0": grads[1], "grad_c0": grads[2]}
+    result = {"out": out, "h_n": h_n, "c_n": c_n,
+              "grad_input": grads[0], "grad_h0": grads[1], "grad_c0": grads[2]}
     result.update({f"grad_{name}": g for (name, _), g in zip(params, grads[3:])})
     return {k: v.detach() for k, v in result.items()}
 
@@ -381,7 +385,8 @@ def correctness(cfg: Config, clock: Clock, timer: Timer, tf32: bool, record: lis
                            "status": "error", "traceback": traceback.format_exc()})
             print(f"  {case['name']:<34} {dtype_name:<9} nn.LSTM setup ERROR", flush=True)
             continue
-        atol = ATOL["float32+tf32" if dtype == torch.float32 and tf32 and cfg.device == "cuda" else dtype_name]
+        tf32_math = dtype == torch.float32 and tf32 and cfg.device == "cuda"
+        atol = ATOL["float32+tf32" if tf32_math else dtype_name]
         for label in labels:
             entry = {"case": case["name"], "dtype": dtype_name, "backend": label, "atol": atol,
                      "versus": setup["versus"]}
@@ -399,9 +404,12 @@ def correctness(cfg: Config, clock: Clock, timer: Timer, tf32: bool, record: lis
             except Exception:
                 entry.update(status="error", traceback=traceback.format_exc())
             record.append(entry)
-            print(f"  {case['name']:<34} {dtype_name:<9} {label:<20} {entry['status'].upper()}"
-                  + (f" (worst {entry['worst']})" if entry["status"] == "fail" else "")
-                  + (f": {entry['traceback'].strip().splitlines()[-1]}" if entry["status"] == "error" else ""),
+            note = ""
+            if entry["status"] == "fail":
+                note = f" (worst {entry['worst']})"
+            elif entry["status"] == "error":
+                note = ": " + entry["traceback"].strip().splitlines()[-1]
+            print(f"  {case['name']:<34} {dtype_name:<9} {label:<20} {entry['status'].upper()}{note}",
                   flush=True)
 
 
@@ -462,7 +470,8 @@ def timings(cfg: Config, clock: Clock, timer: Timer, rates: dict, rows: list, sk
         if clock.left() <= 0:
             skipped.append({"section": "timing", "reason": "time budget spent", "shapes": len(shapes) - k,
                             "first": shape})
-            print(f"  time budget spent: the last {len(shapes) - k} of {len(shapes)} shapes skipped", flush=True)
+            print(f"  time budget spent: the last {len(shapes) - k} of {len(shapes)} shapes skipped",
+                  flush=True)
             break
         rows.extend(_time_shape(shape, labels, cfg, timer, rates))
 
@@ -472,8 +481,8 @@ def _time_shape(shape: dict, labels: list, cfg: Config, timer: Timer, rates: dic
     training = shape["mode"] == "training"
     D = 2 if shape["bidirectional"] else 1
     floor = roofline.floor(
-        roofline.Shape(shape["mode"], shape["T"], shape["B"], shape["I"], shape["H"], None, shape["layers"], D,
-                       dtype),
+        roofline.Shape(shape["mode"], shape["T"], shape["B"], shape["I"], shape["H"], None, shape["layers"],
+                       D, dtype),
         rates["hbm_gbps"], rates["matmul_tflops"],
     )
     out_rows = []
@@ -582,11 +591,14 @@ def print_table(rows: list) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"), help="directory for the JSON")
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"),
+                        help="directory for the JSON (default benchmarks/results)")
     parser.add_argument("--dry-run", action="store_true", help="CPU + Triton interpreter, tiny grids, < 60 s")
-    parser.add_argument("--budget-s", type=float, default=None, help="whole-run budget (default 330 GPU, 50 dry)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="whole-run budget in seconds (default 330 on a GPU, 50 dry)")
     parser.add_argument("--tf32", choices=("on", "off"), default="on",
-                        help="TF32 for float32 matmuls, cuDNN and cuBLAS alike (default on, nn.LSTM's default)")
+                        help="TF32 for float32 matmuls, cuDNN and cuBLAS alike "
+                             "(default on: what nn.LSTM gets by default)")
     args = parser.parse_args(argv)
     if args.dry_run and os.environ.get("TRITON_INTERPRET") != "1":
         parser.error("--dry-run must be on the command line so TRITON_INTERPRET=1 is set before imports")
@@ -607,12 +619,14 @@ def main(argv=None) -> int:
     env = environment(cfg, tf32)
     clock.end("environment")
     stamp = datetime.datetime.now(datetime.timezone.utc)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"] if not args.dry_run else "cpu-dry-run").strip("-").lower()
+    name = "cpu-dry-run" if args.dry_run else env["device"]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
     path = os.path.join(args.out, f"{slug}-{stamp:%Y-%m-%dT%H%MZ}.json")
     result = {
         "device": env["device"], "date": stamp.isoformat(timespec="seconds"), "dry_run": args.dry_run,
         "torch": env["torch"], "triton": env["triton"], "cudnn": env["cudnn"], "tf32": tf32,
-        "environment": env, "rates": {}, "correctness": [], "rows": [], "skipped": [], "elapsed_s": clock.elapsed,
+        "environment": env, "rates": {}, "correctness": [], "rows": [], "skipped": [],
+        "elapsed_s": clock.elapsed,
         "atol": ATOL, "step_latency_us": roofline.STEP_LATENCY_US,
     }
     write_json(result, path)

@@ -120,7 +120,9 @@ def collect_specs(arch: int, modules: Optional[Sequence[str]] = None) -> list[tu
     for name in discover_modules() if modules is None else modules:
         specs = importlib.import_module(name).aot_specs(arch)
         if not isinstance(specs, (list, tuple)):
-            raise TypeError(f"{name}.aot_specs({arch}) must return a list of KernelSpec, got {type(specs).__name__}")
+            raise TypeError(
+                f"{name}.aot_specs({arch}) must return a list of KernelSpec, got {type(specs).__name__}"
+            )
         out.extend((name, s) for s in specs)
     return out
 
@@ -154,7 +156,8 @@ def _ptxas_usage(ptx: str, kernel_name: str, arch: int) -> dict:
         src = os.path.join(tmp, "kernel.ptx")
         with open(src, "w") as f:
             f.write(ptx)
-        cmd = [_ptxas(arch), "-v", f"--gpu-name={_gpu_name(arch)}", src, "-o", os.path.join(tmp, "kernel.cubin")]
+        cubin = os.path.join(tmp, "kernel.cubin")
+        cmd = [_ptxas(arch), "-v", f"--gpu-name={_gpu_name(arch)}", src, "-o", cubin]
         run = subprocess.run(cmd, capture_output=True, text=True)
     log = run.stdout + run.stderr
     if run.returncode != 0:
@@ -247,6 +250,53 @@ def load_specs(source: str, arch: int) -> list:
     return list(specs)
 
 
+_TYPE_BYTES = {"fp64": 8, "i64": 8, "fp32": 4, "i32": 4, "fp16": 2, "bf16": 2, "i16": 2, "i8": 1, "i1": 1}
+
+
+def _pointer_types(spec) -> tuple:
+    return tuple(v for v in spec.signature.values() if isinstance(v, str) and v.startswith("*"))
+
+
+def _weight(spec) -> float:
+    # How much of the chip one program of this spec asks for: larger tiles, wider
+    # elements, more warps and stages mean more registers and shared memory.
+    w = float(spec.num_warps * max(spec.num_stages, 1))
+    w *= sum(_TYPE_BYTES.get(t[1:], 4) for t in _pointer_types(spec))
+    for v in spec.constexprs.values():
+        if isinstance(v, int) and not isinstance(v, bool) and v > 1:
+            w *= v
+    return w
+
+
+def fast_subset(pairs: Sequence[tuple]) -> list[tuple]:
+    """A few specs per kernel that still exercise every dtype and constexpr value.
+
+    ``pairs`` are ``(source, KernelSpec)``. Within each kernel the specs are taken
+    heaviest first (see ``_weight``), keeping one only if it brings a pointer-dtype
+    signature, constexpr value, warp count or stage count not seen yet for that kernel.
+    So the worst case for spills and shared memory is always compiled, every dtype,
+    block size and flag compiles at least once, and the count grows with the number of
+    distinct values rather than with their product. The order of ``pairs`` is kept.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for k, (source, spec) in enumerate(pairs):
+        groups.setdefault((source, getattr(spec.kernel, "__name__", repr(spec.kernel))), []).append(k)
+    keep = set()
+    for members in groups.values():
+        seen: set = set()
+        # Ties go to the spec with more flags on: more code paths, more live values.
+        for k in sorted(members, key=lambda k: (-_weight(pairs[k][1]),
+                                                -sum(v is True for v in pairs[k][1].constexprs.values()))):
+            spec = pairs[k][1]
+            values = {(n, repr(v)) for n, v in spec.constexprs.items()}
+            values |= {("num_warps", spec.num_warps), ("num_stages", spec.num_stages),
+                       ("pointers", _pointer_types(spec))}
+            if not values <= seen:
+                keep.add(k)
+                seen |= values
+    return [p for k, p in enumerate(pairs) if k in keep]
+
+
 _START, _RESULT = "AOT-START ", "AOT-RESULT "
 
 
@@ -288,7 +338,8 @@ def _run_worker(items: list, specs: dict, arch: int) -> list[KernelReport]:
         if len(done) == len(remaining):
             break
         tail = "\n".join(run.stderr.strip().splitlines()[-20:])
-        why = f"compiler process exited with {run.returncode} on this kernel: {tail.splitlines()[-1] if tail else ''}"
+        last = tail.splitlines()[-1] if tail else ""
+        why = f"compiler process exited with {run.returncode} on this kernel: {last}"
         failed = remaining[len(done):] if started == len(done) else [remaining[len(done)]]
         if started == len(done):  # died before starting any item: nothing to retry on
             why = f"worker process exited with {run.returncode} before compiling: {tail}"
@@ -303,7 +354,7 @@ def _run_worker(items: list, specs: dict, arch: int) -> list[KernelReport]:
     return reports
 
 
-def check_sources(sources: Sequence[str], arch, jobs: int = 2) -> list[KernelReport]:
+def check_sources(sources: Sequence[str], arch, jobs: int = 2, fast: bool = False) -> list[KernelReport]:
     """Compile and measure every KernelSpec ``sources`` declare, for ``sm_<arch>``.
 
     Each source is a module name whose ``aot_specs(arch)`` lists specs, or
@@ -311,6 +362,7 @@ def check_sources(sources: Sequence[str], arch, jobs: int = 2) -> list[KernelRep
     Compilation runs in ``jobs`` fresh worker processes with the interpreter off, so
     it works from any process (the test suite runs with TRITON_INTERPRET=1) and a
     compiler crash fails one kernel instead of the whole check. Reports keep spec order.
+    ``fast`` compiles only :func:`fast_subset` of the specs.
     """
     arch = parse_arch(arch)
     if jobs < 1:
@@ -321,6 +373,9 @@ def check_sources(sources: Sequence[str], arch, jobs: int = 2) -> list[KernelRep
         for index, spec in enumerate(load_specs(source, arch)):
             specs[(source, index)] = spec
     items = list(specs)
+    if fast:
+        chosen = {id(spec) for _, spec in fast_subset([(key[0], spec) for key, spec in specs.items()])}
+        items = [key for key in items if id(specs[key]) in chosen]
     slices = [items[k::jobs] for k in range(min(jobs, len(items)))]
     with ThreadPoolExecutor(max_workers=max(1, len(slices))) as pool:
         results = list(pool.map(lambda part: _run_worker(part, specs, arch), slices))
@@ -342,6 +397,13 @@ def _fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
+def _short(source: str) -> str:
+    if ":" in source:  # path/to/file.py:function
+        path, func = source.rsplit(":", 1)
+        return f"{os.path.basename(path)}:{func}"
+    return source.rsplit(".", 1)[-1]
+
+
 def format_table(reports: Sequence[KernelReport]) -> str:
     """The per-kernel report as aligned plain text."""
     head = ["kernel", "spec (dtype, blocks)", "warps", "stages", "regs", "spills B", "smem B", "s", "status"]
@@ -349,7 +411,7 @@ def format_table(reports: Sequence[KernelReport]) -> str:
     for r in reports:
         problems = r.problems()
         rows.append([
-            f"{r.module.rsplit('.', 1)[-1]}.{r.name}" if r.module else r.name,
+            f"{_short(r.module)}.{r.name}" if r.module else r.name,
             r.label,
             str(r.num_warps),
             str(r.num_stages),
@@ -382,10 +444,15 @@ def summary_line(reports: Sequence[KernelReport], arch: int) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m lstm_kernels.aot", description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", required=True, help="target GPU: sm_80 or sm_90 (also 80, 90, sm_86, sm_89)")
-    parser.add_argument("--jobs", type=int, default=2, help="compile in this many worker processes (default 2)")
+    parser.add_argument("--arch", required=True,
+                        help="target GPU: sm_80 or sm_90 (also 80, 90, sm_86, sm_89)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="compile in this many worker processes (default 2)")
     parser.add_argument("--module", action="append", default=None,
                         help="check only this module (dotted name, or path/to/file.py:function); repeatable")
+    parser.add_argument("--fast", action="store_true",
+                        help="only a subset covering every dtype, block size, flag and warp count per kernel "
+                             "(the heaviest spec of each always included); what CI runs")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -399,12 +466,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _worker(arch)
 
     start = time.perf_counter()
-    reports = check_sources(args.module or discover_modules(), arch, jobs=args.jobs)
+    reports = check_sources(args.module or discover_modules(), arch, jobs=args.jobs, fast=args.fast)
     print(format_table(reports))
     for r in reports:
         if r.error is not None and r.extra.get("traceback"):
             print(f"\n{r.name} [{r.label}]:\n{r.extra['traceback']}", file=sys.stderr)
-    print(summary_line(reports, arch) + f" ({time.perf_counter() - start:.1f} s)")
+    print(summary_line(reports, arch) + (" [--fast subset]" if args.fast else "")
+          + f" ({time.perf_counter() - start:.1f} s)")
     return 0 if all(r.ok for r in reports) else 1
 
 

@@ -177,8 +177,9 @@ def floor(s: Shape, hbm_gbps: float, matmul_tflops: float, step_latency_us: floa
                  floor_ms=terms[bound], bound=bound)
 
 
-def floor_ms(mode: str, T: int, B: int, I: int, H: int, P: Optional[int] = None, layers: int = 1,  # noqa: E741
-             directions: int = 1, dtype: Union[str, torch.dtype] = torch.float32, *,
+def floor_ms(mode: str, T: int, B: int, I: int, H: int,  # noqa: E741
+             P: Optional[int] = None, layers: int = 1, directions: int = 1,
+             dtype: Union[str, torch.dtype] = torch.float32, *,
              hbm_gbps: float, matmul_tflops: float, step_latency_us: float = STEP_LATENCY_US) -> float:
     """``floor(Shape(...), ...).floor_ms`` in one call."""
     shape = Shape(mode, T, B, I, H, P, layers, directions, dtype)

@@ -59,7 +59,8 @@ def test_dry_run_checks_every_backend_and_tier_and_never_aborts(dry_run_result):
         if e["status"] == "error":
             assert e["traceback"].strip(), e
         else:
-            assert set(e["errors"]) >= {"out", "h_n", "c_n", "grad_input", "grad_h0", "grad_c0", "grad_weight_hh_l0"}
+            compared = {"out", "h_n", "c_n", "grad_input", "grad_h0", "grad_c0", "grad_weight_hh_l0"}
+            assert set(e["errors"]) >= compared
             for v in e["errors"].values():
                 assert math.isclose(v["bound"], 2 * v["cudnn"] + e["atol"])
     # The rule must not reject the eager oracle itself: if it did, every verdict would be noise.
