@@ -70,8 +70,9 @@ def test_persistent_multi_program_tiling_single_step(cfg, monkeypatch):
     """
     def config_for(B, H, P, has_proj, dtype, device, directions=1):
         BB = 16
-        return persistent.PersistentConfig(BLOCK_H=16, BLOCK_P=16, BLOCK_B=BB, BLOCK_K=16, NP=triton.cdiv(H, 16),
-                                           NM=triton.cdiv(B, BB), num_warps=4, barrier=False)
+        return persistent.PersistentConfig(BLOCK_H=16, BLOCK_P=16, BLOCK_B=BB, BLOCK_K=16,
+                                           NP=triton.cdiv(H, 16), NM=triton.cdiv(B, BB), num_warps=4,
+                                           barrier=False)
 
     monkeypatch.setattr(persistent, "_config_for", config_for)
     assert triton.cdiv(cfg.hidden_size, 16) > 1
@@ -87,7 +88,8 @@ def test_persistent_rejects_shapes_it_cannot_hold():
     small = persistent.persistent_config(4, 48, 48, False, torch.float16, 132, interpreting=False)
     assert small.NP == 1 and not small.use_barrier
     # Both directions in one launch need twice the resident programs.
-    assert persistent.persistent_config(4, 4096, 4096, False, torch.float16, 100, interpreting=False) is not None
+    assert persistent.persistent_config(4, 4096, 4096, False, torch.float16, 100,
+                                        interpreting=False) is not None
     assert persistent.persistent_config(4, 4096, 4096, False, torch.float16, 100, interpreting=False,
                                         directions=2) is None
 

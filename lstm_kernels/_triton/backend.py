@@ -64,10 +64,11 @@ def choose_tier(B: int, H: int, T: int, dtype: torch.dtype, device: torch.device
     """
     from .persistent import persistent_config, sm_count
 
-    if device.type == "cuda" and B * H >= _POINTWISE_MIN_BH and "pointwise" in _tier_scans():
+    on_gpu = device.type == "cuda"
+    if on_gpu and B * H >= _POINTWISE_MIN_BH and "pointwise" in _tier_scans():
         return "pointwise"
     # A projection never changes whether the persistent grid fits (P < H), so H stands for P.
-    if persistent_config(B, H, H, False, dtype, sm_count(device), interpreting=device.type != "cuda") is not None:
+    if persistent_config(B, H, H, False, dtype, sm_count(device), interpreting=not on_gpu) is not None:
         return "persistent"
     return "fused_step"
 

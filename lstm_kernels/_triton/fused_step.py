@@ -178,9 +178,9 @@ def _bwd_step_kernel(
     go = tl.load(p_sg + 3 * H, mask=m_jb, other=0.0).to(tl.float32)
     c = tl.load(p_cs + (t.to(tl.int64) * B + row) * H + o_j[:, None], mask=m_jb, other=0.0).to(tl.float32)
     m_carry = (o_b < bs_prev)[None, :]
-    c_prev = tl.load(p_cs + (t_prev.to(tl.int64) * B + row) * H + o_j[:, None], mask=m_jb & m_carry, other=0.0)
-    c_prev = c_prev.to(tl.float32) + tl.load(p_c0 + row * H + o_j[:, None], mask=m_jb & ~m_carry, other=0.0).to(
-        tl.float32)
+    c_prev = tl.load(p_cs + (t_prev.to(tl.int64) * B + row) * H + o_j[:, None], mask=m_jb & m_carry,
+                     other=0.0).to(tl.float32)
+    c_prev += tl.load(p_c0 + row * H + o_j[:, None], mask=m_jb & ~m_carry, other=0.0).to(tl.float32)
     tc = tanh(c)
     p_dcj = p_dc + row * H + o_j[:, None]
     dc = tl.load(p_dcj, mask=m_jb, other=0.0) + dh * go * (1.0 - tc * tc)
@@ -263,7 +263,8 @@ def check_scan_inputs(gx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Op
         raise TypeError(f"triton {tier}: dtype {gx.dtype} is not supported (float32, float16, bfloat16)")
     for name, x in (("h0", h0), ("c0", c0), ("w_hh", w_hh), ("w_hr", w_hr)):
         if x is not None and (x.dtype != gx.dtype or x.device != gx.device):
-            raise ValueError(f"triton {tier}: {name} is {x.dtype} on {x.device}, gx is {gx.dtype} on {gx.device}")
+            raise ValueError(f"triton {tier}: {name} is {x.dtype} on {x.device}, "
+                             f"gx is {gx.dtype} on {gx.device}")
 
 
 def rows_last_first(bs: list[int], B: int, reverse: bool, device) -> tuple[Tensor, Tensor]:
@@ -469,7 +470,8 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                         specs.append(KernelSpec(
                             kernel=_bwd_step_kernel,
                             signature={
-                                "p_dgates": "*fp32", "p_wt": f"*{tdt}", "p_dout": f"*{tdt}", "p_dhn": f"*{tdt}",
+                                "p_dgates": "*fp32", "p_wt": f"*{tdt}", "p_dout": f"*{tdt}",
+                                "p_dhn": f"*{tdt}",
                                 "p_dhr": "*fp32", "p_dc": "*fp32", "p_gates": f"*{cdt}", "p_cs": f"*{cdt}",
                                 "p_c0": f"*{tdt}", "t": "i32", "t_next": "i32", "t_prev": "i32",
                                 "bs": "i32", "bs_next": "i32", "bs_prev": "i32", "B": "i32", "H": "i32",
@@ -477,7 +479,8 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                                 "BLOCK_H": "constexpr", "BLOCK_B": "constexpr", "BLOCK_K": "constexpr",
                                 "FUSE_DH": "constexpr", "DOT_PRECISION": "constexpr",
                             },
-                            constexprs=dict(BLOCK_H=BH, BLOCK_B=BB, BLOCK_K=BK, FUSE_DH=fuse, DOT_PRECISION=prec),
+                            constexprs=dict(BLOCK_H=BH, BLOCK_B=BB, BLOCK_K=BK, FUSE_DH=fuse,
+                                            DOT_PRECISION=prec),
                             num_warps=warps,
                             label=f"fused_step bwd {tdt} BH{BH} BB{BB} BK{BK} fuse_dh={fuse}",
                         ))

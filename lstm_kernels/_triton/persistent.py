@@ -1,30 +1,37 @@
-"""Tier "persistent": one launch per layer direction covers all time steps, W_hh held on-chip.
+"""Tier "persistent": one launch covers all time steps of a layer (both directions with D = 2).
 
 Dimensions: T seq len, B batch, H hidden, P = proj_size or H, G = 4H (gates i, f, g, o);
-NP programs per batch tile, NM batch tiles; P_PAD, H_PAD = next powers of two of P and H.
+D directions, NP programs per batch tile and direction, NM batch tiles.
 
-Grid (NP, NM). Program (n, m) owns hidden units ``n*BLOCK_H ..`` (all four gates) and, with a
-projection, output columns ``n*BLOCK_P ..``; it serves batch rows ``m*BLOCK_B ..``. Before the
-time loop it loads its weight slices once and keeps them for the whole launch:
+Grid (NP, NM, D). Program (n, m, d) owns hidden units ``n*BLOCK_H ..`` (all four gates) and,
+with a projection, output columns ``n*BLOCK_P ..``; it serves batch rows ``m*BLOCK_B ..`` of
+direction d (every tensor carries a leading [D] dimension). Per step it computes the transposed
+products, K-chunked by BLOCK_K:
 
-    forward   W_hh[g*H + hidden block, :P]  4 x [BLOCK_H, P_PAD]    (+ W_hr[P block, :H]  [BLOCK_P, H_PAD])
-    backward  W_hh[g*H + :H, P block]^T     4 x [BLOCK_P, H_PAD]    (+ W_hr[:P, hidden block]^T [BLOCK_H, P_PAD])
+    forward   gates_g^T [BLOCK_H, BLOCK_B] = W_hh[g*H + hidden block, :] @ h_prev^T
+              (+ out^T [BLOCK_P, BLOCK_B] = W_hr[P block, :] @ h^T)
+    backward  dh^T [BLOCK_P, BLOCK_B]      = sum_g W_hh[g*H:(g+1)*H, P block]^T @ dgates_g[t_next]^T
+              (+ dhr^T [BLOCK_H, BLOCK_B]  = W_hr[:, hidden block]^T @ dh^T)
 
-The cell state (and in the backward its gradient) of the owned block stays in registers for
-all T steps. The hidden state is exchanged through global memory: each step reads the full
-``h[t_prev]`` (``out[t_prev]``, or ``h0`` for rows that did not run there), writes its own block
-of ``h[t]``, then all NP programs of a batch tile meet at a grid barrier: an int32 counter per
-batch tile, zeroed per launch; barrier k of a launch waits until the counter reaches
-``k * NP`` (arrive: ``atomic_add`` with acq_rel; wait: ``atomic_add(ptr, 0)`` with acquire).
-A projection adds a second barrier per step (the projection needs all of ``h``).
+The program's weight slice (4 x BLOCK_H x P values) is the same every step, so after the first
+step it is served from L1/L2; it is not pinned in registers or shared memory because a
+full-width slice held across the time loop spills (ptxas, sm_90: several KB of stack per
+thread already at H = 256), while K-chunked tiles compile spill-free. The cell state (and in
+the backward its gradient) of the owned block stays in registers for all T steps.
 
-With NP == 1 (one program owns every hidden unit: small H, and always under the interpreter,
-which runs programs one after another so a spin barrier would deadlock) the barrier is compiled
-out and batch tiles run fully independently: the same math with no synchronisation at all.
+The hidden state is exchanged through global memory: each step reads the full ``h[t_prev]``
+(``out[t_prev]``, or ``h0`` for rows that did not run there), writes its own block of ``h[t]``,
+then the NP programs of a (batch tile, direction) meet at a grid barrier: one int32 counter each,
+zeroed per launch; barrier k of a launch waits until the counter reaches ``k * NP`` (arrive:
+``atomic_add`` with acq_rel at gpu scope after a CTA barrier; wait: ``atomic_add(ptr, 0)`` with
+acquire). A projection adds a second barrier per step (the projection needs all of ``h``).
 
-The launch needs all NP x NM programs resident at once, so ``persistent_config`` only returns a
-configuration with NP x NM <= the number of SMs, and ``None`` when the weight slices would not
-fit a program's register budget; ``choose_tier`` then falls back to ``fused_step``.
+With NP == 1 (one program owns every hidden unit: H <= 64 on a GPU, and always under the
+interpreter, which runs programs one after another so a spin barrier would deadlock) the
+barrier is compiled out and batch tiles run independently: the same math, no synchronisation.
+
+A barrier launch needs all NP x NM x D programs resident at once, so ``persistent_config``
+returns None when they exceed the SM count; ``choose_tier`` then falls back to ``fused_step``.
 """
 from __future__ import annotations
 
@@ -271,7 +278,8 @@ def _bwd_kernel(
         m_jb = m_j[:, None] & m_b[None, :]
         m_pb = m_p[:, None] & m_b[None, :]
 
-        # Phase A: dh^T [BLOCK_P, BLOCK_B] of the owned columns = sum_g W_hh_g[:, owned]^T @ dgates_g[t_next]^T
+        # Phase A: dh^T [BLOCK_P, BLOCK_B] of the owned columns
+        #          = sum_g W_hh_g[:, owned]^T @ dgates_g[t_next]^T
         m_next = (o_b < bs_next)[None, :]
         dh = tl.zeros((BLOCK_P, BLOCK_B), dtype=tl.float32)
         for k0 in range(0, H, BLOCK_K):
@@ -287,7 +295,8 @@ def _bwd_kernel(
                 dh = tl.dot(b_w, b_d, dh, input_precision=DOT_PRECISION)
         dh += tl.load(p_dhn + row * P + o_p[:, None], mask=m_pb & (o_b >= bs_next)[None, :], other=0.0).to(
             tl.float32)
-        dh += tl.load(p_dout + t64 * s_do_t + row * s_do_b + o_p[:, None], mask=m_pb, other=0.0).to(tl.float32)
+        dh += tl.load(p_dout + t64 * s_do_t + row * s_do_b + o_p[:, None], mask=m_pb,
+                      other=0.0).to(tl.float32)
         if HAS_PROJ:
             tl.store(p_dhs + (t64 * B + row) * P + o_p[:, None], dh, mask=m_pb)
             if USE_BARRIER:
@@ -459,7 +468,8 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     return out, h_n, c_n, gates, cs, hs
 
 
-def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
+def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse,
+                     out, gates, cs, hs):
     """The backward of :func:`_launch_forward`; every tensor has the leading [D] dimension."""
     D, T, B, P = out.shape
     H = c0.shape[2]
@@ -476,7 +486,8 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     w_hh_c = w_hh.contiguous()
     _, prec = dot_settings(out.dtype)
     _bwd_kernel[(cfg.NP, cfg.NM, D)](
-        g_out, grad_h_n.contiguous(), grad_c_n.contiguous(), w_hh_c, w_hr.contiguous() if has_proj else w_hh_c,
+        g_out, grad_h_n.contiguous(), grad_c_n.contiguous(), w_hh_c,
+        w_hr.contiguous() if has_proj else w_hh_c,
         bs_dev, gates.contiguous(), cs.contiguous(), c0.contiguous(), d_gates, d_hs, d_c0, sync,
         T, B, H, P, g_out.stride(0), g_out.stride(1), g_out.stride(2), cfg.NP,
         int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
