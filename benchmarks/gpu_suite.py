@@ -46,6 +46,7 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
 import statistics  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -80,6 +81,8 @@ class Config:
     min_reps: int = 3
     max_reps: int = 20
     warmup: int = 2
+    hang_s: float = 120.0  # one step longer than this is a hang (cold compiles included)
+    hard_margin_s: float = 25.0  # past budget + this, the watchdog ends the run (GPU: 355 s < 6 min)
 
 
 def _case(T, B, I, H, layers=1, bi=False, proj=0, packed=False):  # noqa: E741
@@ -190,6 +193,42 @@ class Clock:
         return min(section, self.total_s - self.run_elapsed())
 
 
+class Watchdog:
+    """Ends the run, JSON written, when one step makes no progress for ``hang_s`` (a
+    deadlocked kernel cannot be interrupted from Python) or the run passes ``hard_s``."""
+
+    def __init__(self, clock: "Clock", hang_s: float, hard_s: float):
+        self.clock, self.hang_s, self.hard_s = clock, hang_s, hard_s
+        self.what, self.since = "start", time.perf_counter()
+        self.save: Optional[Callable[[dict], None]] = None
+
+    def beat(self, what: str) -> None:
+        self.what, self.since = what, time.perf_counter()
+
+    def start(self, save: Callable[[dict], None]) -> None:
+        self.save = save
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(1.0)
+            stuck = time.perf_counter() - self.since
+            if stuck > self.hang_s or self.clock.run_elapsed() > self.hard_s:
+                why = (f"no progress for {stuck:.0f} s" if stuck > self.hang_s
+                       else f"run passed its hard limit of {self.hard_s:.0f} s")
+                print(f"\nwatchdog: {why} while running {self.what}; writing results and exiting", flush=True)
+                self.save({"section": "watchdog", "what": self.what, "reason": why})
+                os._exit(3)
+
+
+WATCHDOG: Optional[Watchdog] = None
+
+
+def beat(what: str) -> None:
+    if WATCHDOG is not None:
+        WATCHDOG.beat(what)
+
+
 class Timer:
     """Median time of a callable: CUDA events on a GPU, perf_counter on CPU."""
 
@@ -239,6 +278,7 @@ def environment(cfg: Config, tf32: bool) -> dict:
         "lstm_kernels": lstm_kernels.__version__,
         "backends": lstm_kernels.available_backends(),
         "tiers": implemented_tiers(),
+        "tier_error": TIER_ERRORS[0] if TIER_ERRORS else None,
         "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"),
         "tf32": tf32,
         "allow_tf32": {"cuda.matmul": torch.backends.cuda.matmul.allow_tf32,
@@ -264,13 +304,22 @@ def _triton_version() -> Optional[str]:
     return triton.__version__
 
 
+TIER_ERRORS: list = []  # why the tier list could not be read, for the JSON
+
+
 def implemented_tiers() -> list[str]:
     """Triton tiers this checkout implements (empty without the triton backend)."""
     if "triton" not in lstm_kernels.available_backends():
         return []
     from lstm_kernels._triton import backend as tb
 
-    scans = tb._tier_scans()
+    try:
+        scans = tb._tier_scans()
+    except Exception:  # a broken tier module: run the rest, and say why in the JSON
+        if not TIER_ERRORS:
+            TIER_ERRORS.append(traceback.format_exc())
+            print(f"  cannot list triton tiers: {TIER_ERRORS[0].strip().splitlines()[-1]}", flush=True)
+        return []
     return [t for t in tb.TIERS if t in scans]
 
 
@@ -369,7 +418,8 @@ def correctness_order(cases: list) -> list:
             if names[(k + r) % len(names)] in case.get("dtypes", names)]
 
 
-def correctness(cfg: Config, clock: Clock, timer: Timer, tf32: bool, record: list, skipped: list) -> None:
+def correctness(cfg: Config, clock: Clock, timer: Timer, tf32: bool, record: list, skipped: list,
+                save: Callable[[], None] = lambda: None) -> None:
     labels = backend_labels()
     print(f"  {len(labels)} implementations: {', '.join(labels)}", flush=True)
     for case, dtype_name in correctness_order(cfg.correctness_cases):
@@ -378,6 +428,8 @@ def correctness(cfg: Config, clock: Clock, timer: Timer, tf32: bool, record: lis
             skipped.append({"section": "correctness", "case": case["name"], "dtype": dtype_name,
                             "reason": "time budget spent"})
             continue
+        save()
+        beat(f"correctness {case['name']} {dtype_name} nn.LSTM")
         try:
             setup = _case_setup(case, dtype, cfg.device, timer)
         except Exception:
@@ -390,6 +442,7 @@ def correctness(cfg: Config, clock: Clock, timer: Timer, tf32: bool, record: lis
         for label in labels:
             entry = {"case": case["name"], "dtype": dtype_name, "backend": label, "atol": atol,
                      "versus": setup["versus"]}
+            beat(f"correctness {case['name']} {dtype_name} {label}")
             try:
                 got = _run_case(_ours(setup["cudnn_module"], label), label, *setup["inputs"])
                 timer.sync()
@@ -462,7 +515,8 @@ def _case_setup(case: dict, dtype: torch.dtype, device: str, timer: Timer) -> di
 # --------------------------------------------------------------------------- (d)
 
 
-def timings(cfg: Config, clock: Clock, timer: Timer, rates: dict, rows: list, skipped: list) -> None:
+def timings(cfg: Config, clock: Clock, timer: Timer, rates: dict, rows: list, skipped: list,
+            save: Callable[[], None] = lambda: None) -> None:
     labels = ["nn.LSTM"] + [b for b in backend_labels() if b not in cfg.time_backends_exclude]
     shapes = list({tuple(sorted(s.items())): s for p in cfg.timing_passes for s in p}.values())
     print(f"  {len(shapes)} shapes x {len(labels)} implementations: {', '.join(labels)}", flush=True)
@@ -474,6 +528,7 @@ def timings(cfg: Config, clock: Clock, timer: Timer, rates: dict, rows: list, sk
                   flush=True)
             break
         rows.extend(_time_shape(shape, labels, cfg, timer, rates))
+        save()
 
 
 def _time_shape(shape: dict, labels: list, cfg: Config, timer: Timer, rates: dict) -> list:
@@ -499,6 +554,7 @@ def _time_shape(shape: dict, labels: list, cfg: Config, timer: Timer, rates: dic
     for label in labels:
         row = dict(shape, backend=label, ms=None, cudnn_ms=None, max_err=None, floor_ms=floor.floor_ms,
                    floor_bound=floor.bound)
+        beat(f"timing {label} {shape}")
         try:
             module = ref if label == "nn.LSTM" else _ours(ref, label)
             fn = _step_fn(module, label, x, g_out, training)
@@ -630,8 +686,26 @@ def main(argv=None) -> int:
         "atol": ATOL, "step_latency_us": roofline.STEP_LATENCY_US,
     }
     write_json(result, path)
+    save = lambda: write_json(result, path)  # noqa: E731
+
+    def final_save(event: dict) -> None:
+        result["skipped"].append(event)
+        result["elapsed_s"] = dict(clock.elapsed, total=round(clock.run_elapsed(), 3))
+        for attempt in range(3):  # the main thread may be appending while this thread writes
+            try:
+                write_json(result, path)
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+
+    global WATCHDOG
+    WATCHDOG = Watchdog(clock, hang_s=cfg.hang_s, hard_s=clock.total_s + cfg.hard_margin_s)
+    WATCHDOG.start(final_save)
 
     clock.begin("rates", cfg.budgets["rates"])
+    beat("rates")
     try:
         result["rates"] = measure_rates(cfg, timer)
     except Exception:
@@ -641,13 +715,13 @@ def main(argv=None) -> int:
     write_json(result, path)
 
     clock.begin("correctness", cfg.budgets["correctness"])
-    correctness(cfg, clock, timer, tf32, result["correctness"], result["skipped"])
+    correctness(cfg, clock, timer, tf32, result["correctness"], result["skipped"], save)
     clock.end("correctness")
     write_json(result, path)
 
     clock.begin("timing", cfg.budgets["timing"])
     if "hbm_gbps" in result["rates"]:
-        timings(cfg, clock, timer, result["rates"], result["rows"], result["skipped"])
+        timings(cfg, clock, timer, result["rates"], result["rows"], result["skipped"], save)
     else:
         result["skipped"].append({"section": "timing", "reason": "no measured rates for the floor model"})
     clock.end("timing")
