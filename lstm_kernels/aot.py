@@ -1,13 +1,16 @@
 """Ahead-of-time compile check for every Triton kernel specialization; needs no GPU.
 
     python -m lstm_kernels.aot --arch sm_90        # or sm_80, 90, 80
+    python -m lstm_kernels.aot --arch sm_90 --fast # the subset CI compiles
+    python -m lstm_kernels.aot --arch sm_90 --module path/to/file.py:specs_function
 
 Every module in ``lstm_kernels._triton`` that defines ``aot_specs(arch)`` (see
 ``_triton/specs.py``) is imported (found with pkgutil, so a new tier module is checked
 as soon as it exists). Each ``KernelSpec`` is compiled to a cubin for the target with
 ``triton.compile``; the bundled ``ptxas -v`` reports registers and spills of the PTX,
 and the compiled metadata the shared memory one program needs. One row per kernel is
-printed, then a one-line summary. The exit status is non-zero when any kernel fails
+printed, then a one-line summary. Compilation runs in ``--jobs`` worker processes
+(default 2) with the interpreter off, so a compiler crash fails one kernel, not the run. The exit status is non-zero when any kernel fails
 to compile, spills registers, or needs more shared memory than one block may have.
 
 Labels use the dimensions of the rest of the package: B batch, H hidden size,
@@ -176,6 +179,16 @@ def _ptxas_usage(ptx: str, kernel_name: str, arch: int) -> dict:
     }
 
 
+def _ast_source(ast_source, spec):
+    # triton >= 3.2 (3.6 and 3.9 included) names the keyword ``constexprs``; older
+    # releases called it ``constants``.
+    import inspect
+
+    params = inspect.signature(ast_source.__init__).parameters
+    key = "constexprs" if "constexprs" in params else "constants"
+    return ast_source(fn=spec.kernel, signature=dict(spec.signature), **{key: dict(spec.constexprs)})
+
+
 def compile_spec(spec, arch: int, module: str = "") -> KernelReport:
     """Compile one ``KernelSpec`` for ``sm_<arch>`` and measure it; errors go into the report."""
     import triton
@@ -198,7 +211,7 @@ def compile_spec(spec, arch: int, module: str = "") -> KernelReport:
         unknown = set(spec.signature) - set(spec.kernel.arg_names)
         if unknown:
             raise ValueError(f"signature names {sorted(unknown)} are not arguments of {name}")
-        src = ASTSource(fn=spec.kernel, signature=dict(spec.signature), constexprs=dict(spec.constexprs))
+        src = _ast_source(ASTSource, spec)
         compiled = triton.compile(
             src,
             target=GPUTarget("cuda", arch, 32),
