@@ -52,6 +52,11 @@ from .ops import register_scan
 # (built without oneDNN) the helpers fall back to BLAS, and the scripted code is the same.
 DNN_MIN_MACS = 1 << 21
 HAS_DNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# A weight reordered once into oneDNN's blocked layout makes each step's matmul ~30% faster
+# at B=16, H=256 (less at larger B); the reorder costs 2-3 steps, so it pays from this T.
+# It is redone every call: nothing is cached, so a changed parameter can never be stale.
+PACK_MIN_T = 32
+HAS_DNN_REORDER = HAS_DNN_LINEAR and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 if HAS_DNN_LINEAR:
 
@@ -90,6 +95,7 @@ def _scan_forward(
     reverse: bool,
     save: bool,
     dnn: bool,  # step matmuls through oneDNN (float32 only)
+    w_step: Tensor,  # [4H, P] w_hh as the step matmul takes it under dnn (maybe oneDNN-blocked)
 ):
     T = gx.size(0)
     B = gx.size(1)
@@ -118,8 +124,6 @@ def _scan_forward(
     w_hh_t = w_hh.t()
     w_hr_t = w_hr.t() if w_hr is not None else w_hh_t
     w_hr_c = w_hr.contiguous() if w_hr is not None else w_hh
-    if dnn:
-        w_hh = w_hh.contiguous()
     # Scratch rows reused every step; only the batch rows active at a step are used.
     act = torch.empty(B, 4 * H, dtype=cdt, device=dev)
     tc = torch.empty(B, H, dtype=cdt, device=dev)
@@ -131,7 +135,7 @@ def _scan_forward(
         for s in range(T):
             t = T - 1 - s if reverse else s
             if dnn:
-                g = _linear_add(h, gx[t], w_hh)
+                g = _linear_add(h, gx[t], w_step)
             else:
                 g = torch.addmm(gx[t], h, w_hh_t)
             if low:
@@ -169,7 +173,7 @@ def _scan_forward(
         hb = h[:bs]
         cb = c[:bs]
         if dnn:
-            g = _linear_add(hb, gx[t, :bs], w_hh)
+            g = _linear_add(hb, gx[t, :bs], w_step)
         else:
             g = torch.addmm(gx[t, :bs], hb, w_hh_t)
         if low:
@@ -246,6 +250,7 @@ def _scan_backward(
     cs: Tensor,  # [T, B, H] cell state after each step, compute dtype
     hs: Tensor,  # [T, B, H] unprojected hidden state (w_hr only), compute dtype
     dnn: bool,  # matmuls through oneDNN (float32 only)
+    w_step: Tensor,  # [P, 4H] w_hh^T as the step matmul takes it under dnn (maybe oneDNN-blocked)
 ):
     T = out.size(0)
     B = out.size(1)
@@ -294,7 +299,6 @@ def _scan_backward(
     dh = grad_h_n.to(cdt).clone()
     dc = grad_c_n.to(cdt).clone()
     w_hh_c = w_hh.to(cdt)
-    w_hh_tc = w_hh_c.t().contiguous() if dnn else w_hh_c  # [P, 4H]: oneDNN wants [N, K]
     if w_hr is not None:
         w_hr_c = w_hr.to(cdt)
         w_hr_tc = w_hr_c.t().contiguous() if dnn else w_hr_c
@@ -320,7 +324,7 @@ def _scan_backward(
             torch.mul(dhr, q[t], out=d_o[t])
             dc = dc * f_a[t]
             if dnn:
-                dh = _linear(d_gates[t], w_hh_tc)
+                dh = _linear(d_gates[t], w_step)
             else:
                 dh = torch.mm(d_gates[t], w_hh_c)
     else:
@@ -339,7 +343,7 @@ def _scan_backward(
             torch.mul(dhr, q[t, :bs], out=d_o[t, :bs])
             dcb.mul_(f_a[t, :bs])
             if dnn:
-                dhb.copy_(_linear(d_gates[t, :bs], w_hh_tc))
+                dhb.copy_(_linear(d_gates[t, :bs], w_step))
             else:
                 torch.mm(d_gates[t, :bs], w_hh_c, out=dhb)
 
@@ -389,20 +393,34 @@ def _use_dnn(x: Tensor, B: int, G: int, P: int) -> bool:
     )
 
 
+def _step_weight(w: Tensor, T: int, B: int, dnn: bool) -> Tensor:
+    """``w`` ([N, K]) as the step matmul takes it: contiguous, oneDNN-blocked for long scans."""
+    if not dnn:
+        return w
+    w = w.contiguous()
+    if HAS_DNN_REORDER and T >= PACK_MIN_T:
+        return torch.ops.mkldnn._reorder_linear_weight(w, B)
+    return w
+
+
 def _forward_impl(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
-    dnn = _use_dnn(gx, gx.shape[1], gx.shape[2], h0.shape[1])
+    T, B, G = gx.shape
+    dnn = _use_dnn(gx, B, G, h0.shape[1])
+    w_step = _step_weight(w_hh, T, B, dnn)
     with torch.jit.optimized_execution(False):
         return scan_forward_scripted(
-            gx, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse, save, dnn
+            gx, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse, save, dnn, w_step
         )
 
 
 def _backward_impl(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
-    dnn = _use_dnn(gates, out.shape[1], gates.shape[2], h0.shape[1])
+    T, B = out.shape[0], out.shape[1]
+    dnn = _use_dnn(gates, B, 4 * c0.shape[1], h0.shape[1])
+    w_step = _step_weight(w_hh.t(), T, B, dnn)
     with torch.jit.optimized_execution(False):
         return scan_backward_scripted(
             grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse,
-            out, gates, cs, hs, dnn,
+            out, gates, cs, hs, dnn, w_step,
         )
 
 

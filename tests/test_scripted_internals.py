@@ -180,11 +180,15 @@ def test_packed_equals_per_sequence_runs(bidirectional):
 
 
 @pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="this PyTorch build has no oneDNN linear")
+@pytest.mark.parametrize("blocked", [False, True], ids=["dense-w", "blocked-w"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("case", [CASES[2], CASES[3], CASES[4]], ids=case_id)
-def test_onednn_matmul_path_matches_oracle(case, reverse, monkeypatch):
-    """float32 step matmuls through oneDNN (forced here at tiny sizes) give the same scan."""
+def test_onednn_matmul_path_matches_oracle(case, reverse, blocked, monkeypatch):
+    """float32 step matmuls through oneDNN (forced here at tiny sizes) give the same scan,
+    with the weight as is and reordered into oneDNN's blocked layout (used for long scans;
+    packed input runs the blocked weight with fewer rows than it was reordered for)."""
     monkeypatch.setattr(lstm_kernels.scripted, "DNN_MIN_MACS", 1)
+    monkeypatch.setattr(lstm_kernels.scripted, "PACK_MIN_T", 1 if blocked else 10**9)
     T, B, H, P, bs = case
     assert lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, P)
     inputs = _inputs(T, B, H, P, torch.float32)
