@@ -227,6 +227,30 @@ def markdown(rows, packed_rows, summ, modes, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(paths: list[str], out: str) -> int:
+    """One table (and geometric means) from several runs, e.g. a grid measured in parts."""
+    runs = []
+    for p in paths:
+        with open(p) as f:
+            runs.append(json.load(f))
+    rows = [r for run in runs for r in run["grid"]]
+    packed_rows = [r for run in runs for r in run["packed"]]
+    modes = [m for m in MODES if any(m in r for r in rows + packed_rows)]
+    meta = dict(runs[0]["meta"])
+    for run in runs[1:]:
+        for k in ("threads", "clock", "torch"):
+            if run["meta"].get(k) != meta.get(k):
+                raise ValueError(f"cannot merge runs with different {k}: {meta.get(k)!r} vs {run['meta'].get(k)!r}")
+    summ = summary(rows, modes)
+    md = markdown(rows, packed_rows, summ, modes, meta)
+    print(md)
+    with open(out + ".md", "w") as f:
+        f.write(md)
+    with open(out + ".json", "w") as f:
+        json.dump({"meta": meta, "grid": rows, "packed": packed_rows, "summary": summ, "merged": paths}, f, indent=1)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few small shapes")
@@ -243,6 +267,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", default=[], help="keep shapes whose id contains all of these substrings")
     ap.add_argument("--no-grid", action="store_true", help="skip the padded grid")
     ap.add_argument("--no-packed", action="store_true", help="skip the packed-vs-padded table")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="do not measure: combine the rows of earlier runs' JSON files into one table")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu_ratios"),
                     help="output path prefix: writes PREFIX.md and PREFIX.json")
     args = ap.parse_args(argv)
@@ -253,6 +279,8 @@ def main(argv=None) -> int:
     global CLOCK, MIN_ROUNDS
     CLOCK = time.thread_time if args.clock == "thread" else time.perf_counter
     MIN_ROUNDS = args.min_rounds
+    if args.merge:
+        return merge(args.merge, args.out)
     warnings.filterwarnings("ignore", message=".*TorchScript.*")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
