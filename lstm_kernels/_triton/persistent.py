@@ -374,6 +374,12 @@ def _p2(n: int) -> int:
     return max(16, triton.next_power_of_2(max(int(n), 1)))
 
 
+def _tile_b(B: int, BH: int) -> int:
+    # The cell state and four gate accumulators of a BLOCK_H x BLOCK_B tile live in registers
+    # for the whole time loop; past 1024 elements they spill (ptxas, sm_90).
+    return max(16, min(block_b(B), 1024 // BH))
+
+
 def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
                       interpreting: Optional[bool] = None, directions: int = 1) -> Optional[PersistentConfig]:
     """The tiling for this shape, or None when the persistent kernel cannot run it.
@@ -385,14 +391,19 @@ def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype
     NP x NM x ``directions`` programs of the launch can be resident at once.
     """
     interpreting = triton_interpreting() if interpreting is None else interpreting
-    BB = block_b(B)
-    NM = triton.cdiv(B, BB)
     BK = 32  # 64 spills the fp16/bf16 forward at 32 x 32 tiles (ptxas, sm_90)
-    if interpreting or (H <= MAX_BLOCK_H and P <= MAX_BLOCK_H):
+    if interpreting:
+        BH, BP, BB = _p2(H), (_p2(P) if has_proj else _p2(H)), block_b(B)
+        NM = triton.cdiv(B, BB)
+    elif H <= MAX_BLOCK_H and P <= MAX_BLOCK_H:
         BH, BP = _p2(H), (_p2(P) if has_proj else _p2(H))
+        BB = _tile_b(B, BH)
+        NM = triton.cdiv(B, BB)
     else:
-        slots = n_sm // (NM * directions) if n_sm is not None else 1 << 30
         for BH in (16, 32, MAX_BLOCK_H):
+            BB = _tile_b(B, BH)
+            NM = triton.cdiv(B, BB)
+            slots = n_sm // (NM * directions) if n_sm is not None else 1 << 30
             nh = triton.cdiv(H, BH)
             BP = _p2(triton.cdiv(P, nh)) if has_proj else BH
             if max(nh, triton.cdiv(P, BP)) <= slots and BP <= MAX_BLOCK_H:
