@@ -20,10 +20,13 @@ Why it is written the way it is (measurements in ``benchmarks/NOTES.md``, CPU se
   row slicing.
 * The gates stay in nn.LSTM's order. An internal (i, f, o, g) order would let one
   sigmoid cover 3H instead of 4H, but ``gx`` arrives in nn.LSTM's order from the loop,
-  and reordering it costs a pass over T*B*4H, more than the H sigmoid per step it saves.
+  and reordering it costs a pass over T*B*4H, about what the smaller sigmoid saves (not
+  measured separately; see NOTES).
   With no reordered weights there is nothing to cache, so nothing can go stale when a
   parameter changes in place or through ``load_state_dict``.
-* The recurrent matmul uses ``w_hh.t()`` (a transposed view): BLAS is faster with the
+* Large float32 step matmuls go through oneDNN's linear (``DNN_MIN_MACS`` below), with
+  w_hh reordered once per call into oneDNN's blocked layout for long scans; small ones
+  use ``torch.addmm`` with ``w_hh.t()`` (a transposed view): BLAS is faster with the
   transposed flag than with a contiguous transposed copy.
 * Backward moves every pointwise factor that does not depend on the incoming gradient
   (sigmoid/tanh derivatives, tanh(c), the products with the other gates) out of the
