@@ -108,7 +108,9 @@ CLOCK = time.perf_counter
 MIN_ROUNDS = 3
 
 
-def time_interleaved(steps: dict[str, Callable[[], None]], rounds: int, budget_s: float) -> dict[str, list[float]]:
+def time_interleaved(
+    steps: dict[str, Callable[[], None]], rounds: int, budget_s: float
+) -> dict[str, list[float]]:
     """Seconds per call of each step, one sample per round, alternating steps in a rotating order."""
     names = list(steps)
     per_call = {}
@@ -151,7 +153,9 @@ def bench_shape(shape: Shape, modes, providers, rounds: int, budget_s: float) ->
             "min_ms": {p: min(samples[p]) * 1e3 for p in providers},
             "rounds": len(samples["scripted"]),
             "ratio": {p: paired_ratio(samples["scripted"], samples[p]) for p in providers if p != "scripted"},
-            "ratio_of_mins": {p: min(samples["scripted"]) / min(samples[p]) for p in providers if p != "scripted"},
+            "ratio_of_mins": {
+                p: min(samples["scripted"]) / min(samples[p]) for p in providers if p != "scripted"
+            },
         }
     return row
 
@@ -202,8 +206,9 @@ def markdown(rows, packed_rows, summ, modes, meta) -> str:
              "Ratio = scripted time / provider time: the median over rounds of the ratio of "
              "back-to-back calls (ms columns: median per call); < 1 is faster.", ""]
     if rows:
-        head = "| shape |" + "".join(f" {m[:5]} ms scripted | {m[:5]} ms oneDNN | {m[:5]} ÷oneDNN | {m[:5]} ÷native |"
-                                     for m in modes)
+        head = "| shape |" + "".join(
+            f" {m[:5]} ms scripted | {m[:5]} ms oneDNN | {m[:5]} ÷oneDNN | {m[:5]} ÷native |" for m in modes
+        )
         lines += [head, "|" + "---|" * (1 + 4 * len(modes))]
         for r in rows:
             cells = [r["id"]]
@@ -216,14 +221,17 @@ def markdown(rows, packed_rows, summ, modes, meta) -> str:
         for k, v in summ.items():
             lines.append(f"| {k} | {v['geomean']:.2f} | {v['max']:.2f} | {v['over_1.5']} | {v['n']} |")
     if packed_rows:
-        lines += ["", "Packed (lengths uniform in [1, T], one of length T) vs padded input of the same [T, B]:", "",
+        lines += ["", "Packed (lengths uniform in [1, T], one of length T) vs padded input "
+                  "of the same [T, B]:",
+                  "",
                   "| shape | mode | scripted packed/padded | nn.LSTM(oneDNN) packed/padded "
                   "| scripted packed / nn.LSTM packed |", "|---|---|---|---|---|"]
         for r in packed_rows:
             for m in modes:
                 p = r[m]
                 lines.append(f"| {r['id']} | {m} | {p['scripted_packed_over_padded']:.2f} | "
-                             f"{p['onednn_packed_over_padded']:.2f} | {p['scripted_packed_over_onednn_packed']:.2f} |")
+                             f"{p['onednn_packed_over_padded']:.2f} | "
+                             f"{p['scripted_packed_over_onednn_packed']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -240,14 +248,17 @@ def merge(paths: list[str], out: str) -> int:
     for run in runs[1:]:
         for k in ("threads", "clock", "torch"):
             if run["meta"].get(k) != meta.get(k):
-                raise ValueError(f"cannot merge runs with different {k}: {meta.get(k)!r} vs {run['meta'].get(k)!r}")
+                raise ValueError(
+                    f"cannot merge runs with different {k}: {meta.get(k)!r} vs {run['meta'].get(k)!r}"
+                )
     summ = summary(rows, modes)
     md = markdown(rows, packed_rows, summ, modes, meta)
     print(md)
     with open(out + ".md", "w") as f:
         f.write(md)
     with open(out + ".json", "w") as f:
-        json.dump({"meta": meta, "grid": rows, "packed": packed_rows, "summary": summ, "merged": paths}, f, indent=1)
+        doc = {"meta": meta, "grid": rows, "packed": packed_rows, "summary": summ, "merged": paths}
+        json.dump(doc, f, indent=1)
     return 0
 
 
@@ -260,16 +271,19 @@ def main(argv=None) -> int:
     ap.add_argument("--clock", choices=["wall", "thread"], default="wall",
                     help="wall: perf_counter. thread: CPU time of the calling thread (needs --threads 1); "
                          "it excludes time the thread spent descheduled, so it is robust on a shared machine")
-    ap.add_argument("--budget", type=float, default=20.0, help="seconds per shape and mode before rounds shrink to 3")
+    ap.add_argument("--budget", type=float, default=20.0,
+                    help="seconds per shape and mode before rounds shrink to --min-rounds")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--providers", nargs="+", choices=PROVIDERS[1:], default=list(PROVIDERS[1:]),
                     help="baselines to compare against (scripted always runs)")
-    ap.add_argument("--only", nargs="*", default=[], help="keep shapes whose id contains all of these substrings")
+    ap.add_argument("--only", nargs="*", default=[],
+                    help="keep shapes whose id contains all of these substrings")
     ap.add_argument("--no-grid", action="store_true", help="skip the padded grid")
     ap.add_argument("--no-packed", action="store_true", help="skip the packed-vs-padded table")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="do not measure: combine the rows of earlier runs' JSON files into one table")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu_ratios"),
+    default_out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu_ratios")
+    ap.add_argument("--out", default=default_out,
                     help="output path prefix: writes PREFIX.md and PREFIX.json")
     args = ap.parse_args(argv)
     if args.threads < 1 or args.rounds < 1 or args.min_rounds < 1:
@@ -282,25 +296,33 @@ def main(argv=None) -> int:
     if args.merge:
         return merge(args.merge, args.out)
     warnings.filterwarnings("ignore", message=".*TorchScript.*")
+    # mkldnn.flags() re-sets oneDNN's TF32 switch each call, and warns that it is GPU-only.
+    warnings.filterwarnings("ignore", message=".*TF32 acceleration on top of oneDNN.*")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    meta = {"threads": torch.get_num_threads(), "clock": args.clock, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "mkldnn_available": torch.backends.mkldnn.is_available(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    meta = {
+        "threads": torch.get_num_threads(), "clock": args.clock, "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "mkldnn_available": torch.backends.mkldnn.is_available(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     keep = lambda s: all(k in s.id for k in args.only)  # noqa: E731
-    grid = [s for s in shapes_of(QUICK_GRID if args.quick else GRID) if keep(s)] if not args.no_grid else []
-    pgrid = [s for s in shapes_of(QUICK_PACKED if args.quick else PACKED_GRID) if keep(s)] if not args.no_packed else []
+    grid = [] if args.no_grid else [s for s in shapes_of(QUICK_GRID if args.quick else GRID) if keep(s)]
+    pgrid = [] if args.no_packed else [
+        s for s in shapes_of(QUICK_PACKED if args.quick else PACKED_GRID) if keep(s)
+    ]
     providers = ["scripted"] + args.providers
     rows, packed_rows = [], []
     for s in grid:
         r = bench_shape(s, args.modes, providers, args.rounds, args.budget)
         rows.append(r)
-        print(s.id, " ".join(f"{m}: " + " ".join(f"/{k} {v:.2f}" for k, v in r[m]["ratio"].items()) for m in args.modes),
-              flush=True)
+        ratios = (f"{m}: " + " ".join(f"/{k} {v:.2f}" for k, v in r[m]["ratio"].items()) for m in args.modes)
+        print(s.id, " ".join(ratios), flush=True)
     for s in pgrid:
         r = bench_packed(s, args.modes, args.rounds, args.budget)
         packed_rows.append(r)
-        print(s.id, "packed/padded", " ".join(f"{m}: {r[m]['scripted_packed_over_padded']:.2f}" for m in args.modes),
-              flush=True)
+        ratios = (f"{m}: {r[m]['scripted_packed_over_padded']:.2f}" for m in args.modes)
+        print(s.id, "packed/padded", " ".join(ratios), flush=True)
     summ = summary(rows, args.modes)
     md = markdown(rows, packed_rows, summ, args.modes, meta)
     print(md)

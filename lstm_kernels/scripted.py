@@ -416,7 +416,9 @@ def _forward_impl(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
         )
 
 
-def _backward_impl(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
+def _backward_impl(
+    grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs
+):
     T, B = out.shape[0], out.shape[1]
     dnn = _use_dnn(gates, B, 4 * c0.shape[1], h0.shape[1])
     w_step = _step_weight(w_hh.t(), T, B, dnn)

@@ -179,7 +179,7 @@ def test_packed_equals_per_sequence_runs(bidirectional):
         torch.testing.assert_close(c_n[:, b], c1[:, 0], **tol(torch.float32))
 
 
-@pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="this PyTorch build has no oneDNN linear")
+@pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
 @pytest.mark.parametrize("blocked", [False, True], ids=["dense-w", "blocked-w"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("case", [CASES[2], CASES[3], CASES[4]], ids=case_id)
