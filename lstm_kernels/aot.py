@@ -179,6 +179,48 @@ def _ptxas_usage(ptx: str, kernel_name: str, arch: int) -> dict:
     }
 
 
+def _cuobjdump() -> Optional[str]:
+    """Path of the cuobjdump bundled with triton, or None."""
+    try:
+        from triton import knobs
+
+        tool = getattr(knobs.nvidia, "cuobjdump", None)
+        if tool is not None and os.path.exists(tool.path):
+            return tool.path
+    except (ImportError, AttributeError, RuntimeError):
+        pass
+    import triton
+
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    return path if os.path.exists(path) else None
+
+
+def _cubin_usage(cubin: bytes, kernel_name: str) -> Optional[dict]:
+    """Registers and stack of ``kernel_name`` in the cubin triton itself built.
+
+    Reading the real cubin matters: rerunning ptxas on the PTX without triton's own flags
+    (``-lineinfo``, ``--regAllocOptLevel``) gives different register counts and phantom
+    spills. cuobjdump reports the per-thread stack frame and local memory, not spill bytes
+    as such; any non-zero stack or local memory is counted as a spill (conservative).
+    """
+    tool = _cuobjdump()
+    if tool is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        run = subprocess.run([tool, "-res-usage", path], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"cuobjdump exited with {run.returncode}:\n{run.stdout}{run.stderr}")
+    part = run.stdout.split(f"Function {kernel_name}:", 1)[-1]
+    usage = re.search(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", part)
+    if usage is None:
+        raise RuntimeError(f"could not read resource usage from cuobjdump:\n{run.stdout}")
+    stack, local = int(usage.group(2)), int(usage.group(3))
+    return {"registers": int(usage.group(1)), "stack": stack, "spill_stores": stack + local, "spill_loads": 0}
+
+
 def _ast_source(ast_source, spec):
     # triton >= 3.2 (3.6 and 3.9 included) names the keyword ``constexprs``; older
     # releases called it ``constants``.
@@ -218,7 +260,9 @@ def compile_spec(spec, arch: int, module: str = "") -> KernelReport:
             options={"num_warps": spec.num_warps, "num_stages": spec.num_stages},
         )
         report.shared = int(compiled.metadata.shared)
-        usage = _ptxas_usage(compiled.asm["ptx"], compiled.metadata.name, arch)
+        usage = _cubin_usage(compiled.asm["cubin"], compiled.metadata.name)
+        if usage is None:  # no cuobjdump bundled: rerun ptxas on the PTX
+            usage = _ptxas_usage(compiled.asm["ptx"], compiled.metadata.name, arch)
         report.registers = usage["registers"]
         report.stack = usage["stack"]
         report.spill_stores = usage["spill_stores"]
