@@ -104,13 +104,8 @@ def test_saturated_gates_give_nn_lstm_gradients(backend):
 
 
 @pytest.mark.parametrize("backend", WITH_TRITON)
-def test_empty_batch_like_nn_lstm(backend, request):
+def test_empty_batch_like_nn_lstm(backend):
     dtype = torch.float32 if backend == "triton" else torch.float64
-    if backend == "triton":
-        # persistent.py's bidirectional backward takes empty saved gates for "forward ran
-        # without grad" without checking that the output is empty too (ops.py does).
-        request.applymarker(pytest.mark.xfail(
-            reason="triton persistent bidirectional backward rejects B=0", raises=RuntimeError, strict=True))
     torch_lstm, ours = _pair(backend, dtype, num_layers=2, bidirectional=True, proj_size=3)
     x = torch.randn(4, 0, 4, dtype=dtype, requires_grad=True)
     out, (h, c) = ours(x)

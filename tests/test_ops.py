@@ -208,16 +208,10 @@ def _bidir_op_present() -> bool:
 
 @pytest.mark.parametrize("proj, packed", [(False, False), (True, False), (False, True), (True, True)],
                          ids=["noproj-padded", "proj-padded", "noproj-packed", "proj-packed"])
-def test_opcheck_persistent_bidirectional(proj, packed, request):
+def test_opcheck_persistent_bidirectional(proj, packed):
     """The persistent tier's both-directions op (its own pair, directions stacked on [2])."""
     if not _bidir_op_present():
         pytest.skip("the triton persistent tier is not available here")
-    if packed:
-        # It does not go through register_scan, so inactive rows of its saved gates/cs/hs are
-        # left unwritten; calling ops._zero_inactive_rows(batch_sizes, saved) in its forward
-        # fixes it (then drop this marker). Not strict: leftover memory may happen to match.
-        request.applymarker(pytest.mark.xfail(reason="persistent_bidir_scan leaves inactive saved rows "
-                                              "unwritten", strict=False))
     p = P if proj else H
     mk = lambda *s: torch.randn(*s).requires_grad_()  # noqa: E731
     args = (mk(2, T, B, 4 * H), mk(2, B, p), mk(2, B, H), mk(2, 4 * H, p), mk(2, p, H) if proj else None,

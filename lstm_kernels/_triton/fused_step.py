@@ -305,10 +305,11 @@ def weight_grads(d_gates: Tensor, out: Tensor, h0: Tensor, w_hh: Tensor, bs: lis
     T, B, G = d_gates.shape
     cdt = d_gates.dtype
     h_prev = prev_hidden(out, h0, bs, reverse).to(cdt)
-    d_w_hh = (d_gates.reshape(T * B, G).t() @ h_prev.reshape(T * B, -1)).to(w_hh.dtype)
+    # Explicit widths, not -1: an empty batch (T * B == 0) leaves -1 ambiguous.
+    d_w_hh = (d_gates.reshape(T * B, G).t() @ h_prev.reshape(T * B, h_prev.shape[2])).to(w_hh.dtype)
     if w_hr is None:
         return d_w_hh, w_hh.new_empty(0)
-    d_w_hr = (d_hs.reshape(T * B, -1).t() @ hs.reshape(T * B, -1)).to(w_hr.dtype)
+    d_w_hr = (d_hs.reshape(T * B, d_hs.shape[2]).t() @ hs.reshape(T * B, hs.shape[2])).to(w_hr.dtype)
     return d_w_hh, d_w_hr
 
 

@@ -45,7 +45,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..backends import triton_interpreting
-from ..ops import register_scan
+from ..ops import _zero_inactive_rows, register_scan
 from ..reference import compute_dtype
 from .fused_step import (
     _TL_DTYPES,
@@ -544,7 +544,12 @@ scan = register_scan("persistent", _forward, _backward)
 def _bidir_fwd(gx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
                batch_sizes: Optional[Tensor], save: bool
                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, False, save)
+    res = _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, False, save)
+    if save and batch_sizes is not None:
+        # The kernel writes only active rows; this op is not built by register_scan, which
+        # would otherwise zero the rest (see ops.py: leftover memory must not leak out).
+        _zero_inactive_rows(batch_sizes, res[3:])
+    return res
 
 
 @_bidir_fwd.register_fake
@@ -590,7 +595,7 @@ def _bidir_setup(ctx, inputs, output):
 
 def _bidir_backward(ctx, grad_out, grad_h_n, grad_c_n, *_):
     h0, c0, w_hh, w_hr, batch_sizes, out, gates, cs, hs = ctx.saved_tensors
-    if gates.numel() == 0:
+    if gates.numel() == 0 and out.numel() != 0:  # an empty batch saves nothing either way
         raise RuntimeError(
             "lstm_kernels: the scan ran without saving activations (grad was disabled during the "
             "forward), so it cannot be differentiated"
