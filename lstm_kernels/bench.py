@@ -191,9 +191,9 @@ def default_device() -> torch.device:
 
 def triton_tiers() -> list[str]:
     """The triton tiers implemented in this version; ImportError when the triton backend cannot load."""
-    from ._triton.backend import TIERS, _tier_scans
+    from ._triton.backend import TIERS, implemented_tiers
 
-    implemented = _tier_scans()
+    implemented = implemented_tiers()
     return [t for t in TIERS if t in implemented]
 
 

@@ -14,7 +14,7 @@ import triton
 
 from helpers import LOW_PRECISION, Config, check_lstm_against_torch, config_id, dtype_id
 from lstm_kernels._triton import persistent
-from lstm_kernels._triton.backend import TIERS, _tier_scans, choose_tier, force_tier
+from lstm_kernels._triton.backend import TIERS, choose_tier, force_tier, implemented_tiers
 
 pytestmark = pytest.mark.interpreter
 
@@ -100,19 +100,41 @@ SWEEP_H = (1, 7, 64, 128, 256, 1000, 1024, 2048, 4096)
 
 @pytest.mark.parametrize("device_type", ["cpu", "cuda"])
 def test_choose_tier_returns_runnable_tier(device_type, monkeypatch):
-    """Over a sweep of shapes the dispatch only picks tiers that exist and can run the shape."""
+    """Over a sweep of shapes the dispatch only picks tiers that exist and can run the shape.
+
+    On CUDA the automatic choice takes the persistent tier only barrier-free (NP == 1): its
+    grid barrier is unproven on a GPU, so larger hidden sizes go to fused_step or pointwise.
+    """
     monkeypatch.setattr(persistent, "sm_count", lambda device: 132 if device.type == "cuda" else None)
     device = torch.device(device_type)
-    available = set(_tier_scans())
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+    available = set(implemented_tiers())
+    assert available == set(TIERS)
+    picked = set()
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         for B in SWEEP_B:
             for H in SWEEP_H:
                 tier = choose_tier(B, H, 50, dtype, device)
-                assert tier in TIERS and tier in available, (B, H, dtype, tier)
+                picked.add(tier)
+                assert tier in available, (B, H, dtype, tier)
+                if dtype == torch.float64:
+                    # The only tier with float64 kernels; the others raise TypeError for it.
+                    assert tier == "pointwise", (B, H, tier)
                 if tier == "persistent":
                     cfg = persistent.persistent_config(B, H, H, False, dtype, persistent.sm_count(device),
                                                        interpreting=device_type == "cpu")
-                    assert cfg is not None and (device_type == "cpu" or cfg.NP * cfg.NM <= 132), (B, H, dtype)
+                    assert cfg is not None and cfg.NP == 1 and not cfg.use_barrier, (B, H, dtype)
+                if device_type == "cuda" and dtype != torch.float64 and H > persistent.MAX_BLOCK_H:
+                    assert tier != "persistent", (B, H, dtype)
+    expected = {"persistent", "fused_step", "pointwise"} if device_type == "cuda" else {"persistent", "pointwise"}
+    assert picked == expected
+
+
+def test_forced_persistent_still_runs_multi_program_configs(monkeypatch):
+    """Forcing the tier keeps the barrier configurations the GPU suite uses to prove it."""
+    monkeypatch.setattr(persistent, "sm_count", lambda device: 132)
+    cfg = persistent.persistent_config(4, 1024, 1024, False, torch.float16, 132, interpreting=False)
+    assert cfg is not None and cfg.NP > 1 and cfg.use_barrier
+    assert choose_tier(4, 1024, 50, torch.float16, torch.device("cuda")) == "fused_step"
 
 
 def test_auto_tier_runs():

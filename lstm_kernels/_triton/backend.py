@@ -9,7 +9,6 @@ Tiers (each a custom-op scan pair registered through ``ops.register_scan``):
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 from typing import Callable, Optional
 
@@ -38,13 +37,19 @@ def _tier_scans() -> dict[str, Callable]:
     """Tier name -> differentiable scan(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse)."""
     from .fused_step import scan as fused_step_scan
     from .persistent import scan as persistent_scan
+    from .pointwise import scan as pointwise_scan
 
-    scans = {"fused_step": fused_step_scan, "persistent": persistent_scan}
-    if importlib.util.find_spec(f"{__package__}.pointwise") is not None:
-        from .pointwise import scan as pointwise_scan
+    return {"pointwise": pointwise_scan, "fused_step": fused_step_scan, "persistent": persistent_scan}
 
-        scans["pointwise"] = pointwise_scan
-    return scans
+
+def implemented_tiers() -> list[str]:
+    """Names of the tiers this version implements, in ``TIERS`` order.
+
+    Imports the tier modules (which registers their custom ops), so a broken tier module
+    raises here rather than at the first forward.
+    """
+    scans = _tier_scans()
+    return [t for t in TIERS if t in scans]
 
 
 # Above this many B*H elements per step the recurrent matmul is compute-bound rather than
@@ -53,22 +58,30 @@ _POINTWISE_MIN_BH = 256 * 2048
 
 
 def choose_tier(B: int, H: int, T: int, dtype: torch.dtype, device: torch.device) -> str:
-    """The tier to run for this shape.
+    """The tier to run for this shape; never one that cannot run it.
 
     Unmeasured; see benchmarks/NOTES.md. The table follows the per-step floor: at small and
-    mid sizes a step is latency-bound, so one persistent launch (no per-step launch, one
-    grid barrier per step, none at all for H <= 64) is predicted fastest wherever its
-    programs can all be resident; past that, fused_step (one launch per step, matmul and
-    gate math fused); for very large B*H, cuBLAS plus the pointwise kernel when present.
-    Never returns a tier that cannot run the shape.
+    mid sizes a step is latency-bound, so one persistent launch (no per-step launch) is
+    predicted fastest; past that, fused_step (one launch per step, matmul and gate math
+    fused); for very large B*H, cuBLAS plus the pointwise kernel.
+
+    On CUDA the persistent tier is chosen only in its barrier-free configuration (one
+    program per batch tile owns every hidden unit, NP == 1, i.e. H and P <= 64): its
+    multi-program grid barrier has not yet run on a GPU, so shapes needing NP > 1 get
+    fused_step until the GPU suite has proven the barrier (unmeasured; see benchmarks/NOTES.md). ``force_tier("persistent")``
+    still runs NP > 1 (that is how the suite tests it). float64 always gets "pointwise",
+    the only tier with float64 kernels.
     """
     from .persistent import persistent_config, sm_count
 
+    if dtype == torch.float64:
+        return "pointwise"
     on_gpu = device.type == "cuda"
-    if on_gpu and B * H >= _POINTWISE_MIN_BH and "pointwise" in _tier_scans():
+    if on_gpu and B * H >= _POINTWISE_MIN_BH:
         return "pointwise"
     # A projection never changes whether the persistent grid fits (P < H), so H stands for P.
-    if persistent_config(B, H, H, False, dtype, sm_count(device), interpreting=not on_gpu) is not None:
+    cfg = persistent_config(B, H, H, False, dtype, sm_count(device), interpreting=not on_gpu)
+    if cfg is not None and cfg.NP == 1:  # always 1 under the interpreter
         return "persistent"
     return "fused_step"
 
