@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""One unattended run on a GPU machine: correctness against cuDNN first, then timings.
+"""One unattended run on a GPU machine: correctness against cuDNN, ecosystem checks, then timings.
 
     python benchmarks/gpu_suite.py [--out DIR] [--budget-s 330] [--tf32 on|off]
     python benchmarks/gpu_suite.py --dry-run --out /tmp/x   # same code on CPU, < 60 s
@@ -8,10 +8,14 @@ Sections, in order, each with its own time budget (elapsed times are printed):
   (a) environment; (b) the chip's rates: a large device-to-device copy (GB/s) and a
   large bf16 matmul (TFLOP/s); (c) correctness of every backend and every implemented
   Triton tier against nn.LSTM (cuDNN) with copied weights, forward and backward, in
-  float32 / float16 / bfloat16; (d) timings, nn.LSTM (cuDNN) and each backend side by
-  side per shape, with the floor model of ``lstm_kernels.roofline``; (e) the JSON
-  ``<out>/<device>-<date>.json`` (rewritten after every section, so a run cut short
-  still leaves its results); (f) a compact table.
+  float32 / float16 / bfloat16; (c+) ecosystem: the triton backend (automatic tier and
+  every tier forced) is bitwise deterministic (also under
+  ``torch.use_deterministic_algorithms``), compiles with ``torch.compile(fullgraph=True)``
+  into one graph matching eager, runs backward in eval mode and follows nn.LSTM under
+  autocast, each check a pass/fail entry under ``"ecosystem"``; (d) timings, nn.LSTM
+  (cuDNN) and each backend side by side per shape, with the floor model of
+  ``lstm_kernels.roofline``; (e) the JSON ``<out>/<device>-<date>.json`` (rewritten after
+  every section, so a run cut short still leaves its results); (f) a compact table.
 
 Correctness rule (the one FlashAttention uses): for every compared tensor, our error
 against a float64 oracle (nn.LSTM in float64 on the same dtype-rounded weights and
@@ -22,7 +26,8 @@ traceback; the run never stops on either.
 
 ``--dry-run`` runs the same code on CPU: kernels through the Triton interpreter,
 nn.LSTM on CPU in place of cuDNN, time.perf_counter in place of CUDA events, on tiny
-grids. Nothing here touches CUDA before ``main()`` runs.
+grids; the ecosystem checks compile with backend="aot_eager" and autocast only to
+bfloat16 on CPU. Nothing here touches CUDA before ``main()`` runs.
 
 Dimensions: T sequence length, B batch, I input size, H hidden size, P = proj_size or H,
 L layers, D directions.
@@ -40,6 +45,7 @@ if ROOT not in sys.path:  # the GPU machine runs from a checkout; nothing is ins
     sys.path.insert(0, ROOT)
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import copy  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
@@ -83,6 +89,13 @@ class Config:
     warmup: int = 2
     hang_s: float = 120.0  # one step longer than this is a hang (cold compiles included)
     hard_margin_s: float = 25.0  # past budget + this, the watchdog ends the run (GPU: 355 s < 6 min)
+    # Ecosystem section: determinism cases (a case's "labels" limits it to those implementations),
+    # the case for eval-mode backward and autocast, and the compiled model's size.
+    determinism_cases: list = field(default_factory=list)
+    eval_case: Optional[dict] = None
+    compile_case: Optional[dict] = None
+    compile_backend: str = "inductor"
+    autocast_dtypes: tuple = ("float16", "bfloat16")
 
 
 def _case(T, B, I, H, layers=1, bi=False, proj=0, packed=False):  # noqa: E741
@@ -124,7 +137,7 @@ def _timing_passes(Bs, Hs, Ts, Ls, bis, dtypes, center) -> list:
 def gpu_config() -> Config:
     return Config(
         device="cuda",
-        budgets={"rates": 15, "correctness": 120, "timing": 150},
+        budgets={"rates": 15, "correctness": 120, "ecosystem": 30, "timing": 120},
         copy_bytes=1 << 30,
         matmul_n=8192,
         rate_reps=10,
@@ -140,13 +153,22 @@ def gpu_config() -> Config:
             dtypes=("bfloat16", "float16", "float32"),
             center=dict(B=32, H=512, T=512, layers=1, bidirectional=False, dtype="bfloat16"),
         ),
+        # The correctness section's shapes, so the Triton kernels are already compiled.
+        determinism_cases=[
+            _case(T=7, B=3, I=10, H=33, layers=2, bi=True, proj=17),
+            _case(T=9, B=5, I=12, H=48, layers=2, bi=True, packed=True),
+            # 64 hidden blocks x 2 directions: the grid barrier between programs is exercised.
+            dict(_case(T=6, B=64, I=256, H=1024, bi=True, packed=True), labels=("triton:persistent",)),
+        ],
+        eval_case=_case(T=7, B=3, I=10, H=33, layers=2, bi=True, proj=17),
+        compile_case=_case(T=7, B=3, I=10, H=33, layers=2, bi=True, proj=17),
     )
 
 
 def dry_config() -> Config:
     return Config(
         device="cpu",
-        budgets={"rates": 3, "correctness": 30, "timing": 6},
+        budgets={"rates": 3, "correctness": 30, "ecosystem": 25, "timing": 6},
         copy_bytes=1 << 22,
         matmul_n=128,
         rate_reps=3,
@@ -162,6 +184,16 @@ def dry_config() -> Config:
         min_reps=2,
         max_reps=3,
         warmup=1,
+        determinism_cases=[
+            _case(T=3, B=2, I=3, H=5, bi=True, proj=3),
+            _case(T=3, B=3, I=3, H=4, bi=True, packed=True),
+            # Interpreted, the persistent tier runs one program per 64-row batch tile: B=66 gives two.
+            dict(_case(T=2, B=66, I=3, H=4, bi=True, packed=True), labels=("triton:persistent",)),
+        ],
+        eval_case=_case(T=3, B=2, I=3, H=4, layers=2, bi=True),
+        compile_case=_case(T=3, B=2, I=3, H=4, bi=True),
+        compile_backend="aot_eager",
+        autocast_dtypes=("bfloat16",),
     )
 
 
@@ -367,8 +399,6 @@ def backend_labels() -> list[str]:
 
 
 def _tier_context(label: str):
-    import contextlib
-
     if ":" not in label:
         return contextlib.nullcontext()
     from lstm_kernels._triton.backend import force_tier
@@ -384,17 +414,24 @@ def _ours(ref: nn.LSTM, label: str) -> LSTM:
     return m
 
 
-def _run_case(module, label, x, h0, c0, lengths, upstream) -> dict:
-    """Outputs, final states and every gradient of one forward/backward."""
+def _run_case(module, label, x, h0, c0, lengths, upstream, forward_ctx=contextlib.nullcontext) -> dict:
+    """Outputs, final states and every gradient of one forward/backward.
+
+    ``forward_ctx`` wraps the forward only (autocast must not cover the backward); each
+    upstream gradient is cast to its output's dtype, which autocast may have changed.
+    """
     x = x.detach().clone().requires_grad_()
     h0 = h0.detach().clone().requires_grad_()
     c0 = c0.detach().clone().requires_grad_()
     inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if lengths is not None else x
     with _tier_context(label):
-        out, (h_n, c_n) = module(inp, (h0, c0))
+        with forward_ctx():
+            out, (h_n, c_n) = module(inp, (h0, c0))
         out = out.data if lengths is not None else out
         params = list(module.named_parameters())
-        grads = torch.autograd.grad([out, h_n, c_n], [x, h0, c0] + [p for _, p in params], list(upstream))
+        outs = [out, h_n, c_n]
+        grads = torch.autograd.grad(outs, [x, h0, c0] + [p for _, p in params],
+                                    [u.to(o.dtype) for u, o in zip(upstream, outs)])
     result = {"out": out, "h_n": h_n, "c_n": c_n,
               "grad_input": grads[0], "grad_h0": grads[1], "grad_c0": grads[2]}
     result.update({f"grad_{name}": g for (name, _), g in zip(params, grads[3:])})
@@ -512,6 +549,252 @@ def _case_setup(case: dict, dtype: torch.dtype, device: str, timer: Timer) -> di
     }
 
 
+# --------------------------------------------------------------------------- (c+)
+
+
+def ecosystem_plan(cfg: Config) -> list:
+    """The ecosystem checks as (check, label, dtype name, case) in priority order: first
+    every kind of check on the automatic tier (the multi-program persistent shape with
+    that tier forced), then the other checks on every forced tier, then their compiles
+    (the slowest), so a run cut short by its budget still covers every kind."""
+    tiers = [f"triton:{t}" for t in implemented_tiers()]
+    compiles = [("compile", d) for d in ("float32", "bfloat16")]
+    det = [(c, d) for c in cfg.determinism_cases for d in ("float32", "bfloat16")]
+
+    def others(label: str) -> list:
+        plan = [("determinism", label, d, c) for c, d in det if label in c.get("labels", (label,))]
+        plan.append(("eval_backward", label, "float32", cfg.eval_case))
+        plan += [("autocast", label, d, cfg.eval_case) for d in cfg.autocast_dtypes]
+        return plan
+
+    first = others("triton")
+    first += [("determinism", t, d, c) for c, d in det if "labels" in c for t in tiers if t in c["labels"]]
+    first.append(("deterministic_algorithms", "triton", "float32", cfg.determinism_cases[-1]))
+    first += [(k, "triton", d, cfg.compile_case) for k, d in compiles]
+    plan = first + [p for t in tiers for p in others(t)]
+    plan += [(k, t, d, cfg.compile_case) for t in tiers for k, d in compiles]
+    seen, unique = set(), []
+    for check, label, dtype_name, case in plan:
+        key = (check, label, dtype_name, case["name"])
+        if key not in seen:
+            seen.add(key)
+            unique.append((check, label, dtype_name, case))
+    return unique
+
+
+def ecosystem(cfg: Config, clock: Clock, timer: Timer, tf32: bool, record: list, skipped: list,
+              save: Callable[[], None] = lambda: None) -> None:
+    """Runs ``ecosystem_plan``; every check becomes one pass/fail entry, never an abort."""
+    if "triton" not in lstm_kernels.available_backends():
+        skipped.append({"section": "ecosystem", "reason": "the triton backend is not available"})
+        print("  the triton backend is not available: nothing to check", flush=True)
+        return
+    plan = ecosystem_plan(cfg)
+    setups: dict = {}  # (case name, dtype name) -> _case_setup, shared by the labels
+    for k, (check, label, dtype_name, case) in enumerate(plan):
+        if clock.left() <= 0:
+            skipped.append({"section": "ecosystem", "reason": "time budget spent", "checks": len(plan) - k,
+                            "first": f"{check} {label} {dtype_name} {case['name']}"})
+            print(f"  time budget spent: the last {len(plan) - k} of {len(plan)} checks skipped", flush=True)
+            break
+        beat(f"ecosystem {check} {label} {dtype_name} {case['name']}")
+        entry = {"check": check, "backend": label, "dtype": dtype_name, "case": case["name"], "error": None}
+        t0 = time.perf_counter()
+        try:
+            if check in ("determinism", "deterministic_algorithms", "eval_backward"):
+                key = (case["name"], dtype_name)
+                if key not in setups:
+                    setups[key] = _case_setup(case, DTYPES[dtype_name], cfg.device, timer)
+                setup = setups[key]
+            if check == "determinism":
+                problem = _check_determinism(entry, setup, label, cfg.device)
+            elif check == "deterministic_algorithms":
+                problem = _check_deterministic_algorithms(entry, setup, label)
+            elif check == "eval_backward":
+                atol = ATOL["float32+tf32" if tf32 and cfg.device == "cuda" else dtype_name]
+                problem = _check_eval_backward(entry, setup, label, atol)
+            elif check == "autocast":
+                problem = _check_autocast(entry, case, label, dtype_name, cfg.device, timer)
+            else:
+                atol = ATOL["float32+tf32" if tf32 and cfg.device == "cuda" and dtype_name == "float32"
+                            else dtype_name]
+                problem = _check_compile(entry, case, label, dtype_name, cfg, atol)
+            timer.sync()
+        except Exception:
+            problem = traceback.format_exc()
+        entry.update(status="fail" if problem else "pass", error=problem or None,
+                     seconds=round(time.perf_counter() - t0, 3))
+        record.append(entry)
+        save()
+        note = "" if not problem else ": " + problem.strip().splitlines()[-1]
+        print(f"  {check:<24} {label:<18} {dtype_name:<9} {case['name']:<30} {entry['status'].upper()}{note}",
+              flush=True)
+
+
+def _differing(a: dict, b: dict) -> list:
+    return [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def _check_determinism(entry: dict, setup: dict, label: str, device: str) -> str:
+    """Two runs of the same module on the same inputs: every output and gradient bitwise equal."""
+    module = _ours(setup["cudnn_module"], label)
+    if label == "triton:persistent":  # say how many programs shared each step
+        from lstm_kernels._triton import persistent
+
+        x, h0, c0 = setup["inputs"][:3]
+        m = setup["cudnn_module"]
+        D = 2 if m.bidirectional else 1
+        pc = persistent.persistent_config(x.shape[1], m.hidden_size, m.proj_size or m.hidden_size,
+                                          m.proj_size > 0, x.dtype, persistent.sm_count(torch.device(device)),
+                                          directions=D)
+        entry["programs_per_step"] = None if pc is None else pc.NP * pc.NM * D
+    first = _run_case(module, label, *setup["inputs"])
+    second = _run_case(module, label, *setup["inputs"])
+    entry["compared"] = len(first)
+    diff = _differing(first, second)
+    return f"differ between identical runs: {', '.join(diff)}" if diff else ""
+
+
+def _check_deterministic_algorithms(entry: dict, setup: dict, label: str) -> str:
+    """The same run under ``torch.use_deterministic_algorithms(True)`` (which also fills new
+    tensors with NaN): it must neither raise nor change a bit; the old setting is restored."""
+    module = _ours(setup["cudnn_module"], label)
+    plain = _run_case(module, label, *setup["inputs"])
+    was, warn_only = torch.are_deterministic_algorithms_enabled(), \
+        torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first = _run_case(module, label, *setup["inputs"])
+        second = _run_case(module, label, *setup["inputs"])
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn_only)
+    changed = _differing(plain, first)
+    entry["changes_result"] = bool(changed)
+    entry["cublas_workspace_config"] = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    problems = []
+    if changed:
+        problems.append(f"deterministic mode changes {', '.join(changed)}")
+    diff = _differing(first, second)
+    if diff:
+        problems.append(f"differ between identical runs in deterministic mode: {', '.join(diff)}")
+    return "; ".join(problems)
+
+
+def _judge(entry: dict, got: dict, oracle: dict, versus_err: dict, atol: float) -> str:
+    """The suite's rule (our error <= 2 x nn.LSTM's + atol) on every tensor; the failures."""
+    errors, bad = {}, []
+    for name, ref in oracle.items():
+        ours = _rel_err(got[name], ref)
+        bound = 2 * versus_err[name] + atol
+        errors[name] = {"ours": ours, "cudnn": versus_err[name], "bound": bound}
+        if not ours <= bound:  # NaN fails
+            bad.append(f"{name} {ours:.3g} > {bound:.3g}")
+    entry.update(atol=atol, errors=errors)
+    return ("beyond 2 x nn.LSTM's error + atol: " + ", ".join(bad)) if bad else ""
+
+
+def _check_eval_backward(entry: dict, setup: dict, label: str, atol: float) -> str:
+    """Backward through a module in eval mode, judged like the correctness section (nn.LSTM's
+    error measured in training mode: without dropout the math is the same); whether nn.LSTM
+    (cuDNN) itself refuses this is recorded, not judged."""
+    if "nn_eval" not in setup:
+        try:
+            _run_case(copy.deepcopy(setup["cudnn_module"]).eval(), "", *setup["inputs"])
+            setup["nn_eval"] = {"refused": False, "error": None}
+        except RuntimeError as e:
+            setup["nn_eval"] = {"refused": True, "error": str(e).strip()}
+    entry["nn_lstm_eval_backward"] = setup["nn_eval"]
+    entry["versus"] = setup["versus"]
+    module = _ours(setup["cudnn_module"], label).eval()
+    got = _run_case(module, label, *setup["inputs"])
+    return _judge(entry, got, setup["oracle"], setup["cudnn_err"], atol)
+
+
+def _check_autocast(entry: dict, case: dict, label: str, dtype_name: str, device: str, timer: Timer) -> str:
+    """float32 modules under ``torch.autocast(device, dtype)``: our outputs' dtypes are
+    nn.LSTM's, and our errors against the float64 oracle pass the rule with nn.LSTM's
+    autocast errors and the autocast dtype's atol."""
+    setup = _case_setup(case, torch.float32, device, timer)
+    ctx = lambda: torch.autocast(device, dtype=DTYPES[dtype_name])  # noqa: E731
+    theirs = _run_case(setup["cudnn_module"], "", *setup["inputs"], forward_ctx=ctx)
+    ours = _run_case(_ours(setup["cudnn_module"], label), label, *setup["inputs"], forward_ctx=ctx)
+    keys = ("out", "h_n", "c_n")
+    entry["dtypes"] = {k: str(ours[k].dtype).replace("torch.", "") for k in keys}
+    entry["nn_lstm_dtypes"] = {k: str(theirs[k].dtype).replace("torch.", "") for k in keys}
+    problem = ""
+    if entry["dtypes"] != entry["nn_lstm_dtypes"]:
+        problem = f"output dtypes {entry['dtypes']} differ from nn.LSTM's {entry['nn_lstm_dtypes']}; "
+    their_err = {k: _rel_err(theirs[k], ref) for k, ref in setup["oracle"].items()}
+    return (problem + _judge(entry, ours, setup["oracle"], their_err, ATOL[dtype_name])).strip("; ")
+
+
+class _Tagger(nn.Module):
+    """Linear -> LSTM -> Linear: the compiled model."""
+
+    def __init__(self, lstm: LSTM):
+        super().__init__()
+        self.inp = nn.Linear(lstm.input_size, lstm.input_size)
+        self.rnn = lstm
+        self.out = nn.Linear((lstm.proj_size or lstm.hidden_size) * (2 if lstm.bidirectional else 1), 3)
+
+    def forward(self, x):
+        y, (h, c) = self.rnn(self.inp(x))
+        return self.out(y), h, c
+
+
+class _CountingBackend:
+    """A torch.compile backend counting the graphs Dynamo hands over, then compiling each
+    with ``inner``: one graph under fullgraph=True means no graph break."""
+
+    def __init__(self, inner: str):
+        self.inner = torch._dynamo.lookup_backend(inner)
+        self.graphs = 0
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        return self.inner(gm, example_inputs)
+
+
+def _check_compile(entry: dict, case: dict, label: str, dtype_name: str, cfg: Config, atol: float) -> str:
+    """``torch.compile(fullgraph=True)`` of a model holding LSTM: one graph, no break, and
+    outputs and gradients within ``atol`` (relative to the largest magnitude) of eager."""
+    import torch._dynamo
+
+    dtype = DTYPES[dtype_name]
+    torch._dynamo.reset()  # each check compiles afresh, never against another's cache limit
+    torch.manual_seed(0)
+    lstm = LSTM(case["I"], case["H"], case["layers"], bidirectional=case["bi"], proj_size=case["proj"],
+                backend="triton", device=cfg.device, dtype=dtype)
+    model = _Tagger(lstm).to(device=cfg.device, dtype=dtype)
+    x = torch.randn(case["T"], case["B"], case["I"], device=cfg.device, dtype=dtype)
+    counter = _CountingBackend(cfg.compile_backend)
+    compiled = torch.compile(model, backend=counter, fullgraph=True)
+    params = list(model.parameters())
+
+    def run(fn):
+        x_req = x.detach().clone().requires_grad_()
+        with _tier_context(label):
+            outs = fn(x_req)
+        torch.manual_seed(1)
+        upstream = [torch.randn_like(o) for o in outs]
+        return list(outs) + list(torch.autograd.grad(outs, [x_req] + params, upstream))
+
+    eager = run(model)
+    got = run(compiled)
+    entry.update(backend_compiler=cfg.compile_backend, graphs=counter.graphs,
+                 graph_breaks=max(counter.graphs - 1, 0), atol=atol)
+    names = ["out", "h_n", "c_n", "grad_input"] + [f"grad_{n}" for n, _ in model.named_parameters()]
+    errors = {n: _rel_err(a, b.double()) for n, a, b in zip(names, got, eager)}
+    entry["max_err"] = max(errors.values())
+    problems = []
+    if counter.graphs != 1:
+        problems.append(f"{counter.graphs} graphs instead of one")
+    bad = [f"{n} {e:.3g}" for n, e in errors.items() if not e <= atol]
+    if bad:
+        problems.append(f"compiled differs from eager beyond {atol:g}: " + ", ".join(bad))
+    return "; ".join(problems)
+
+
 # --------------------------------------------------------------------------- (d)
 
 
@@ -619,6 +902,27 @@ def print_correctness_summary(record: list) -> None:
                   + (f" worst={e['worst']}" if "worst" in e else ""))
 
 
+def print_ecosystem_summary(record: list) -> None:
+    """Pass/fail per check and implementation, then every failure with its reason."""
+    by: dict[tuple, dict[str, int]] = {}
+    for e in record:
+        by.setdefault((e["check"], e["backend"]), {"pass": 0, "fail": 0})[e["status"]] += 1
+    print("\necosystem (determinism, deterministic mode, eval backward, autocast, torch.compile):")
+    for (check, label), c in by.items():
+        print(f"  {check:<24} {label:<20} pass {c['pass']:>3}  fail {c['fail']:>3}")
+    for e in record:
+        if e["check"] == "eval_backward" and e["backend"] == "triton":
+            nn_eval = e.get("nn_lstm_eval_backward") or {}
+            print(f"  nn.LSTM ({e['versus']}) backward in eval mode: "
+                  + ("refused: " + nn_eval["error"].splitlines()[0] if nn_eval.get("refused") else "works"))
+        if e["check"] == "deterministic_algorithms" and "changes_result" in e:
+            print(f"  torch.use_deterministic_algorithms(True) changes our results: {e['changes_result']}")
+    for e in record:
+        if e["status"] != "pass":
+            print(f"   FAIL {e['check']} {e['backend']} {e['dtype']} {e['case']}: "
+                  + e["error"].strip().splitlines()[-1])
+
+
 def print_table(rows: list) -> None:
     """One line per shape: the floor, nn.LSTM and every backend in ms (x: speed-up over nn.LSTM)."""
     labels, shapes = [], {}
@@ -665,6 +969,10 @@ def main(argv=None) -> int:
     if not args.dry_run and not torch.cuda.is_available():
         print("no CUDA device: run with --dry-run for the CPU rehearsal", file=sys.stderr)
         return 2
+    if not args.dry_run:
+        # Without it every cuBLAS call raises under torch.use_deterministic_algorithms(True), and
+        # torch reads it once, at the first matmul. ":4096:8" is torch's default workspace on sm_90.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     clock = Clock(args.budget_s or (50.0 if args.dry_run else 330.0))
     timer = Timer(cfg.device)
     tf32 = args.tf32 == "on"
@@ -681,7 +989,7 @@ def main(argv=None) -> int:
     result = {
         "device": env["device"], "date": stamp.isoformat(timespec="seconds"), "dry_run": args.dry_run,
         "torch": env["torch"], "triton": env["triton"], "cudnn": env["cudnn"], "tf32": tf32,
-        "environment": env, "rates": {}, "correctness": [], "rows": [], "skipped": [],
+        "environment": env, "rates": {}, "correctness": [], "ecosystem": [], "rows": [], "skipped": [],
         "elapsed_s": clock.elapsed,
         "atol": ATOL, "step_latency_us": roofline.STEP_LATENCY_US,
     }
@@ -719,6 +1027,11 @@ def main(argv=None) -> int:
     clock.end("correctness")
     write_json(result, path)
 
+    clock.begin("ecosystem", cfg.budgets["ecosystem"])
+    ecosystem(cfg, clock, timer, tf32, result["ecosystem"], result["skipped"], save)
+    clock.end("ecosystem")
+    write_json(result, path)
+
     clock.begin("timing", cfg.budgets["timing"])
     if "hbm_gbps" in result["rates"]:
         timings(cfg, clock, timer, result["rates"], result["rows"], result["skipped"], save)
@@ -729,6 +1042,7 @@ def main(argv=None) -> int:
     write_json(result, path)
 
     print_correctness_summary(result["correctness"])
+    print_ecosystem_summary(result["ecosystem"])
     print_table(result["rows"])
     print(f"\nwrote {path} ({clock.run_elapsed():.1f} s)")
     return 0

@@ -21,7 +21,8 @@ SUITE = os.path.join(ROOT, "benchmarks", "gpu_suite.py")
 
 ROW_KEYS = {"mode", "T", "B", "I", "H", "layers", "bidirectional", "dtype", "backend", "ms", "cudnn_ms",
             "max_err", "floor_ms"}
-TOP_KEYS = {"device", "date", "torch", "triton", "cudnn", "tf32", "rates", "correctness", "rows"}
+TOP_KEYS = {"device", "date", "torch", "triton", "cudnn", "tf32", "rates", "correctness", "ecosystem", "rows"}
+ECOSYSTEM_CHECKS = {"determinism", "deterministic_algorithms", "eval_backward", "autocast", "compile"}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,90 @@ def test_dry_run_checks_every_backend_and_tier_and_never_aborts(dry_run_result):
     assert "correctness (our error" in stdout
 
 
+def test_dry_run_ecosystem_checks_exist_and_pass(dry_run_result):
+    result, stdout = dry_run_result
+    assert "triton" in result["environment"]["backends"], "the dry run needs the interpreted triton backend"
+    entries = result["ecosystem"]
+    failed = [e for e in entries if e["status"] != "pass"]
+    assert not failed, failed
+    assert {e["check"] for e in entries if e["backend"] == "triton"} == ECOSYSTEM_CHECKS
+    # Every forced tier gets every check but the one deterministic-mode run, unless the
+    # budget ran out (recorded, never silent).
+    if not [s for s in result["skipped"] if s.get("section") == "ecosystem"]:
+        for tier in result["environment"]["tiers"]:
+            checks = {e["check"] for e in entries if e["backend"] == f"triton:{tier}"}
+            assert checks == ECOSYSTEM_CHECKS - {"deterministic_algorithms"}, (tier, checks)
+
+    det = [e for e in entries if e["check"] == "determinism"]
+    assert {e["dtype"] for e in det} == {"float32", "bfloat16"}
+    assert any(e["case"].endswith("-packed") for e in det)
+    assert all(e["compared"] >= 7 for e in det)  # out, h_n, c_n, 3 input grads, parameters
+    # The persistent tier's check runs several programs per step (barrier-free when interpreted).
+    assert max(e.get("programs_per_step") or 0 for e in det if e["backend"] == "triton:persistent") > 2
+    algos = [e for e in entries if e["check"] == "deterministic_algorithms"]
+    assert len(algos) == 1 and algos[0]["changes_result"] is False
+    for e in entries:
+        if e["check"] == "compile":
+            assert e["graphs"] == 1 and e["graph_breaks"] == 0, e
+            assert e["max_err"] <= e["atol"]
+        elif e["check"] == "eval_backward":
+            assert set(e["nn_lstm_eval_backward"]) == {"refused", "error"}
+            assert e["errors"]["grad_weight_hh_l1"]["ours"] <= e["errors"]["grad_weight_hh_l1"]["bound"]
+        elif e["check"] == "autocast":
+            assert e["dtype"] == "bfloat16"  # CPU autocast: bfloat16 only
+            assert e["dtypes"] == e["nn_lstm_dtypes"]
+    assert {e["dtype"] for e in entries if e["check"] == "compile"} == {"float32", "bfloat16"}
+    assert "ecosystem (determinism" in stdout
+    assert stdout.index("== ecosystem") < stdout.index("== timing")
+
+
+def test_ecosystem_records_a_crashing_check_and_goes_on(monkeypatch):
+    """A check that raises becomes a failed entry with its traceback; later checks still run."""
+    gpu_suite = _import_suite()
+    cfg = gpu_suite.dry_config()
+    case = cfg.compile_case
+    monkeypatch.setattr(gpu_suite, "ecosystem_plan", lambda cfg: [
+        ("compile", "triton", "float32", case), ("eval_backward", "triton", "float32", case)])
+
+    def broken(*args):
+        raise RuntimeError("compiler exploded")
+
+    monkeypatch.setattr(gpu_suite, "_check_compile", broken)
+    monkeypatch.setattr(gpu_suite, "_check_eval_backward", lambda *args: "")
+    monkeypatch.setattr(gpu_suite, "_case_setup", lambda *args: {})
+    monkeypatch.setattr(gpu_suite.lstm_kernels, "available_backends", lambda: ["triton"])
+    record, skipped = [], []
+    clock = gpu_suite.Clock(60.0)
+    clock.begin("ecosystem", 60.0)
+    gpu_suite.ecosystem(cfg, clock, gpu_suite.Timer("cpu"), False, record, skipped)
+    assert [e["status"] for e in record] == ["fail", "pass"]
+    assert "compiler exploded" in record[0]["error"] and "Traceback" in record[0]["error"]
+    assert skipped == []
+
+
+def test_ecosystem_rule_and_bitwise_comparison_catch_differences():
+    gpu_suite = _import_suite()
+    a = {"out": torch.tensor([1.0, 2.0])}
+    assert gpu_suite._differing(a, {"out": torch.tensor([1.0, 2.0])}) == []
+    assert gpu_suite._differing(a, {"out": torch.tensor([1.0, 2.0 + 2**-20])}) == ["out"]
+    oracle = {"out": torch.tensor([1.0, 2.0], dtype=torch.float64)}
+    entry = {}
+    assert gpu_suite._judge(entry, {"out": torch.tensor([1.0, 2.0])}, oracle, {"out": 0.0}, 1e-6) == ""
+    assert "out" in gpu_suite._judge(entry, {"out": torch.tensor([1.0, 2.1])}, oracle, {"out": 0.0}, 1e-6)
+    nan = {"out": torch.tensor([1.0, float("nan")])}
+    assert "out" in gpu_suite._judge(entry, nan, oracle, {"out": 0.0}, 1.0)
+    assert entry["errors"]["out"]["bound"] == 1.0
+
+
+def _import_suite():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import gpu_suite
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+    return gpu_suite
+
+
 def test_dry_run_timing_rows(dry_run_result):
     result, stdout = dry_run_result
     rows = result["rows"]
@@ -92,11 +177,7 @@ def test_dry_run_timing_rows(dry_run_result):
 
 
 def test_gpu_grid_keeps_every_listed_value():
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import gpu_suite
-    finally:
-        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+    gpu_suite = _import_suite()
     cfg = gpu_suite.gpu_config()
     first_pass = cfg.timing_passes[0]  # what a run cut short by its budget still times
     assert {s["B"] for s in first_pass} == {1, 8, 32, 128}
@@ -111,6 +192,11 @@ def test_gpu_grid_keeps_every_listed_value():
     order = gpu_suite.correctness_order(cfg.correctness_cases)
     first_round = order[:len(cfg.correctness_cases)]
     assert {d for _, d in first_round} == set(gpu_suite.DTYPES)
+    # The ecosystem section's time comes out of the timing budget: the run's length is unchanged.
+    assert sum(cfg.budgets.values()) == 15 + 120 + 150
+    assert cfg.budgets["ecosystem"] >= 30 and cfg.autocast_dtypes == ("float16", "bfloat16")
+    assert any(c.get("labels") == ("triton:persistent",) and c["B"] >= 64 and c["H"] >= 1024 and c["packed"]
+               for c in cfg.determinism_cases)
 
 
 # ------------------------------------------------------------------ floor model
