@@ -90,7 +90,7 @@ def _fwd_kernel(
     p_hr,  # [D, T, B, H] compute dtype: unprojected h (HAS_PROJ; exchanged between programs)
     p_gates,  # [D, T, B, G] compute dtype, saved activated gates (SAVE)
     p_cs,  # [D, T, B, H] compute dtype, saved cell states (SAVE)
-    p_cn,  # [D, B, H] final cell state, c0's dtype
+    p_cn,  # [D, B, H] final cell state, c0's dtype; holds c0 at launch (rows that never run keep it)
     p_sync,  # [D, NM] int32 barrier counters, zero at launch
     T, B, H, P,
     s_gx_d, s_gx_t, s_gx_b,
@@ -175,6 +175,10 @@ def _fwd_kernel(
         c_new = gf * c + gi * gg
         h = go * tanh(c_new)
         c = tl.where(m_b[None, :], c_new, c)
+        # The final state is written as it evolves (a row's last write is its c_n): a store
+        # after the loop would keep its pointer and mask tiles live across all T steps, and
+        # ptxas spills those (sm_80).
+        tl.store(p_cn + row * H + o_j[:, None], c_new.to(p_cn.dtype.element_ty), mask=m_jb)
         if SAVE:
             p_sg = p_gates + (t64 * B + row) * G + o_j[:, None]
             tl.store(p_sg, gi.to(p_gates.dtype.element_ty), mask=m_jb)
@@ -210,7 +214,6 @@ def _fwd_kernel(
             _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
         t_prev = t
         bs_prev = bs
-    tl.store(p_cn + row * H + o_j[:, None], c.to(p_cn.dtype.element_ty), mask=m_all)
 
 
 @triton.jit(do_not_specialize=["T", "NUM_PROGRAMS", "reverse"])
@@ -226,7 +229,7 @@ def _bwd_kernel(
     p_c0,  # [D, B, H] initial cell state
     p_dgates,  # [D, T, B, G] fp32 gate gradients, zero-filled: inactive rows stay zero
     p_dhs,  # [D, T, B, P] fp32 grad of the projected h per step (HAS_PROJ; exchanged, and for d_w_hr)
-    p_dc0,  # [D, B, H] fp32 grad of c0
+    p_dc0,  # [D, B, H] fp32 grad of c0; holds grad of c_n at launch (rows that never run keep it)
     p_sync,  # [D, NM] int32 barrier counters, zero at launch
     T, B, H, P,
     s_do_d, s_do_t, s_do_b,
@@ -334,12 +337,13 @@ def _bwd_kernel(
         tl.store(p_dg + 2 * H, dc_t * gi * (1.0 - gg * gg), mask=m_jb)
         tl.store(p_dg + 3 * H, dhr * tc * go * (1.0 - go), mask=m_jb)
         dc = tl.where(m_b[None, :], dc_t * gf, dc)
+        # Written every step for the same reason as c_n in the forward.
+        tl.store(p_dc0 + row * H + o_j[:, None], dc_t * gf, mask=m_jb)
         if USE_BARRIER:
             n_sync += 1
             _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
         t_next = t
         bs_next = bs
-    tl.store(p_dc0 + row * H + o_j[:, None], dc, mask=m_all)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,7 +395,9 @@ def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype
     NP x NM x ``directions`` programs of the launch can be resident at once.
     """
     interpreting = triton_interpreting() if interpreting is None else interpreting
-    BK = 32  # 64 spills the fp16/bf16 forward at 32 x 32 tiles (ptxas, sm_90)
+    # K chunk of every matmul: 16 keeps the operand tiles small enough that ptxas spills
+    # nothing (32 spills 8-56 B on sm_80 at 8 warps; 64 spills the fp16/bf16 forward on sm_90).
+    BK = 16
     if interpreting:
         BH, BP, BB = _p2(H), (_p2(P) if has_proj else _p2(H)), block_b(B)
         NM = triton.cdiv(B, BB)
@@ -458,7 +464,7 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     bs = batch_sizes_list(batch_sizes, T, B)
     bs_dev = torch.tensor(bs, dtype=torch.int32).to(dev)
     out = torch.zeros(D, T, B, P, dtype=dtype, device=dev)
-    c_n = torch.empty(D, B, H, dtype=c0.dtype, device=dev)
+    c_n = c0.clone(memory_format=torch.contiguous_format)  # the kernel updates the rows that run
     gates = torch.empty(D, T, B, G, dtype=cdt, device=dev) if save else gx.new_empty(0, dtype=cdt)
     cs = torch.empty(D, T, B, H, dtype=cdt, device=dev) if save else gx.new_empty(0, dtype=cdt)
     # Zeroed: d_w_hr multiplies all rows, active or not.
@@ -491,7 +497,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     bs_dev = torch.tensor(bs, dtype=torch.int32).to(dev)
     d_gates = torch.zeros(D, T, B, 4 * H, dtype=cdt, device=dev)
     d_hs = torch.zeros(D, T, B, P, dtype=cdt, device=dev) if has_proj else d_gates
-    d_c0 = torch.empty(D, B, H, dtype=torch.float32, device=dev)
+    d_c0 = torch.empty(D, B, H, dtype=torch.float32, device=dev).copy_(grad_c_n)  # updated by the kernel
     sync = torch.zeros(D, cfg.NM, dtype=torch.int32, device=dev)
     g_out = grad_out if grad_out.stride(3) == 1 else grad_out.contiguous()
     w_hh_c = w_hh.contiguous()
