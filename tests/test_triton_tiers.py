@@ -137,6 +137,24 @@ def test_forced_persistent_still_runs_multi_program_configs(monkeypatch):
     assert choose_tier(4, 1024, 50, torch.float16, torch.device("cuda")) == "fused_step"
 
 
+def test_persistent_gpu_tilings_use_measured_warps():
+    """Every GPU tiling takes its warps from the tables the AOT check measured spill-free.
+
+    A tile outside them would fall back to step_warps, which spills on some tiles (sm_80).
+    """
+    for n_sm in (108, 132):
+        for dtype in (torch.float32, torch.float16):
+            for B in SWEEP_B:
+                for H in SWEEP_H:
+                    for P, has_proj in ((H, False), (max(1, H // 2), True)):
+                        cfg = persistent.persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False)
+                        if cfg is None:
+                            continue
+                        tile = (cfg.BLOCK_H, cfg.BLOCK_B)
+                        assert tile in persistent._FWD_WARPS and tile in persistent._BWD_WARPS, (B, H, P)
+                        assert cfg.num_warps == persistent._FWD_WARPS[tile]
+
+
 def test_auto_tier_runs():
     cfg = Config(B=2, T=3, input_size=3, hidden_size=5)
     check_lstm_against_torch(cfg, "triton", torch.float32)
