@@ -68,9 +68,9 @@ def choose_tier(B: int, H: int, T: int, dtype: torch.dtype, device: torch.device
     On CUDA the persistent tier is chosen only in its barrier-free configuration (one
     program per batch tile owns every hidden unit, NP == 1, i.e. H and P <= 64): its
     multi-program grid barrier has not yet run on a GPU, so shapes needing NP > 1 get
-    fused_step until the GPU suite has proven the barrier (unmeasured; see benchmarks/NOTES.md). ``force_tier("persistent")``
-    still runs NP > 1 (that is how the suite tests it). float64 always gets "pointwise",
-    the only tier with float64 kernels.
+    fused_step until the GPU suite has proven the barrier (unmeasured; see benchmarks/NOTES.md).
+    ``force_tier("persistent")`` still runs NP > 1 (that is how the suite tests it).
+    float64 always gets "pointwise", the only tier with float64 kernels.
     """
     from .persistent import persistent_config, sm_count
 
