@@ -36,7 +36,8 @@ from torch import Tensor
 from ..backends import triton_interpreting
 from ..ops import register_scan
 from ..reference import compute_dtype
-from .math import sigmoid, tanh
+from .gates import activate_gates, gate_dots, store_gates
+from .math import tanh
 from .specs import KernelSpec
 
 _TL_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
@@ -92,35 +93,20 @@ def _fwd_step_kernel(
         b_wf = tl.load(p_wk + H * P, mask=m_w, other=0.0)
         b_wg = tl.load(p_wk + 2 * H * P, mask=m_w, other=0.0)
         b_wo = tl.load(p_wk + 3 * H * P, mask=m_w, other=0.0)
-        if UPCAST_DOT:
-            b_h = b_h.to(tl.float32)
-            b_wi = b_wi.to(tl.float32)
-            b_wf = b_wf.to(tl.float32)
-            b_wg = b_wg.to(tl.float32)
-            b_wo = b_wo.to(tl.float32)
-        acc_i = tl.dot(b_wi, b_h, acc_i, input_precision=DOT_PRECISION)
-        acc_f = tl.dot(b_wf, b_h, acc_f, input_precision=DOT_PRECISION)
-        acc_g = tl.dot(b_wg, b_h, acc_g, input_precision=DOT_PRECISION)
-        acc_o = tl.dot(b_wo, b_h, acc_o, input_precision=DOT_PRECISION)
+        acc_i, acc_f, acc_g, acc_o = gate_dots(b_wi, b_wf, b_wg, b_wo, b_h, acc_i, acc_f, acc_g, acc_o,
+                                               UPCAST_DOT, DOT_PRECISION)
 
     m_jb = m_j[:, None] & m_b[None, :]
     row = o_b[None, :].to(tl.int64)
     p_g = p_gx + t.to(tl.int64) * s_gx_t + row * s_gx_b + o_j[:, None]
-    gi = sigmoid(acc_i + tl.load(p_g, mask=m_jb, other=0.0).to(tl.float32))
-    gf = sigmoid(acc_f + tl.load(p_g + H, mask=m_jb, other=0.0).to(tl.float32))
-    gg = tanh(acc_g + tl.load(p_g + 2 * H, mask=m_jb, other=0.0).to(tl.float32))
-    go = sigmoid(acc_o + tl.load(p_g + 3 * H, mask=m_jb, other=0.0).to(tl.float32))
+    gi, gf, gg, go = activate_gates(p_g, H, m_jb, acc_i, acc_f, acc_g, acc_o)
     p_cj = p_c + row * H + o_j[:, None]
     c = gf * tl.load(p_cj, mask=m_jb, other=0.0) + gi * gg
     h = go * tanh(c)
     tl.store(p_cj, c, mask=m_jb)
     tl.store(p_hout + row * s_hout_b + o_j[:, None], h.to(p_hout.dtype.element_ty), mask=m_jb)
     if SAVE:
-        p_sg = p_gates + (t.to(tl.int64) * B + row) * G + o_j[:, None]
-        tl.store(p_sg, gi.to(p_gates.dtype.element_ty), mask=m_jb)
-        tl.store(p_sg + H, gf.to(p_gates.dtype.element_ty), mask=m_jb)
-        tl.store(p_sg + 2 * H, gg.to(p_gates.dtype.element_ty), mask=m_jb)
-        tl.store(p_sg + 3 * H, go.to(p_gates.dtype.element_ty), mask=m_jb)
+        store_gates(p_gates + (t.to(tl.int64) * B + row) * G + o_j[:, None], H, gi, gf, gg, go, m_jb)
         tl.store(p_cs + (t.to(tl.int64) * B + row) * H + o_j[:, None], c.to(p_cs.dtype.element_ty), mask=m_jb)
 
 
