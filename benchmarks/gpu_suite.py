@@ -249,8 +249,11 @@ class Watchdog:
                 why = (f"no progress for {stuck:.0f} s" if stuck > self.hang_s
                        else f"run passed its hard limit of {self.hard_s:.0f} s")
                 print(f"\nwatchdog: {why} while running {self.what}; writing results and exiting", flush=True)
-                self.save({"section": "watchdog", "what": self.what, "reason": why})
-                os._exit(3)
+                try:
+                    self.save({"section": "watchdog", "what": self.what, "reason": why})
+                finally:
+                    # A failed save must not end only this thread and leave the hung run going.
+                    os._exit(3)
 
 
 WATCHDOG: Optional[Watchdog] = None
@@ -913,7 +916,7 @@ def print_ecosystem_summary(record: list) -> None:
     for e in record:
         if e["check"] == "eval_backward" and e["backend"] == "triton":
             nn_eval = e.get("nn_lstm_eval_backward") or {}
-            print(f"  nn.LSTM ({e['versus']}) backward in eval mode: "
+            print(f"  nn.LSTM ({e.get('versus')}) backward in eval mode: "
                   + ("refused: " + nn_eval["error"].splitlines()[0] if nn_eval.get("refused") else "works"))
         if e["check"] == "deterministic_algorithms" and "changes_result" in e:
             print(f"  torch.use_deterministic_algorithms(True) changes our results: {e['changes_result']}")

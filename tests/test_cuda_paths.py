@@ -1,0 +1,106 @@
+"""Code paths that only run on a GPU, exercised on CPU through monkeypatching or pure arithmetic.
+
+The GPU suite gets one unattended run per GPU session; these tests cover the parts of it
+(and of the persistent tier's launch configuration) that the CPU dry run never reaches.
+"""
+import os
+import sys
+
+import pytest
+import torch
+
+from lstm_kernels._triton import persistent
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _import_suite():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import gpu_suite
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+    return gpu_suite
+
+
+class _Exited(Exception):
+    """Stands in for os._exit, which would end the test process."""
+
+
+def test_watchdog_exits_even_when_writing_the_results_fails(monkeypatch):
+    """A save that raises (e.g. the main thread mutating the results mid-dump three times in
+    a row) must not end only the watchdog thread and leave a hung run going."""
+    gpu_suite = _import_suite()
+    exits = []
+
+    def fake_exit(code):
+        exits.append(code)
+        raise _Exited
+
+    def failing_save(event):
+        raise RuntimeError("dictionary changed size during iteration")
+
+    monkeypatch.setattr(gpu_suite.time, "sleep", lambda s: None)
+    monkeypatch.setattr(gpu_suite.os, "_exit", fake_exit)
+    dog = gpu_suite.Watchdog(gpu_suite.Clock(0.0), hang_s=1e9, hard_s=-1.0)  # past its hard limit at once
+    dog.save = failing_save
+    with pytest.raises(_Exited):
+        dog._watch()
+    assert exits == [3]
+
+
+def test_watchdog_saves_then_exits(monkeypatch):
+    gpu_suite = _import_suite()
+    saved, exits = [], []
+
+    def fake_exit(code):
+        exits.append(code)
+        raise _Exited
+
+    monkeypatch.setattr(gpu_suite.time, "sleep", lambda s: None)
+    monkeypatch.setattr(gpu_suite.os, "_exit", fake_exit)
+    dog = gpu_suite.Watchdog(gpu_suite.Clock(1e9), hang_s=-1.0, hard_s=1e9)  # "no progress" at once
+    dog.beat("correctness B64-T6 float32 triton:persistent")
+    dog.save = saved.append
+    with pytest.raises(_Exited):
+        dog._watch()
+    assert exits == [3]
+    assert saved and saved[0]["section"] == "watchdog" and "persistent" in saved[0]["what"]
+
+
+def test_ecosystem_summary_survives_an_eval_backward_check_that_crashed_in_setup(capsys):
+    """A crashed setup leaves the entry without 'versus'; the final summary must still print."""
+    gpu_suite = _import_suite()
+    record = [{"check": "eval_backward", "backend": "triton", "dtype": "float32", "case": "B3-T7",
+               "status": "fail", "error": "Traceback (most recent call last):\nRuntimeError: setup failed"}]
+    gpu_suite.print_ecosystem_summary(record)
+    out = capsys.readouterr().out
+    assert "FAIL eval_backward triton float32 B3-T7: RuntimeError: setup failed" in out
+
+
+@pytest.mark.parametrize("n_sm", [108, 132], ids=["sm108", "sm132"])
+def test_persistent_grid_never_exceeds_the_sm_count(n_sm):
+    """A grid-barrier launch needs every program resident: NP x NM x D <= SMs, over the GPU
+    suite's shapes (B up to 128, H up to 1024, both directions, with and without projection)."""
+    for B in (1, 3, 8, 32, 64, 128):
+        for H in (33, 48, 64, 128, 256, 512, 1024):
+            for P, has_proj in ((H, False), (max(1, H // 2), True)):
+                for D in (1, 2):
+                    cfg = persistent.persistent_config(B, H, P, has_proj, torch.bfloat16, n_sm,
+                                                       interpreting=False, directions=D)
+                    if cfg is None:
+                        continue
+                    if cfg.use_barrier:
+                        assert cfg.NP * cfg.NM * D <= n_sm, (B, H, P, D, cfg)
+                    assert cfg.NP * cfg.BLOCK_H >= H and cfg.NP * cfg.BLOCK_P >= P, (B, H, P, cfg)
+                    assert cfg.NM * cfg.BLOCK_B >= B, (B, cfg)
+
+
+def test_forced_persistent_tier_refuses_a_grid_that_cannot_be_resident(monkeypatch):
+    """On a GPU, a shape whose barrier grid exceeds the SMs raises a clear error instead of
+    launching a kernel that would spin forever (the timing section forces this tier)."""
+    monkeypatch.setattr(persistent, "sm_count", lambda device: 132)
+    monkeypatch.setattr(persistent, "triton_interpreting", lambda: False)
+    assert persistent.persistent_config(128, 1024, 1024, False, torch.bfloat16, 132, directions=2) is None
+    with pytest.raises(RuntimeError, match="cannot run B=128, H=1024"):
+        persistent._config_for(128, 1024, 1024, False, torch.bfloat16, torch.device("cuda"), 2)
