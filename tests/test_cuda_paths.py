@@ -104,3 +104,50 @@ def test_forced_persistent_tier_refuses_a_grid_that_cannot_be_resident(monkeypat
     assert persistent.persistent_config(128, 1024, 1024, False, torch.bfloat16, 132, directions=2) is None
     with pytest.raises(RuntimeError, match="cannot run B=128, H=1024"):
         persistent._config_for(128, 1024, 1024, False, torch.bfloat16, torch.device("cuda"), 2)
+
+
+def test_cuda_timer_synchronizes_before_reading_its_events(monkeypatch):
+    """Event pairs are recorded around each call on the current stream and read only after a
+    device-wide synchronize (elapsed_time on an unfinished event raises on a GPU)."""
+    gpu_suite = _import_suite()
+    log = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+            self.t = None
+
+        def record(self, stream=None):
+            assert stream is None  # the current stream, where fn's kernels run
+            log.append("record")
+            self.t = len(log)
+
+        def elapsed_time(self, end):
+            assert "sync" in log and log.index("sync") > max(i for i, x in enumerate(log) if x == "record")
+            return float(end.t - self.t)
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: log.append("sync"))
+    timer = gpu_suite.Timer("cuda")
+    times = timer.times_ms(lambda: log.append("fn"), 3)
+    assert times == [2.0, 2.0, 2.0]
+    assert log == ["record", "fn", "record"] * 3 + ["sync"]
+
+
+def test_cuda_environment_is_plain_json(monkeypatch):
+    """The CUDA branch of the environment record holds only JSON types (no dtype, device or
+    property objects), so the results file needs no str() fallback for it."""
+    import json
+
+    gpu_suite = _import_suite()
+
+    class Props:
+        major, minor, multi_processor_count, total_memory = 9, 0, 132, 150_000_000_000
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: Props())
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "NVIDIA H200")
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91002)
+    cfg = gpu_suite.gpu_config()
+    env = gpu_suite.environment(cfg, True)
+    assert json.loads(json.dumps(env, allow_nan=False)) == env
+    assert env["device"] == "NVIDIA H200" and env["sms"] == 132 and env["capability"] == "9.0"
