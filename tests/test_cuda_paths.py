@@ -151,3 +151,19 @@ def test_cuda_environment_is_plain_json(monkeypatch):
     env = gpu_suite.environment(cfg, True)
     assert json.loads(json.dumps(env, allow_nan=False)) == env
     assert env["device"] == "NVIDIA H200" and env["sms"] == 132 and env["capability"] == "9.0"
+
+
+def test_barrier_grids_launch_cooperatively_on_a_gpu_only(monkeypatch):
+    """A barrier grid goes out as a cooperative launch on a GPU, so the driver refuses a grid
+    that cannot be co-resident instead of letting it spin; barrier-free grids and the
+    interpreter launch plainly."""
+    monkeypatch.setattr(persistent, "triton_interpreting", lambda: False)
+    with_barrier = persistent.persistent_config(64, 1024, 1024, False, torch.bfloat16, 132,
+                                                interpreting=False, directions=2)
+    without = persistent.persistent_config(8, 32, 32, False, torch.bfloat16, 132, interpreting=False)
+    assert with_barrier is not None and with_barrier.use_barrier
+    assert without is not None and not without.use_barrier
+    assert persistent._cooperative(with_barrier) == {"launch_cooperative_grid": True}
+    assert persistent._cooperative(without) == {}
+    monkeypatch.setattr(persistent, "triton_interpreting", lambda: True)
+    assert persistent._cooperative(with_barrier) == {}

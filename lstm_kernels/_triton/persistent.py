@@ -441,6 +441,16 @@ def fits(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, device: tor
     return persistent_config(B, H, P, has_proj, dtype, sm_count(device), directions=directions) is not None
 
 
+def _cooperative(cfg: PersistentConfig) -> dict:
+    """Launch options: a barrier grid goes out as a cooperative launch on a GPU.
+
+    The grid barrier deadlocks unless every program is resident at once; ``persistent_config``
+    sizes the grid for that, and a cooperative launch makes the driver refuse (with an error,
+    not a hang) a grid that cannot be co-resident after all. The interpreter has no such launch.
+    """
+    return {"launch_cooperative_grid": True} if cfg.use_barrier and not triton_interpreting() else {}
+
+
 def _config_for(B, H, P, has_proj, dtype, device, directions=1) -> PersistentConfig:
     cfg = persistent_config(B, H, P, has_proj, dtype, sm_count(device), directions=directions)
     if cfg is None:
@@ -486,7 +496,7 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
         T, B, H, P, gx.stride(0), gx.stride(1), gx.stride(2), cfg.NP,
         int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
         BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, SAVE=save, UPCAST_DOT=upcast,
-        DOT_PRECISION=prec, num_warps=cfg.num_warps,
+        DOT_PRECISION=prec, num_warps=cfg.num_warps, **_cooperative(cfg),
     )
     h_n = torch.stack([finish_forward(out[d], c_n[d], c0[d], bs, reverse != (d == 1))[0] for d in range(D)])
     hs = hr if (save and has_proj) else gx.new_empty(0, dtype=cdt)
@@ -517,7 +527,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
         T, B, H, P, g_out.stride(0), g_out.stride(1), g_out.stride(2), cfg.NP,
         int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
         BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, DOT_PRECISION=prec,
-        num_warps=cfg.backward_warps,
+        num_warps=cfg.backward_warps, **_cooperative(cfg),
     )
     d_w_hh, d_w_hr, d_h0 = [], [], []
     for d in range(D):
