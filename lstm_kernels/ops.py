@@ -60,6 +60,26 @@ def _zero_inactive_rows(batch_sizes: Tensor, saved) -> None:
             t.masked_fill_(inactive, 0)
 
 
+def state_entering_each_step(seq: Tensor, init: Tensor, batch_sizes: list, reverse: bool) -> Tensor:
+    """The state entering each step, ``[T, B, X]``, from the states after each step.
+
+    ``seq [T, B, X]`` holds a state after each step (``out`` for h, ``cs`` for c) and
+    ``init [B, X]`` the initial one. A row enters step t with its state from the previous
+    step in scan order if it was active there, otherwise with ``init`` (reverse scans start
+    each sequence at its own last step). ``batch_sizes`` is a list (empty: all rows active).
+    """
+    T, B = seq.shape[0], seq.shape[1]
+    first = init.to(seq.dtype).unsqueeze(0)
+    prev = torch.cat([seq[1:], first], 0) if reverse else torch.cat([first, seq[:-1]], 0)
+    if len(batch_sizes) == 0:
+        return prev
+    bs = torch.tensor(batch_sizes, dtype=torch.long, device=seq.device)
+    zero = torch.zeros(1, dtype=torch.long, device=seq.device)
+    prev_bs = torch.cat([bs[1:], zero]) if reverse else torch.cat([zero, bs[:-1]])
+    carried = (torch.arange(B, device=seq.device)[None, :] < prev_bs[:, None]).unsqueeze(2)
+    return torch.where(carried, prev, first.expand(T, B, seq.shape[2]))
+
+
 def register_scan(name: str, forward_impl: Callable, backward_impl: Callable) -> Callable:
     """Register a backend's scan as a custom op pair; return the differentiable caller."""
 

@@ -205,39 +205,6 @@ def _scan_forward(
     return out, h, c.to(c0.dtype), gates_s, cs, hs
 
 
-def _prev_states(
-    out: Tensor, cs: Tensor, h0: Tensor, c0: Tensor, batch_sizes: List[int], reverse: bool
-):
-    """h and c entering each step: [T,B,P] and [T,B,H], masked by batch_sizes.
-
-    Not used by the scripted backward (which avoids materialising them); kept for the
-    Triton pointwise tier's backward, which imports it.
-    """
-    T = out.size(0)
-    B = out.size(1)
-    cdt = cs.dtype
-    h_init = h0.unsqueeze(0)
-    c_init = c0.to(cdt).unsqueeze(0)
-    if reverse:
-        h_prev = torch.cat([out[1:], h_init], 0)
-        c_prev = torch.cat([cs[1:], c_init], 0)
-    else:
-        h_prev = torch.cat([h_init, out[:-1]], 0)
-        c_prev = torch.cat([c_init, cs[:-1]], 0)
-    if len(batch_sizes) > 0:
-        # A row is carried over from the previous step only if it was active there.
-        bs = torch.tensor(batch_sizes, dtype=torch.long, device=out.device)
-        if reverse:
-            prev_bs = torch.cat([bs[1:], torch.zeros(1, dtype=torch.long, device=out.device)])
-        else:
-            prev_bs = torch.cat([torch.zeros(1, dtype=torch.long, device=out.device), bs[:-1]])
-        rows = torch.arange(B, device=out.device).unsqueeze(0)
-        carried = (rows < prev_bs.unsqueeze(1)).unsqueeze(2)
-        h_prev = torch.where(carried, h_prev, h_init.expand(T, B, h0.size(1)))
-        c_prev = torch.where(carried, c_prev, c_init.expand(T, B, c0.size(1)))
-    return h_prev, c_prev
-
-
 def _scan_backward(
     grad_out: Tensor,  # [T, B, P]
     grad_h_n: Tensor,  # [B, P]

@@ -34,7 +34,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..backends import triton_interpreting
-from ..ops import register_scan
+from ..ops import register_scan, state_entering_each_step
 from ..reference import compute_dtype
 from .gates import activate_gates, gate_dots, store_gates
 from .math import tanh
@@ -273,18 +273,6 @@ def rows_last_first(bs: list[int], B: int, reverse: bool, device) -> tuple[Tenso
     return last.to(device), first.to(device)
 
 
-def prev_hidden(out: Tensor, h0: Tensor, bs: list[int], reverse: bool) -> Tensor:
-    """h entering each step [T, B, P]: out at the previous step where the row ran there, else h0."""
-    T, B = out.shape[0], out.shape[1]
-    h_init = h0.unsqueeze(0)
-    h_prev = torch.cat([out[1:], h_init], 0) if reverse else torch.cat([h_init, out[:-1]], 0)
-    bs_t = torch.tensor(bs, dtype=torch.int64, device=out.device)
-    zero = torch.zeros(1, dtype=torch.int64, device=out.device)
-    prev_bs = torch.cat([bs_t[1:], zero]) if reverse else torch.cat([zero, bs_t[:-1]])
-    carried = (torch.arange(B, device=out.device)[None, :] < prev_bs[:, None]).unsqueeze(2)
-    return torch.where(carried, h_prev, h_init.expand(T, B, h0.shape[1]))
-
-
 def finish_forward(out: Tensor, c_state: Tensor, c0: Tensor, bs: list[int], reverse: bool):
     """(h_n, c_n) from the output and the final fp32 cell state."""
     B = out.shape[1]
@@ -298,7 +286,7 @@ def weight_grads(d_gates: Tensor, out: Tensor, h0: Tensor, w_hh: Tensor, bs: lis
     """(d_w_hh, d_w_hr) as one large matmul each over all T*B rows (inactive rows are zero)."""
     T, B, G = d_gates.shape
     cdt = d_gates.dtype
-    h_prev = prev_hidden(out, h0, bs, reverse).to(cdt)
+    h_prev = state_entering_each_step(out, h0, bs, reverse).to(cdt)
     # Explicit widths, not -1: an empty batch (T * B == 0) leaves -1 ambiguous.
     d_w_hh = (d_gates.reshape(T * B, G).t() @ h_prev.reshape(T * B, h_prev.shape[2])).to(w_hh.dtype)
     if w_hr is None:

@@ -39,9 +39,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..ops import register_scan
+from ..ops import register_scan, state_entering_each_step
 from ..reference import compute_dtype
-from ..scripted import _prev_states
 from .math import sigmoid, tanh
 from .specs import KernelSpec
 
@@ -437,8 +436,8 @@ def _scan_backward(
     has_bs = len(bs_list) > 0
     proj = w_hr is not None
 
-    h_prev, c_prev = _prev_states(out, cs, h0, c0, bs_list, reverse)
-    c_prev = c_prev.contiguous()
+    h_prev = state_entering_each_step(out, h0, bs_list, reverse)
+    c_prev = state_entering_each_step(cs, c0, bs_list, reverse).contiguous()
     gates = gates.contiguous()
     cs = cs.contiguous()
     # Inactive rows get no gradient, and they take part in the dW_hh matmul below.
