@@ -12,6 +12,8 @@ D = 2 if bidirectional else 1.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -328,3 +330,14 @@ def check_lstm_against_torch(
         assert_close_to_oracle(f"grad {name}", got[name], want[name], dtype, "grad",
                                None if eager_grads is None else eager_grads[name])
     return torch_lstm, ours
+
+
+def import_gpu_suite():
+    """``benchmarks/gpu_suite.py`` as a module (it is a script, not part of the package)."""
+    bench_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    sys.path.insert(0, bench_dir)
+    try:
+        import gpu_suite
+    finally:
+        sys.path.remove(bench_dir)
+    return gpu_suite

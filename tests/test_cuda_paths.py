@@ -3,24 +3,11 @@
 The GPU suite gets one unattended run per GPU session; these tests cover the parts of it
 (and of the persistent tier's launch configuration) that the CPU dry run never reaches.
 """
-import os
-import sys
-
 import pytest
 import torch
 
+from helpers import import_gpu_suite
 from lstm_kernels._triton import persistent
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _import_suite():
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import gpu_suite
-    finally:
-        sys.path.remove(os.path.join(ROOT, "benchmarks"))
-    return gpu_suite
 
 
 class _Exited(Exception):
@@ -30,7 +17,7 @@ class _Exited(Exception):
 def test_watchdog_exits_even_when_writing_the_results_fails(monkeypatch):
     """A save that raises (e.g. the main thread mutating the results mid-dump three times in
     a row) must not end only the watchdog thread and leave a hung run going."""
-    gpu_suite = _import_suite()
+    gpu_suite = import_gpu_suite()
     exits = []
 
     def fake_exit(code):
@@ -50,7 +37,7 @@ def test_watchdog_exits_even_when_writing_the_results_fails(monkeypatch):
 
 
 def test_watchdog_saves_then_exits(monkeypatch):
-    gpu_suite = _import_suite()
+    gpu_suite = import_gpu_suite()
     saved, exits = [], []
 
     def fake_exit(code):
@@ -70,7 +57,7 @@ def test_watchdog_saves_then_exits(monkeypatch):
 
 def test_ecosystem_summary_survives_an_eval_backward_check_that_crashed_in_setup(capsys):
     """A crashed setup leaves the entry without 'versus'; the final summary must still print."""
-    gpu_suite = _import_suite()
+    gpu_suite = import_gpu_suite()
     record = [{"check": "eval_backward", "backend": "triton", "dtype": "float32", "case": "B3-T7",
                "status": "fail", "error": "Traceback (most recent call last):\nRuntimeError: setup failed"}]
     gpu_suite.print_ecosystem_summary(record)
@@ -109,7 +96,7 @@ def test_forced_persistent_tier_refuses_a_grid_that_cannot_be_resident(monkeypat
 def test_cuda_timer_synchronizes_before_reading_its_events(monkeypatch):
     """Event pairs are recorded around each call on the current stream and read only after a
     device-wide synchronize (elapsed_time on an unfinished event raises on a GPU)."""
-    gpu_suite = _import_suite()
+    gpu_suite = import_gpu_suite()
     log = []
 
     class FakeEvent:
@@ -139,7 +126,7 @@ def test_cuda_environment_is_plain_json(monkeypatch):
     property objects), so the results file needs no str() fallback for it."""
     import json
 
-    gpu_suite = _import_suite()
+    gpu_suite = import_gpu_suite()
 
     class Props:
         major, minor, multi_processor_count, total_memory = 9, 0, 132, 150_000_000_000

@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 
+from helpers import import_gpu_suite
 from lstm_kernels import roofline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,7 +111,7 @@ def test_dry_run_ecosystem_checks_exist_and_pass(dry_run_result):
 
 def test_ecosystem_records_a_crashing_check_and_goes_on(monkeypatch):
     """A check that raises becomes a failed entry with its traceback; later checks still run."""
-    gpu_suite = _import_suite()
+    gpu_suite = import_gpu_suite()
     cfg = gpu_suite.dry_config()
     case = cfg.compile_case
     monkeypatch.setattr(gpu_suite, "ecosystem_plan", lambda cfg: [
@@ -133,7 +134,7 @@ def test_ecosystem_records_a_crashing_check_and_goes_on(monkeypatch):
 
 
 def test_ecosystem_rule_and_bitwise_comparison_catch_differences():
-    gpu_suite = _import_suite()
+    gpu_suite = import_gpu_suite()
     a = {"out": torch.tensor([1.0, 2.0])}
     assert gpu_suite._differing(a, {"out": torch.tensor([1.0, 2.0])}) == []
     assert gpu_suite._differing(a, {"out": torch.tensor([1.0, 2.0 + 2**-20])}) == ["out"]
@@ -144,15 +145,6 @@ def test_ecosystem_rule_and_bitwise_comparison_catch_differences():
     nan = {"out": torch.tensor([1.0, float("nan")])}
     assert "out" in gpu_suite._judge(entry, nan, oracle, {"out": 0.0}, 1.0)
     assert entry["errors"]["out"]["bound"] == 1.0
-
-
-def _import_suite():
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import gpu_suite
-    finally:
-        sys.path.remove(os.path.join(ROOT, "benchmarks"))
-    return gpu_suite
 
 
 def test_dry_run_timing_rows(dry_run_result):
@@ -177,7 +169,7 @@ def test_dry_run_timing_rows(dry_run_result):
 
 
 def test_gpu_grid_keeps_every_listed_value():
-    gpu_suite = _import_suite()
+    gpu_suite = import_gpu_suite()
     cfg = gpu_suite.gpu_config()
     first_pass = cfg.timing_passes[0]  # what a run cut short by its budget still times
     assert {s["B"] for s in first_pass} == {1, 8, 32, 128}
