@@ -228,7 +228,9 @@ def _ast_source(ast_source, spec):
 
     params = inspect.signature(ast_source.__init__).parameters
     key = "constexprs" if "constexprs" in params else "constants"
-    return ast_source(fn=spec.kernel, signature=dict(spec.signature), **{key: dict(spec.constexprs)})
+    names = list(spec.signature)
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in getattr(spec, "divisible_by_16", ())}
+    return ast_source(fn=spec.kernel, signature=dict(spec.signature), attrs=attrs, **{key: dict(spec.constexprs)})
 
 
 def compile_spec(spec, arch: int, module: str = "") -> KernelReport:

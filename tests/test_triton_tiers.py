@@ -18,7 +18,19 @@ from lstm_kernels._triton.backend import TIERS, choose_tier, force_tier, impleme
 
 pytestmark = pytest.mark.interpreter
 
-MY_TIERS = ("fused_step", "persistent")
+# "persistent-chunked": the persistent tier with its forward streaming W_hh in K chunks
+# (the tiling for slices too large to hold on-chip) instead of the resident default.
+MY_TIERS = ("fused_step", "persistent", "persistent-chunked")
+
+
+@pytest.fixture
+def run_tier(monkeypatch):
+    def enter(tier):
+        if tier == "persistent-chunked":
+            monkeypatch.setattr(persistent, "RESIDENT_FORWARD", [False])
+            tier = "persistent"
+        return force_tier(tier)
+    return enter
 
 FP32_CONFIGS = [
     Config(B=3, T=4, input_size=5, hidden_size=7),
@@ -37,16 +49,16 @@ LOW_CONFIGS = [
 
 @pytest.mark.parametrize("cfg", FP32_CONFIGS, ids=config_id)
 @pytest.mark.parametrize("tier", MY_TIERS)
-def test_tier_matches_nn_lstm_fp32(tier, cfg):
-    with force_tier(tier):
+def test_tier_matches_nn_lstm_fp32(tier, cfg, run_tier):
+    with run_tier(tier):
         check_lstm_against_torch(cfg, "triton", torch.float32)
 
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=dtype_id)
 @pytest.mark.parametrize("cfg", LOW_CONFIGS, ids=config_id)
 @pytest.mark.parametrize("tier", MY_TIERS)
-def test_tier_matches_fp64_oracle_low_precision(tier, cfg, dtype):
-    with force_tier(tier):
+def test_tier_matches_fp64_oracle_low_precision(tier, cfg, dtype, run_tier):
+    with run_tier(tier):
         check_lstm_against_torch(cfg, "triton", dtype)
 
 
@@ -62,17 +74,23 @@ def test_persistent_independent_batch_tiles():
     Config(B=3, T=1, input_size=4, hidden_size=40, bidirectional=True),
     Config(B=20, T=1, input_size=4, hidden_size=33, with_hx=False),
 ], ids=config_id)
-def test_persistent_multi_program_tiling_single_step(cfg, monkeypatch):
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "chunked"])
+def test_persistent_multi_program_tiling_single_step(cfg, resident, monkeypatch):
     """The GPU tiling (several programs own hidden blocks) on launches whose programs need no barrier.
 
     With T=1 and no projection, no program reads what another writes, so the barrier can be
     left out and the interpreter runs the multi-program index math exactly as a GPU would.
+    The resident forward holds all of P per program; the backward always streams.
     """
-    def config_for(B, H, P, has_proj, dtype, device, directions=1):
+    def config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True):
         BB = 16
-        return persistent.PersistentConfig(BLOCK_H=16, BLOCK_P=16, BLOCK_B=BB, BLOCK_K=16,
+        res = resident and wanted_resident
+        return persistent.PersistentConfig(BLOCK_H=16, BLOCK_P=16, BLOCK_B=BB,
+                                           BLOCK_K=triton.next_power_of_2(P) if res else 16,
                                            NP=triton.cdiv(H, 16), NM=triton.cdiv(B, BB), num_warps=4,
-                                           barrier=False)
+                                           barrier=False, resident=res)
+
+    wanted_resident = resident
 
     monkeypatch.setattr(persistent, "_config_for", config_for)
     assert triton.cdiv(cfg.hidden_size, 16) > 1
@@ -102,8 +120,8 @@ SWEEP_H = (1, 7, 64, 128, 256, 1000, 1024, 2048, 4096)
 def test_choose_tier_returns_runnable_tier(device_type, monkeypatch):
     """Over a sweep of shapes the dispatch only picks tiers that exist and can run the shape.
 
-    On CUDA the automatic choice takes the persistent tier only barrier-free (NP == 1): its
-    grid barrier is unproven on a GPU, so larger hidden sizes go to fused_step or pointwise.
+    On CUDA the persistent tier is taken wherever its forward and backward grids can be
+    resident on the chip's 132 SMs; the other shapes go to fused_step or pointwise.
     """
     monkeypatch.setattr(persistent, "sm_count", lambda device: 132 if device.type == "cuda" else None)
     device = torch.device(device_type)
@@ -120,21 +138,42 @@ def test_choose_tier_returns_runnable_tier(device_type, monkeypatch):
                     # The only tier with float64 kernels; the others raise TypeError for it.
                     assert tier == "pointwise", (B, H, tier)
                 if tier == "persistent":
-                    cfg = persistent.persistent_config(B, H, H, False, dtype, persistent.sm_count(device),
-                                                       interpreting=device_type == "cpu")
-                    assert cfg is not None and cfg.NP == 1 and not cfg.use_barrier, (B, H, dtype)
-                if device_type == "cuda" and dtype != torch.float64 and H > persistent.MAX_BLOCK_H:
-                    assert tier != "persistent", (B, H, dtype)
+                    for resident in (True, False):
+                        cfg = persistent.persistent_config(B, H, H, False, dtype, persistent.sm_count(device),
+                                                           interpreting=device_type == "cpu", resident=resident)
+                        assert cfg is not None, (B, H, dtype, resident)
+                        if device_type == "cuda":
+                            assert cfg.NP * cfg.NM <= 132, (B, H, dtype, resident)
     expected = {"persistent", "pointwise"} | ({"fused_step"} if device_type == "cuda" else set())
     assert picked == expected
 
 
-def test_forced_persistent_still_runs_multi_program_configs(monkeypatch):
-    """Forcing the tier keeps the barrier configurations the GPU suite uses to prove it."""
+def test_automatic_choice_runs_multi_program_barrier_configs(monkeypatch):
+    """The barrier, proven on an H200, is used by the automatic choice for large H."""
     monkeypatch.setattr(persistent, "sm_count", lambda device: 132)
     cfg = persistent.persistent_config(4, 1024, 1024, False, torch.float16, 132, interpreting=False)
     assert cfg is not None and cfg.NP > 1 and cfg.use_barrier
-    assert choose_tier(4, 1024, 50, torch.float16, torch.device("cuda")) == "fused_step"
+    assert choose_tier(4, 1024, 50, torch.float16, torch.device("cuda")) == "persistent"
+
+
+def test_resident_tilings_fit_shared_memory_and_the_chip():
+    """Resident forward tilings: the weights plus the h operand fit a block's 227 KB, the rows
+    of each operand suit wgmma (>= 64), and every program of a barrier grid is resident."""
+    for n_sm in (108, 132):
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            size = torch.tensor([], dtype=dtype).element_size()
+            for B in SWEEP_B:
+                for H in (16, 32, 64, 96, 128, 256, 512, 1024, 2048):
+                    for directions in (1, 2):
+                        cfg = persistent.persistent_config(B, H, H, False, dtype, n_sm, interpreting=False,
+                                                           directions=directions)
+                        if cfg is None or not cfg.resident:
+                            continue
+                        smem = (4 * cfg.BLOCK_H + cfg.BLOCK_B) * cfg.BLOCK_K * size
+                        assert smem <= 227 * 1024, (B, H, dtype)
+                        rows = (2 if cfg.BLOCK_H >= 32 else 4) * cfg.BLOCK_H
+                        assert cfg.BLOCK_K >= H and rows >= 64 and H % 16 == 0
+                        assert cfg.NP == 1 or cfg.NP * cfg.NM * directions <= n_sm
 
 
 def test_persistent_gpu_tilings_use_measured_warps():
@@ -147,7 +186,8 @@ def test_persistent_gpu_tilings_use_measured_warps():
             for B in SWEEP_B:
                 for H in SWEEP_H:
                     for P, has_proj in ((H, False), (max(1, H // 2), True)):
-                        cfg = persistent.persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False)
+                        cfg = persistent.persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False,
+                                                           resident=False)
                         if cfg is None:
                             continue
                         tile = (cfg.BLOCK_H, cfg.BLOCK_B)

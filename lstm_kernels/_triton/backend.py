@@ -60,19 +60,16 @@ _POINTWISE_MIN_BH = 256 * 2048
 def choose_tier(B: int, H: int, T: int, dtype: torch.dtype, device: torch.device) -> str:
     """The tier to run for this shape; never one that cannot run it.
 
-    Unmeasured; see benchmarks/NOTES.md. The table follows the per-step floor: at small and
-    mid sizes a step is latency-bound, so one persistent launch (no per-step launch) is
-    predicted fastest; past that, fused_step (one launch per step, matmul and gate math
-    fused); for very large B*H, cuBLAS plus the pointwise kernel.
-
-    On CUDA the persistent tier is chosen only in its barrier-free configuration (one
-    program per batch tile owns every hidden unit, NP == 1, i.e. H and P <= 64): its
-    multi-program grid barrier has not yet run on a GPU, so shapes needing NP > 1 get
-    fused_step until the GPU suite has proven the barrier (unmeasured; see benchmarks/NOTES.md).
-    ``force_tier("persistent")`` still runs NP > 1 (that is how the suite tests it).
-    float64 always gets "pointwise", the only tier with float64 kernels.
+    Grounded in the H200 measurements in benchmarks/NOTES.md (GPU, 2026-11-28): the per-step
+    tiers are bound by the host (one or more launches per step: 35-135 us per step where
+    the persistent kernel took 4-22 us), so every shape whose persistent launches (forward
+    and backward) fit on the chip gets "persistent", its grid barrier proven there; other
+    shapes get "fused_step", or "pointwise" where B*H is large enough for cuBLAS's matmul
+    to dominate a step (not measured yet). float64 always gets "pointwise", the only tier
+    with float64 kernels. Under the interpreter the persistent tier always fits (one program
+    per batch tile).
     """
-    from .persistent import persistent_config, sm_count
+    from .persistent import fits
 
     if dtype == torch.float64:
         return "pointwise"
@@ -80,8 +77,7 @@ def choose_tier(B: int, H: int, T: int, dtype: torch.dtype, device: torch.device
     if on_gpu and B * H >= _POINTWISE_MIN_BH:
         return "pointwise"
     # A projection never changes whether the persistent grid fits (P < H), so H stands for P.
-    cfg = persistent_config(B, H, H, False, dtype, sm_count(device), interpreting=not on_gpu)
-    if cfg is not None and cfg.NP == 1:  # always 1 under the interpreter
+    if fits(B, H, H, False, dtype, device, interpreting=not on_gpu):
         return "persistent"
     return "fused_step"
 

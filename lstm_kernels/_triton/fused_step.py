@@ -221,11 +221,15 @@ def backward_blocks(H: int, BB: int) -> tuple[int, int, int]:
 def dot_settings(dtype: torch.dtype) -> tuple[bool, str]:
     """(UPCAST_DOT, DOT_PRECISION) for storage ``dtype``.
 
-    fp32 runs the recurrent matmul in full IEEE fp32 (no TF32), matching nn.LSTM's numbers;
-    fp16/bf16 feed the tensor cores natively with fp32 accumulation. The interpreter's bf16
-    dot is wrong, so there everything is upcast to fp32 right after the loads.
+    fp32 follows nn.LSTM on cuDNN: TF32 tensor-core matmuls while
+    ``torch.backends.cudnn.allow_tf32`` is on (PyTorch's default), full IEEE fp32 when it is
+    off. fp16/bf16 feed the tensor cores natively with fp32 accumulation. The interpreter's
+    bf16 dot is wrong, so there everything is upcast to fp32 right after the loads, in IEEE.
     """
-    return triton_interpreting() or dtype not in (torch.float16, torch.bfloat16), "ieee"
+    interpreting = triton_interpreting()
+    upcast = interpreting or dtype not in (torch.float16, torch.bfloat16)
+    tf32 = dtype == torch.float32 and not interpreting and torch.backends.cudnn.allow_tf32
+    return upcast, "tf32" if tf32 else "ieee"
 
 
 # ---------------------------------------------------------------------------------------------

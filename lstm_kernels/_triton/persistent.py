@@ -100,6 +100,7 @@ def _fwd_kernel(
     USE_BARRIER: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_PROJ: tl.constexpr, SAVE: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    RESIDENT: tl.constexpr = False,  # W_hh slice loaded once before the time loop (BLOCK_K >= P)
 ):
     i_n = tl.program_id(0)
     i_m = tl.program_id(1)
@@ -129,6 +130,28 @@ def _fwd_kernel(
     m_all = m_j[:, None] & (o_b < B)[None, :]
     c = tl.load(p_c0 + row * H + o_j[:, None], mask=m_all, other=0.0).to(tl.float32)  # [BLOCK_H, BLOCK_B]
 
+    if RESIDENT:
+        # The program's whole W_hh slice, read once for all T steps. With BLOCK_H >= 32 it is two
+        # operands of two gates each: row a*BLOCK_H + jj of r_w_if holds W_hh[a*H + i_n*BLOCK_H + jj, :]
+        # (gates i, f), r_w_go the same for g, o; narrower blocks stack all four gates in one
+        # operand. Either way an operand has >= 64 rows, so it stays in shared memory and Hopper's
+        # wgmma reads it from there; a taller single operand spills its staging registers.
+        o_kr = tl.arange(0, BLOCK_K)
+        if BLOCK_H >= 32:
+            o_r = tl.arange(0, 2 * BLOCK_H)
+        else:
+            o_r = tl.arange(0, 4 * BLOCK_H)
+        o_rj = i_n * BLOCK_H + o_r % BLOCK_H
+        p_wr2 = p_w + ((o_r // BLOCK_H) * H + o_rj)[:, None].to(tl.int64) * P + o_kr[None, :]
+        m_wr2 = (o_rj < H)[:, None] & (o_kr < P)[None, :]
+        r_w_if = tl.load(p_wr2, mask=m_wr2, other=0.0)
+        if UPCAST_DOT:
+            r_w_if = r_w_if.to(tl.float32)
+        if BLOCK_H >= 32:
+            r_w_go = tl.load(p_wr2 + 2 * H * P, mask=m_wr2, other=0.0)
+            if UPCAST_DOT:
+                r_w_go = r_w_go.to(tl.float32)
+
     t_prev = tl.zeros((), dtype=tl.int32)
     bs_prev = tl.zeros((), dtype=tl.int32)
     n_sync = tl.zeros((), dtype=tl.int32)
@@ -146,7 +169,23 @@ def _fwd_kernel(
         acc_f = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
         acc_g = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
         acc_o = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
-        for k0 in range(0, P, BLOCK_K):
+        if RESIDENT:
+            # All of h_prev^T [P, BLOCK_B] in one load, then one dot for the four gates.
+            m_kr = (o_kr < P)[:, None]
+            b_h = tl.load(p_out + (t_prev.to(tl.int64) * B + row) * P + o_kr[:, None],
+                          mask=m_kr & m_carry, other=0.0)
+            b_h += tl.load(p_h0 + row * P + o_kr[:, None], mask=m_kr & m_fresh, other=0.0)
+            if UPCAST_DOT:
+                b_h = b_h.to(tl.float32)
+            if BLOCK_H >= 32:
+                acc_if = tl.dot(r_w_if, b_h, input_precision=DOT_PRECISION)  # [2*BLOCK_H, BLOCK_B]
+                acc_go = tl.dot(r_w_go, b_h, input_precision=DOT_PRECISION)
+            else:
+                acc = tl.dot(r_w_if, b_h, input_precision=DOT_PRECISION)  # [4*BLOCK_H, BLOCK_B]
+                acc_if, acc_go = tl.split(tl.permute(tl.reshape(acc, (2, 2 * BLOCK_H, BLOCK_B)), (1, 2, 0)))
+            acc_i, acc_f = tl.split(tl.permute(tl.reshape(acc_if, (2, BLOCK_H, BLOCK_B)), (1, 2, 0)))
+            acc_g, acc_o = tl.split(tl.permute(tl.reshape(acc_go, (2, BLOCK_H, BLOCK_B)), (1, 2, 0)))
+        for k0 in range(0, P if not RESIDENT else 0, BLOCK_K):
             o_k = k0 + tl.arange(0, BLOCK_K)
             m_k = o_k < P
             b_h = tl.load(p_out + (t_prev.to(tl.int64) * B + row) * P + o_k[:, None],
@@ -355,6 +394,9 @@ class PersistentConfig:
     # (tests also switch it off for single-step launches, which need no exchange).
     barrier: Optional[bool] = None
     bwd_warps: Optional[int] = None  # of the backward kernel; None: num_warps
+    # Forward: the program's W_hh slice is loaded once into shared memory before the time
+    # loop (BLOCK_K covers all of P) instead of streamed in BLOCK_K chunks every step.
+    resident: bool = False
 
     @property
     def use_barrier(self) -> bool:
@@ -392,9 +434,55 @@ def _tile_b(B: int, BH: int) -> int:
     return max(16, min(block_b(B), 1024 // BH))
 
 
+# Whether the forward may use a resident tiling (tests switch it off to run the chunked one).
+RESIDENT_FORWARD = [True]
+
+# Resident forward tilings (sm_90, ptxas of triton 3.6 and 3.9, sizes divisible by 16 as the
+# JIT specializes them): the slice is two [2*BLOCK_H, P] operands in shared memory (one
+# [4*BLOCK_H, P] operand for BLOCK_H = 16), and operands of >= 64 rows let Hopper's wgmma
+# read them from there. Spill-free at 8 warps with
+# BLOCK_H * P <= 16384 (16-bit) or 8192 (fp32) and the batch tile below (wider tiles spill
+# 8-104 B with triton 3.6 when the gates are saved); that is 128 KB of weights, plus the
+# [P, BLOCK_B] h operand, inside the 227 KB a block may have.
+_RESIDENT_ELEMS = {2: 16384, 4: 8192}
+_RESIDENT_MIN_BH = 16
+_RESIDENT_MAX_BB = {16: 16, 32: 16, 64: 32, 128: 16}  # BLOCK_H -> widest batch tile
+_RESIDENT_WARPS = 8
+
+
+def _resident_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
+                     interpreting: bool, directions: int) -> Optional[PersistentConfig]:
+    """The resident tiling for this shape, or None when its slice cannot stay on-chip."""
+    PK = _p2(P)
+    if interpreting:  # one program per batch tile; any size (nothing is on-chip there)
+        BH, BB = _p2(H), block_b(B)
+        NM = triton.cdiv(B, BB)
+        BP = _p2(P) if has_proj else BH
+        fwd, _ = _warps(BH, BP, BB, has_proj)
+        return PersistentConfig(BH, BP, BB, PK, 1, NM, fwd, resident=True)
+    elems = _RESIDENT_ELEMS.get(torch.tensor([], dtype=dtype).element_size())
+    # Sizes not divisible by 16 compile to scalar loads whose address tiles spill.
+    if elems is None or has_proj or H % 16:
+        return None
+    BH = min(elems // PK, 128, _p2(H))
+    if BH < _RESIDENT_MIN_BH:
+        return None
+    BB = min(block_b(B), _RESIDENT_MAX_BB[BH])
+    NM = triton.cdiv(B, BB)
+    NP = triton.cdiv(H, BH)
+    if NP > 1 and n_sm is not None and NP * NM * directions > n_sm:
+        return None  # the barrier needs every program resident at once
+    return PersistentConfig(BH, BH, BB, PK, NP, NM, _RESIDENT_WARPS, resident=True)
+
+
 def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
-                      interpreting: Optional[bool] = None, directions: int = 1) -> Optional[PersistentConfig]:
+                      interpreting: Optional[bool] = None, directions: int = 1,
+                      resident: bool = True) -> Optional[PersistentConfig]:
     """The tiling for this shape, or None when the persistent kernel cannot run it.
+
+    With ``resident`` (the forward kernel), a tiling that holds the W_hh slice in shared
+    memory for the whole launch is preferred where one fits (``_resident_config``); the
+    backward kernel always streams its weights (``resident=False``).
 
     ``n_sm`` is the number of SMs (None: unbounded). Under the interpreter there is always
     exactly one program per batch tile (programs run one after another: no barrier possible).
@@ -403,6 +491,10 @@ def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype
     NP x NM x ``directions`` programs of the launch can be resident at once.
     """
     interpreting = triton_interpreting() if interpreting is None else interpreting
+    if resident and RESIDENT_FORWARD[0]:
+        cfg = _resident_config(B, H, P, has_proj, dtype, n_sm, interpreting, directions)
+        if cfg is not None:
+            return cfg
     # K chunk of every matmul: 16 keeps the operand tiles small enough that ptxas spills
     # nothing (32 spills 8-56 B on sm_80 at 8 warps; 64 spills the fp16/bf16 forward on sm_90).
     BK = 16
@@ -436,9 +528,13 @@ def sm_count(device: torch.device) -> Optional[int]:
 
 
 def fits(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, device: torch.device,
-         directions: int = 1) -> bool:
-    """Whether one persistent launch can run this shape with ``directions`` directions on ``device``."""
-    return persistent_config(B, H, P, has_proj, dtype, sm_count(device), directions=directions) is not None
+         directions: int = 1, interpreting: Optional[bool] = None) -> bool:
+    """Whether persistent launches (forward and backward) can run this shape with ``directions``
+    directions on ``device``."""
+    n_sm = sm_count(device)
+    return all(persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=interpreting,
+                                 directions=directions, resident=r) is not None
+               for r in (True, False))
 
 
 def _cooperative(cfg: PersistentConfig) -> dict:
@@ -451,8 +547,8 @@ def _cooperative(cfg: PersistentConfig) -> dict:
     return {"launch_cooperative_grid": True} if cfg.use_barrier and not triton_interpreting() else {}
 
 
-def _config_for(B, H, P, has_proj, dtype, device, directions=1) -> PersistentConfig:
-    cfg = persistent_config(B, H, P, has_proj, dtype, sm_count(device), directions=directions)
+def _config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True) -> PersistentConfig:
+    cfg = persistent_config(B, H, P, has_proj, dtype, sm_count(device), directions=directions, resident=resident)
     if cfg is None:
         raise RuntimeError(
             f"triton tier 'persistent' cannot run B={B}, H={H}, P={P} ({dtype}) on {device}: its weight "
@@ -496,7 +592,7 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
         T, B, H, P, gx.stride(0), gx.stride(1), gx.stride(2), cfg.NP,
         int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
         BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, SAVE=save, UPCAST_DOT=upcast,
-        DOT_PRECISION=prec, num_warps=cfg.num_warps, **_cooperative(cfg),
+        DOT_PRECISION=prec, RESIDENT=cfg.resident, num_warps=cfg.num_warps, **_cooperative(cfg),
     )
     h_n = torch.stack([finish_forward(out[d], c_n[d], c0[d], bs, reverse != (d == 1))[0] for d in range(D)])
     hs = hr if (save and has_proj) else gx.new_empty(0, dtype=cdt)
@@ -510,7 +606,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     H = c0.shape[2]
     cdt, dev = gates.dtype, out.device
     has_proj = w_hr is not None
-    cfg = _config_for(B, H, P, has_proj, out.dtype, dev, D)
+    cfg = _config_for(B, H, P, has_proj, out.dtype, dev, D, resident=False)
     bs = batch_sizes_list(batch_sizes, T, B)
     bs_dev = torch.tensor(bs, dtype=torch.int32).to(dev)
     d_gates = torch.zeros(D, T, B, 4 * H, dtype=cdt, device=dev)
@@ -683,11 +779,13 @@ def _aot_configs(n_sm: int) -> list[tuple[torch.dtype, bool, PersistentConfig]]:
         for H in _AOT_HIDDEN:
             for P, has_proj in ((H, False), (max(1, H // 2), True)):
                 for B in _AOT_BATCH:
-                    cfg = persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False)
-                    if cfg is not None:
-                        # The grid (NP, NM) is not compiled in: one spec per block choice.
-                        key = (dtype, has_proj, dataclasses.replace(cfg, NP=0, NM=0, barrier=cfg.use_barrier))
-                        found[key] = None
+                    for resident in (True, False):
+                        cfg = persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False,
+                                                resident=resident)
+                        if cfg is not None:
+                            # The grid (NP, NM) is not compiled in: one spec per block choice.
+                            key = (dtype, has_proj, dataclasses.replace(cfg, NP=0, NM=0, barrier=cfg.use_barrier))
+                            found[key] = None
     return list(found)
 
 
@@ -702,13 +800,22 @@ def aot_specs(arch: int) -> list[KernelSpec]:
         tdt = _TL_DTYPES[dtype]
         cdt = _TL_DTYPES[compute_dtype(dtype)]
         upcast = dtype not in (torch.float16, torch.bfloat16)
+        # fp32 runs TF32 by default (cudnn.allow_tf32), IEEE when that is off.
+        prec = "tf32" if dtype == torch.float32 else "ieee"
         common = dict(USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
                       BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj,
-                      DOT_PRECISION="ieee")
+                      DOT_PRECISION=prec)
         tiling = (f"BH{cfg.BLOCK_H} BP{cfg.BLOCK_P} BB{cfg.BLOCK_B} BK{cfg.BLOCK_K}"
                   f"{' barrier' if cfg.use_barrier else ''}"
                   f"{' proj' if has_proj else ''}")
+        if cfg.resident:
+            tiling += " resident"
         for save in (False, True):
+            if cfg.resident and cfg.BLOCK_K > 16:  # the launcher sends only sizes divisible by 16
+                div16 = ("p_gx", "p_h0", "p_c0", "p_w", "p_wr", "p_bs", "p_out", "p_hr", "p_gates", "p_cs",
+                         "p_cn", "p_sync", "H", "P", "s_gx_d", "s_gx_t", "s_gx_b")
+            else:
+                div16 = ()
             specs.append(KernelSpec(
                 kernel=_fwd_kernel,
                 signature={
@@ -717,12 +824,15 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                     "p_gates": f"*{cdt}", "p_cs": f"*{cdt}", "p_cn": f"*{tdt}", "p_sync": "*i32",
                     "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_gx_d": "i32", "s_gx_t": "i32",
                     "s_gx_b": "i32", "NUM_PROGRAMS": "i32", "reverse": "i32",
-                    **{k: "constexpr" for k in (*common, "SAVE", "UPCAST_DOT")},
+                    **{k: "constexpr" for k in (*common, "SAVE", "UPCAST_DOT", "RESIDENT")},
                 },
-                constexprs=dict(SAVE=save, UPCAST_DOT=upcast, **common),
+                constexprs=dict(SAVE=save, UPCAST_DOT=upcast, RESIDENT=cfg.resident, **common),
                 num_warps=cfg.num_warps,
                 label=f"persistent fwd {tdt} {tiling} save={save}",
+                divisible_by_16=div16,
             ))
+        if cfg.resident:
+            continue  # the backward never runs a resident tiling
         specs.append(KernelSpec(
             kernel=_bwd_kernel,
             signature={

@@ -19,3 +19,6 @@ class KernelSpec:
     num_stages: int = 1
     label: str = ""  # human-readable: dtype, block sizes, hidden size
     extra: dict = field(default_factory=dict)  # anything else the report should show
+    # Arguments the JIT would specialize as divisible by 16 (pointers from the caching
+    # allocator, sizes the launcher only sends when they are multiples of 16).
+    divisible_by_16: tuple = ()
