@@ -19,6 +19,12 @@ full-width slice held across the time loop spills (ptxas, sm_90: several KB of s
 thread already at H = 256), while K-chunked tiles compile spill-free. The cell state (and in
 the backward its gradient) of the owned block stays in registers for all T steps.
 
+Every read of what other programs wrote (h, the unprojected h, the gate gradients, the
+projected dh) bypasses L1 (``cache_modifier=".cg"``): L1 is not coherent between SMs, and a
+line read one step earlier can hold the neighbouring row from before its owner wrote it
+(rows whose byte length is not a multiple of 128 share lines; seen on an H200 as a 3%
+gradient error at H=33 that came and went between runs).
+
 The hidden state is exchanged through global memory: each step reads the full ``h[t_prev]``
 (``out[t_prev]``, or ``h0`` for rows that did not run there), writes its own block of ``h[t]``,
 then the NP programs of a (batch tile, direction) meet at a grid barrier: one int32 counter each,
@@ -173,7 +179,7 @@ def _fwd_kernel(
             # All of h_prev^T [P, BLOCK_B] in one load, then one dot for the four gates.
             m_kr = (o_kr < P)[:, None]
             b_h = tl.load(p_out + (t_prev.to(tl.int64) * B + row) * P + o_kr[:, None],
-                          mask=m_kr & m_carry, other=0.0)
+                          mask=m_kr & m_carry, other=0.0, cache_modifier=".cg")
             b_h += tl.load(p_h0 + row * P + o_kr[:, None], mask=m_kr & m_fresh, other=0.0)
             if UPCAST_DOT:
                 b_h = b_h.to(tl.float32)
@@ -189,7 +195,7 @@ def _fwd_kernel(
             o_k = k0 + tl.arange(0, BLOCK_K)
             m_k = o_k < P
             b_h = tl.load(p_out + (t_prev.to(tl.int64) * B + row) * P + o_k[:, None],
-                          mask=m_k[:, None] & m_carry, other=0.0)
+                          mask=m_k[:, None] & m_carry, other=0.0, cache_modifier=".cg")
             b_h += tl.load(p_h0 + row * P + o_k[:, None], mask=m_k[:, None] & m_fresh, other=0.0)
             m_w = m_j[:, None] & m_k[None, :]
             b_wi = tl.load(p_wj + o_k[None, :], mask=m_w, other=0.0)
@@ -223,7 +229,7 @@ def _fwd_kernel(
                 o_k = k0 + tl.arange(0, BLOCK_K)
                 m_k = o_k < H
                 b_hr = tl.load(p_hr + (t64 * B + row) * H + o_k[:, None], mask=m_k[:, None] & m_b[None, :],
-                               other=0.0).to(p_out.dtype.element_ty)
+                               other=0.0, cache_modifier=".cg").to(p_out.dtype.element_ty)
                 b_wr = tl.load(p_wr + o_p[:, None].to(tl.int64) * H + o_k[None, :],
                                mask=m_p[:, None] & m_k[None, :], other=0.0)
                 if UPCAST_DOT:
@@ -319,7 +325,7 @@ def _bwd_kernel(
             m_d = m_k[:, None] & m_next
             for g in tl.static_range(4):
                 b_w = tl.load(p_wk + g * H * P, mask=m_w, other=0.0).to(tl.float32)
-                b_d = tl.load(p_dn + g * H, mask=m_d, other=0.0)
+                b_d = tl.load(p_dn + g * H, mask=m_d, other=0.0, cache_modifier=".cg")
                 dh = tl.dot(b_w, b_d, dh, input_precision=DOT_PRECISION)
         dh += tl.load(p_dhn + row * P + o_p[:, None], mask=m_pb & (o_b >= bs_next)[None, :], other=0.0).to(
             tl.float32)
@@ -338,7 +344,7 @@ def _bwd_kernel(
                 b_wr = tl.load(p_wr + o_k[None, :].to(tl.int64) * H + o_j[:, None],
                                mask=m_j[:, None] & m_k[None, :], other=0.0).to(tl.float32)
                 b_dh = tl.load(p_dhs + (t64 * B + row) * P + o_k[:, None], mask=m_k[:, None] & m_b[None, :],
-                               other=0.0)
+                               other=0.0, cache_modifier=".cg")
                 dhr = tl.dot(b_wr, b_dh, dhr, input_precision=DOT_PRECISION)
         else:
             dhr = dh
