@@ -265,6 +265,20 @@ def check_scan_inputs(gx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Op
                              f"gx is {gx.dtype} on {gx.device}")
 
 
+def all_rows_full(bs: list[int], B: int) -> bool:
+    """Whether every row runs every step (no packing): the helpers below then index with
+    plain slices instead of index tensors built on the host, whose copy to the GPU would
+    make the host wait for the device on every call."""
+    return len(bs) == 0 or (bs[0] == B and bs[-1] == B)  # batch sizes never increase
+
+
+def device_batch_sizes(bs: list[int], B: int, device) -> Tensor:
+    """``bs`` as an int32 tensor on ``device``; filled on the device when every row is full."""
+    if all_rows_full(bs, B):
+        return torch.full((len(bs),), B, dtype=torch.int32, device=device)
+    return torch.tensor(bs, dtype=torch.int32).to(device)
+
+
 def rows_last_first(bs: list[int], B: int, reverse: bool, device) -> tuple[Tensor, Tensor]:
     """Per row: the time index of its last and of its first step in the forward's order."""
     # A row's length is the number of steps whose active prefix covers it (one tensor op:
@@ -280,6 +294,9 @@ def rows_last_first(bs: list[int], B: int, reverse: bool, device) -> tuple[Tenso
 def finish_forward(out: Tensor, c_state: Tensor, c0: Tensor, bs: list[int], reverse: bool):
     """(h_n, c_n) from the output and the final fp32 cell state."""
     B = out.shape[1]
+    if all_rows_full(bs, B) and out.shape[0] > 0:
+        # A copy: a custom op's outputs may not alias one another.
+        return out[0 if reverse else out.shape[0] - 1].clone(), c_state.to(c0.dtype)
     last, _ = rows_last_first(bs, B, reverse, out.device)
     h_n = out[last, torch.arange(B, device=out.device)]
     return h_n, c_state.to(c0.dtype)
@@ -290,7 +307,7 @@ def weight_grads(d_gates: Tensor, out: Tensor, h0: Tensor, w_hh: Tensor, bs: lis
     """(d_w_hh, d_w_hr) as one large matmul each over all T*B rows (inactive rows are zero)."""
     T, B, G = d_gates.shape
     cdt = d_gates.dtype
-    h_prev = state_entering_each_step(out, h0, bs, reverse).to(cdt)
+    h_prev = state_entering_each_step(out, h0, [] if all_rows_full(bs, B) else bs, reverse).to(cdt)
     # Explicit widths, not -1: an empty batch (T * B == 0) leaves -1 ambiguous.
     d_w_hh = (d_gates.reshape(T * B, G).t() @ h_prev.reshape(T * B, h_prev.shape[2])).to(w_hh.dtype)
     if w_hr is None:
@@ -302,6 +319,8 @@ def weight_grads(d_gates: Tensor, out: Tensor, h0: Tensor, w_hh: Tensor, bs: lis
 def first_step_dh(d_gates: Tensor, w_hh: Tensor, bs: list[int], reverse: bool) -> Tensor:
     """Gradient into h0 [B, P]: each row's gate gradient at its first step, times W_hh."""
     B = d_gates.shape[1]
+    if all_rows_full(bs, B) and d_gates.shape[0] > 0:
+        return d_gates[d_gates.shape[0] - 1 if reverse else 0] @ w_hh.to(d_gates.dtype)
     _, first = rows_last_first(bs, B, reverse, d_gates.device)
     return d_gates[first, torch.arange(B, device=d_gates.device)] @ w_hh.to(d_gates.dtype)
 

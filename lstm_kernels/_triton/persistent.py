@@ -58,6 +58,7 @@ from .fused_step import (
     batch_sizes_list,
     block_b,
     check_scan_inputs,
+    device_batch_sizes,
     dot_settings,
     finish_forward,
     first_step_dh,
@@ -582,7 +583,7 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     if gx.stride(3) != 1:
         gx = gx.contiguous()
     bs = batch_sizes_list(batch_sizes, T, B)
-    bs_dev = torch.tensor(bs, dtype=torch.int32).to(dev)
+    bs_dev = device_batch_sizes(bs, B, dev)
     out = torch.zeros(D, T, B, P, dtype=dtype, device=dev)
     c_n = c0.clone(memory_format=torch.contiguous_format)  # the kernel updates the rows that run
     gates = torch.empty(D, T, B, G, dtype=cdt, device=dev) if save else gx.new_empty(0, dtype=cdt)
@@ -614,7 +615,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     has_proj = w_hr is not None
     cfg = _config_for(B, H, P, has_proj, out.dtype, dev, D, resident=False)
     bs = batch_sizes_list(batch_sizes, T, B)
-    bs_dev = torch.tensor(bs, dtype=torch.int32).to(dev)
+    bs_dev = device_batch_sizes(bs, B, dev)
     d_gates = torch.zeros(D, T, B, 4 * H, dtype=cdt, device=dev)
     d_hs = torch.zeros(D, T, B, P, dtype=cdt, device=dev) if has_proj else d_gates
     d_c0 = torch.empty(D, B, H, dtype=torch.float32, device=dev).copy_(grad_c_n)  # updated by the kernel
