@@ -21,9 +21,8 @@ the backward its gradient) of the owned block stays in registers for all T steps
 
 Every read of what other programs wrote (h, the unprojected h, the gate gradients, the
 projected dh) bypasses L1 (``cache_modifier=".cg"``): L1 is not coherent between SMs, and a
-line read one step earlier can hold the neighbouring row from before its owner wrote it
-(rows whose byte length is not a multiple of 128 share lines; seen on an H200 as a 3%
-gradient error at H=33 that came and went between runs).
+line read one step earlier could hold a neighbouring row (rows whose byte length is not a
+multiple of 128 share lines) from before its owner wrote it.
 
 The hidden state is exchanged through global memory: each step reads the full ``h[t_prev]``
 (``out[t_prev]``, or ``h0`` for rows that did not run there), writes its own block of ``h[t]``,
@@ -34,7 +33,11 @@ acquire). A projection adds a second barrier per step (the projection needs all 
 
 With NP == 1 (one program owns every hidden unit: H <= 64 on a GPU, and always under the
 interpreter, which runs programs one after another so a spin barrier would deadlock) the
-barrier is compiled out and batch tiles run independently: the same math, no synchronisation.
+grid barrier is compiled out and batch tiles run independently. A CTA barrier stays in its
+place: the warps of the one program still write rows of h (and of the gate gradients) that
+other warps read at the next step. Without it a warp could read a row before its writer
+stored it; on an H200 that showed as a 3-20% gradient error at H=33 with a projection,
+in one dtype per run, never the same one.
 
 A barrier launch needs all NP x NM x D programs resident at once, so ``persistent_config``
 returns None when they exceed the SM count; ``choose_tier`` then falls back to ``fused_step``.
@@ -223,6 +226,8 @@ def _fwd_kernel(
             if USE_BARRIER:
                 n_sync += 1
                 _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+            else:
+                tl.debug_barrier()  # one program: its warps still exchange rows through memory
             # out^T [BLOCK_P, BLOCK_B] = W_hr[owned columns, :] @ h^T, h rounded to the storage
             # dtype first as nn.LSTM does.
             acc_p = tl.zeros((BLOCK_P, BLOCK_B), dtype=tl.float32)
@@ -244,6 +249,8 @@ def _fwd_kernel(
         if USE_BARRIER:
             n_sync += 1
             _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+        else:
+            tl.debug_barrier()  # one program: its warps still exchange rows through memory
         t_prev = t
         bs_prev = bs
 
@@ -337,6 +344,8 @@ def _bwd_kernel(
             if USE_BARRIER:
                 n_sync += 1
                 _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+            else:
+                tl.debug_barrier()  # one program: its warps still exchange rows through memory
             # dhr^T [BLOCK_H, BLOCK_B] = W_hr[:, owned]^T @ dh^T
             dhr = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
             for k0 in range(0, P, BLOCK_K):
@@ -374,6 +383,8 @@ def _bwd_kernel(
         if USE_BARRIER:
             n_sync += 1
             _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+        else:
+            tl.debug_barrier()  # one program: its warps still exchange rows through memory
         t_next = t
         bs_next = bs
 
