@@ -198,14 +198,18 @@ def step_warps(BH: int, BB: int) -> int:
     return 8 if BH * BB >= 512 else 4
 
 
-def forward_blocks(H: int, P: int, BB: int) -> tuple[int, int, int]:
+def forward_blocks(H: int, P: int, BB: int, dtype: Optional[torch.dtype] = None) -> tuple[int, int, int]:
     """(BLOCK_H, BLOCK_K, num_warps) of the forward step kernel.
 
-    8 warps for every tile: with 4, ptxas spills the fp32 16 x 16 tile with SAVE (sm_80) and
-    every 32 x 64 tile (AOT check, sm_80 and sm_90).
+    8 warps for fp16/bf16 tiles: with 4, ptxas spills every 32 x 64 tile (AOT check, sm_80
+    and sm_90). fp32 tiles run TF32 dots, whose operands need other counts to stay
+    spill-free: 4 warps for 16 x 16, 16 for 32 x 64 (8 spill 8-16 B there).
     """
     BH = _pow2(H, 16, 32)
-    return BH, _pow2(P, 16, 32), 8
+    warps = 8
+    if dtype == torch.float32:
+        warps = 4 if BH * BB <= 256 else (16 if BH * BB >= 2048 else 8)
+    return BH, _pow2(P, 16, 32), warps
 
 
 def backward_blocks(H: int, BB: int) -> tuple[int, int, int]:
@@ -230,6 +234,22 @@ def dot_settings(dtype: torch.dtype) -> tuple[bool, str]:
     upcast = interpreting or dtype not in (torch.float16, torch.bfloat16)
     tf32 = dtype == torch.float32 and not interpreting and torch.backends.cudnn.allow_tf32
     return upcast, "tf32" if tf32 else "ieee"
+
+
+def backward_precision(dtype: torch.dtype) -> str:
+    """DOT_PRECISION of the backward kernels' dh matmul (fp32 gate gradients times W_hh).
+
+    Both operands are fp32 there (the weights upcast), so "ieee" would run on the FMA units:
+    on an H200 that made the fp16/bf16 backward 4x slower than the TF32 fp32 one at B=32,
+    H=512. fp16/bf16 weights are exact in TF32 and TF32 keeps 3 more mantissa bits of the
+    gate gradients than the storage dtype would, so 16-bit models always take TF32; fp32
+    follows ``cudnn.allow_tf32`` like the forward. The interpreter computes in IEEE.
+    """
+    if triton_interpreting():
+        return "ieee"
+    if dtype in (torch.float16, torch.bfloat16):
+        return "tf32"
+    return dot_settings(dtype)[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +369,7 @@ def _forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
         # Also the per-step scratch; zeroed because d_w_hr multiplies all rows, active or not.
         hs = torch.zeros(T, B, H, dtype=cdt, device=gx.device)
     BB = block_b(B)
-    BH, BK, warps = forward_blocks(H, P, BB)
+    BH, BK, warps = forward_blocks(H, P, BB, dtype)
     upcast, prec = dot_settings(dtype)
     w_hr_t = None if w_hr is None else w_hr.t()
     t_prev, bs_prev = 0, 0
@@ -387,7 +407,7 @@ def _backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, rev
     gates, cs = gates.contiguous(), cs.contiguous()
     BB = block_b(B)
     BH, BK, warps = backward_blocks(H, BB)
-    _, prec = dot_settings(out.dtype)
+    prec = backward_precision(out.dtype)
     fuse = w_hr is None
     if fuse:
         wt = w_hh.t().contiguous()  # [P, G]: the rows one program needs are contiguous
@@ -443,11 +463,12 @@ def aot_specs(arch: int) -> list[KernelSpec]:
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         tdt = _TL_DTYPES[dtype]
         cdt = _TL_DTYPES[compute_dtype(dtype)]
-        upcast, prec = dtype not in (torch.float16, torch.bfloat16), "ieee"
+        upcast = dtype not in (torch.float16, torch.bfloat16)
+        prec = "tf32" if dtype == torch.float32 else "ieee"  # the forward's default
         for H in _AOT_HIDDEN:
             for B in (1, 32, 64, 128):
                 BB = block_b(B)
-                BH, BK, warps = forward_blocks(H, H, BB)
+                BH, BK, warps = forward_blocks(H, H, BB, dtype)
                 for save, hout in ((False, tdt), (True, tdt), (False, cdt), (True, cdt)):
                     key = ("fwd", tdt, BH, BB, BK, warps, save, hout)
                     if key not in seen:
@@ -486,7 +507,7 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                                 "FUSE_DH": "constexpr", "DOT_PRECISION": "constexpr",
                             },
                             constexprs=dict(BLOCK_H=BH, BLOCK_B=BB, BLOCK_K=BK, FUSE_DH=fuse,
-                                            DOT_PRECISION=prec),
+                                            DOT_PRECISION="tf32"),
                             num_warps=warps,
                             label=f"fused_step bwd {tdt} BH{BH} BB{BB} BK{BK} fuse_dh={fuse}",
                         ))

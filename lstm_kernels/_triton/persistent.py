@@ -58,6 +58,7 @@ from ..ops import _zero_inactive_rows, register_scan
 from ..reference import compute_dtype
 from .fused_step import (
     _TL_DTYPES,
+    backward_precision,
     batch_sizes_list,
     block_b,
     check_scan_inputs,
@@ -431,7 +432,7 @@ class PersistentConfig:
 # values, so each tile has its own spill-free count on both architectures. The backward of a
 # 16 x 32 tile needs 4 warps without a projection and 8 with one.
 _FWD_WARPS = {(16, 16): 8, (16, 32): 8, (16, 64): 16, (32, 16): 4, (32, 32): 8, (64, 16): 8}
-_BWD_WARPS = {(16, 16): 4, (16, 32): 4, (16, 64): 8, (32, 16): 8, (32, 32): 8, (64, 16): 8}
+_BWD_WARPS = {(16, 16): 4, (16, 32): 4, (16, 64): 16, (32, 16): 8, (32, 32): 8, (64, 16): 8}
 
 
 def _warps(BH: int, BP: int, BB: int, has_proj: bool) -> tuple[int, int]:
@@ -633,7 +634,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     sync = torch.zeros(D, cfg.NM, dtype=torch.int32, device=dev)
     g_out = grad_out if grad_out.stride(3) == 1 else grad_out.contiguous()
     w_hh_c = w_hh.contiguous()
-    _, prec = dot_settings(out.dtype)
+    prec = backward_precision(out.dtype)
     _bwd_kernel[(cfg.NP, cfg.NM, D)](
         g_out, grad_h_n.contiguous(), grad_c_n.contiguous(), w_hh_c,
         w_hr.contiguous() if has_proj else w_hh_c,
@@ -861,7 +862,7 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                 "s_do_b": "i32", "NUM_PROGRAMS": "i32", "reverse": "i32",
                 **{k: "constexpr" for k in common},
             },
-            constexprs=dict(common),
+            constexprs=dict(common, DOT_PRECISION="tf32"),  # backward_precision's GPU default
             num_warps=cfg.backward_warps,
             label=f"persistent bwd {tdt} {tiling}",
         ))
