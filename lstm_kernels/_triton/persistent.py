@@ -112,6 +112,7 @@ def _fwd_kernel(
     BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_PROJ: tl.constexpr, SAVE: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
     RESIDENT: tl.constexpr = False,  # W_hh slice loaded once before the time loop (BLOCK_K >= P)
+    H_ON_CHIP: tl.constexpr = False,  # RESIDENT, one program, no projection: h stays in registers
 ):
     i_n = tl.program_id(0)
     i_m = tl.program_id(1)
@@ -163,6 +164,15 @@ def _fwd_kernel(
             if UPCAST_DOT:
                 r_w_go = r_w_go.to(tl.float32)
 
+    if H_ON_CHIP:
+        # The program owns every hidden unit, so the h entering a step is the h it computed
+        # the step before (rounded to the storage dtype, as out holds it) or h0 for rows that
+        # start there: no round trip through memory between steps.
+        tl.static_assert(BLOCK_K == BLOCK_H)
+        m_h0 = (o_kr < P)[:, None] & (o_b < B)[None, :]
+        r_h0 = tl.load(p_h0 + row * P + o_kr[:, None], mask=m_h0, other=0.0)
+        r_h = r_h0
+
     t_prev = tl.zeros((), dtype=tl.int32)
     bs_prev = tl.zeros((), dtype=tl.int32)
     n_sync = tl.zeros((), dtype=tl.int32)
@@ -181,11 +191,14 @@ def _fwd_kernel(
         acc_g = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
         acc_o = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
         if RESIDENT:
-            # All of h_prev^T [P, BLOCK_B] in one load, then one dot for the four gates.
-            m_kr = (o_kr < P)[:, None]
-            b_h = tl.load(p_out + (t_prev.to(tl.int64) * B + row) * P + o_kr[:, None],
-                          mask=m_kr & m_carry, other=0.0, cache_modifier=".cg")
-            b_h += tl.load(p_h0 + row * P + o_kr[:, None], mask=m_kr & m_fresh, other=0.0)
+            # All of h_prev^T [P, BLOCK_B] at once, then one dot for the four gates.
+            if H_ON_CHIP:
+                b_h = tl.where(m_carry, r_h, r_h0)
+            else:
+                m_kr = (o_kr < P)[:, None]
+                b_h = tl.load(p_out + (t_prev.to(tl.int64) * B + row) * P + o_kr[:, None],
+                              mask=m_kr & m_carry, other=0.0, cache_modifier=".cg")
+                b_h += tl.load(p_h0 + row * P + o_kr[:, None], mask=m_kr & m_fresh, other=0.0)
             if UPCAST_DOT:
                 b_h = b_h.to(tl.float32)
             if BLOCK_H >= 32:
@@ -247,6 +260,8 @@ def _fwd_kernel(
                      mask=m_p[:, None] & m_b[None, :])
         else:
             tl.store(p_out + (t64 * B + row) * P + o_j[:, None], h.to(p_out.dtype.element_ty), mask=m_jb)
+            if H_ON_CHIP:
+                r_h = h.to(p_out.dtype.element_ty)  # rows inactive here are never carried from here
         if USE_BARRIER:
             n_sync += 1
             _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
@@ -556,6 +571,12 @@ def fits(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, device: tor
                for r in (True, False))
 
 
+def _h_on_chip(cfg: PersistentConfig, has_proj: bool) -> bool:
+    """Whether the forward keeps h in registers between steps: a resident slice owned by one
+    program per batch tile (nothing to exchange with other programs) and no projection."""
+    return cfg.resident and cfg.NP == 1 and not cfg.use_barrier and not has_proj
+
+
 def _cooperative(cfg: PersistentConfig) -> dict:
     """Launch options: a barrier grid goes out as a cooperative launch on a GPU.
 
@@ -611,7 +632,8 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
         T, B, H, P, gx.stride(0), gx.stride(1), gx.stride(2), cfg.NP,
         int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
         BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, SAVE=save, UPCAST_DOT=upcast,
-        DOT_PRECISION=prec, RESIDENT=cfg.resident, num_warps=cfg.num_warps, **_cooperative(cfg),
+        DOT_PRECISION=prec, RESIDENT=cfg.resident, H_ON_CHIP=_h_on_chip(cfg, has_proj),
+        num_warps=cfg.num_warps, **_cooperative(cfg),
     )
     h_n = torch.stack([finish_forward(out[d], c_n[d], c0[d], bs, reverse != (d == 1))[0] for d in range(D)])
     hs = hr if (save and has_proj) else gx.new_empty(0, dtype=cdt)
@@ -802,8 +824,10 @@ def _aot_configs(n_sm: int) -> list[tuple[torch.dtype, bool, PersistentConfig]]:
                         cfg = persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False,
                                                 resident=resident)
                         if cfg is not None:
-                            # The grid (NP, NM) is not compiled in: one spec per block choice.
-                            key = (dtype, has_proj, dataclasses.replace(cfg, NP=0, NM=0, barrier=cfg.use_barrier))
+                            # The grid (NP, NM) is not compiled in: one spec per block choice
+                            # (whether NP is 1 is: it decides H_ON_CHIP).
+                            key = (dtype, has_proj, dataclasses.replace(cfg, NP=min(cfg.NP, 2), NM=0,
+                                                                        barrier=cfg.use_barrier))
                             found[key] = None
     return list(found)
 
@@ -828,7 +852,7 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                   f"{' barrier' if cfg.use_barrier else ''}"
                   f"{' proj' if has_proj else ''}")
         if cfg.resident:
-            tiling += " resident"
+            tiling += " resident" + (" h-on-chip" if _h_on_chip(cfg, has_proj) else "")
         for save in (False, True):
             if cfg.resident and cfg.BLOCK_K > 16:  # the launcher sends only sizes divisible by 16
                 div16 = ("p_gx", "p_h0", "p_c0", "p_w", "p_wr", "p_bs", "p_out", "p_hr", "p_gates", "p_cs",
@@ -843,9 +867,10 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                     "p_gates": f"*{cdt}", "p_cs": f"*{cdt}", "p_cn": f"*{tdt}", "p_sync": "*i32",
                     "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_gx_d": "i32", "s_gx_t": "i32",
                     "s_gx_b": "i32", "NUM_PROGRAMS": "i32", "reverse": "i32",
-                    **{k: "constexpr" for k in (*common, "SAVE", "UPCAST_DOT", "RESIDENT")},
+                    **{k: "constexpr" for k in (*common, "SAVE", "UPCAST_DOT", "RESIDENT", "H_ON_CHIP")},
                 },
-                constexprs=dict(SAVE=save, UPCAST_DOT=upcast, RESIDENT=cfg.resident, **common),
+                constexprs=dict(SAVE=save, UPCAST_DOT=upcast, RESIDENT=cfg.resident,
+                                H_ON_CHIP=_h_on_chip(cfg, has_proj), **common),
                 num_warps=cfg.num_warps,
                 label=f"persistent fwd {tdt} {tiling} save={save}",
                 divisible_by_16=div16,
