@@ -571,6 +571,19 @@ def fits(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, device: tor
                for r in (True, False))
 
 
+def backward_block_k(cfg: PersistentConfig, has_proj: bool) -> int:
+    """K chunk of the backward's dh matmul.
+
+    32 without a projection: half the dependent chunk loads per step of the 16 the forward
+    streams with (the step is latency-bound), and spill-free for the backward tilings
+    (AOT, sm_80 and sm_90, TF32 operands) except 16 x 64, which spills 16 B under
+    triton 3.6; 64 spills. With a projection it stays 16.
+    """
+    if has_proj or (cfg.BLOCK_H, cfg.BLOCK_B) == (16, 64):
+        return cfg.BLOCK_K
+    return max(cfg.BLOCK_K, 32)
+
+
 def _h_on_chip(cfg: PersistentConfig, has_proj: bool) -> bool:
     """Whether the forward keeps h in registers between steps: a resident slice owned by one
     program per batch tile (nothing to exchange with other programs) and no projection."""
@@ -663,7 +676,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
         bs_dev, gates.contiguous(), cs.contiguous(), c0.contiguous(), d_gates, d_hs, d_c0, sync,
         T, B, H, P, g_out.stride(0), g_out.stride(1), g_out.stride(2), cfg.NP,
         int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
-        BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, DOT_PRECISION=prec,
+        BLOCK_B=cfg.BLOCK_B, BLOCK_K=backward_block_k(cfg, has_proj), HAS_PROJ=has_proj, DOT_PRECISION=prec,
         num_warps=cfg.backward_warps, **_cooperative(cfg),
     )
     d_w_hh, d_w_hr, d_h0 = [], [], []
@@ -887,8 +900,8 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                 "s_do_b": "i32", "NUM_PROGRAMS": "i32", "reverse": "i32",
                 **{k: "constexpr" for k in common},
             },
-            constexprs=dict(common, DOT_PRECISION="tf32"),  # backward_precision's GPU default
+            constexprs=dict(common, DOT_PRECISION="tf32", BLOCK_K=backward_block_k(cfg, has_proj)),  # backward_precision's GPU default
             num_warps=cfg.backward_warps,
-            label=f"persistent bwd {tdt} {tiling}",
+            label=f"persistent bwd {tdt} {tiling} bwd-BK{backward_block_k(cfg, has_proj)}",
         ))
     return specs
