@@ -22,6 +22,10 @@ after the backend's forward, so a backend may leave them unwritten.
 
 backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse,
          out, gates, cs, hs) -> d_gx, d_h0, d_c0, d_w_hh, d_w_hr ([0] when no w_hr)
+
+A backend may also register a direction-stacked scan (both directions of a layer in one
+op): every tensor above gains a leading [D] dimension (``batch_sizes`` excepted), and
+direction d runs reversed when ``reverse != (d == 1)``.
 """
 from __future__ import annotations
 
@@ -36,11 +40,12 @@ _SCANS: dict[str, Callable[..., tuple[Tensor, Tensor, Tensor]]] = {}
 
 
 def _saved_shapes(gx: Tensor, c0: Tensor, w_hr: Optional[Tensor], save: bool):
-    T, B, G = gx.shape
-    H = c0.shape[1]
+    """Shapes of (gates, cs, hs); leading dimensions of a stacked scan carry through."""
+    lead = tuple(gx.shape[:-1])  # [T, B] or [D, T, B]
+    H = c0.shape[-1]
     if not save:
         return (0,), (0,), (0,)
-    return (T, B, G), (T, B, H), ((T, B, H) if w_hr is not None else (0,))
+    return tuple(gx.shape), lead + (H,), (lead + (H,) if w_hr is not None else (0,))
 
 
 def _zero_inactive_rows(batch_sizes: Tensor, saved) -> None:
@@ -80,8 +85,13 @@ def state_entering_each_step(seq: Tensor, init: Tensor, batch_sizes: list, rever
     return torch.where(carried, prev, first.expand(T, B, seq.shape[2]))
 
 
-def register_scan(name: str, forward_impl: Callable, backward_impl: Callable) -> Callable:
-    """Register a backend's scan as a custom op pair; return the differentiable caller."""
+def register_scan(name: str, forward_impl: Callable, backward_impl: Callable,
+                  directions: Optional[int] = None) -> Callable:
+    """Register a backend's scan as a custom op pair; return the differentiable caller.
+
+    ``directions=None``: the per-direction contract; ``directions=2``: the direction-stacked
+    one (every tensor with a leading [2]), recorded as ``scan.directions``.
+    """
 
     @torch.library.custom_op(f"lstm_kernels::{name}_scan", mutates_args=())
     def scan_fwd(
@@ -101,11 +111,10 @@ def register_scan(name: str, forward_impl: Callable, backward_impl: Callable) ->
 
     @scan_fwd.register_fake
     def _(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
-        T, B = gx.shape[0], gx.shape[1]
         cdt = compute_dtype(gx.dtype)
         g_shape, c_shape, h_shape = _saved_shapes(gx, c0, w_hr, save)
         return (
-            gx.new_empty(T, B, h0.shape[1]),
+            gx.new_empty(*gx.shape[:-1], h0.shape[-1]),
             h0.new_empty(h0.shape),
             c0.new_empty(c0.shape),
             gx.new_empty(g_shape, dtype=cdt),
@@ -140,7 +149,8 @@ def register_scan(name: str, forward_impl: Callable, backward_impl: Callable) ->
             h0.new_empty(h0.shape),
             c0.new_empty(c0.shape),
             w_hh.new_empty(w_hh.shape),
-            w_hh.new_empty(w_hr.shape if w_hr is not None else (0,)),
+            # Without a projection: [0], or [D, 0] for a direction-stacked scan.
+            w_hh.new_empty(w_hr.shape if w_hr is not None else (*w_hh.shape[:-2], 0)),
         )
 
     def setup_context(ctx, inputs, output):
@@ -196,5 +206,6 @@ def register_scan(name: str, forward_impl: Callable, backward_impl: Callable) ->
 
     scan.forward_op = scan_fwd
     scan.backward_op = scan_bwd
+    scan.directions = directions
     _SCANS[name] = scan
     return scan

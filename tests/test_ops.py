@@ -50,10 +50,17 @@ def scan_ids():
     return names
 
 
-def forward_args(proj: bool, packed: bool, reverse: bool, requires_grad: bool = True):
-    """Random inputs for ``<name>_scan`` (save=True), never zeros."""
+def _directions(name: str):
+    """None for a per-direction scan, 2 for a direction-stacked one (ops.register_scan)."""
+    return _SCANS[name].directions
+
+
+def forward_args(proj: bool, packed: bool, reverse: bool, requires_grad: bool = True, directions=None):
+    """Random inputs for ``<name>_scan`` (save=True), never zeros; with ``directions`` every
+    tensor but the batch sizes gets that leading dimension (the stacked contract)."""
     p = P if proj else H
-    mk = lambda *s: torch.randn(*s).requires_grad_(requires_grad)  # noqa: E731
+    lead = () if directions is None else (directions,)
+    mk = lambda *s: torch.randn(*lead, *s).requires_grad_(requires_grad)  # noqa: E731
     gx, h0, c0 = mk(T, B, 4 * H), mk(B, p), mk(B, H)
     w_hh = mk(4 * H, p)
     w_hr = mk(p, H) if proj else None
@@ -63,7 +70,8 @@ def forward_args(proj: bool, packed: bool, reverse: bool, requires_grad: bool = 
 
 def backward_args(name: str, proj: bool, packed: bool, reverse: bool):
     """Inputs for ``<name>_scan_backward``: saved tensors from a real forward, random grads."""
-    gx, h0, c0, w_hh, w_hr, bs, rev, save = forward_args(proj, packed, reverse, requires_grad=False)
+    gx, h0, c0, w_hh, w_hr, bs, rev, save = forward_args(proj, packed, reverse, requires_grad=False,
+                                                         directions=_directions(name))
     out, h_n, c_n, gates, cs, hs = _SCANS[name].forward_op(gx, h0, c0, w_hh, w_hr, bs, rev, save)
     return (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n),
             h0, c0, w_hh, w_hr, bs, rev, out, gates, cs, hs)
@@ -91,7 +99,7 @@ def op_cases():
 @pytest.mark.parametrize("name, proj, packed, reverse", op_cases())
 def test_opcheck_forward(name, proj, packed, reverse):
     op = getattr(torch.ops.lstm_kernels, f"{name}_scan").default
-    torch.library.opcheck(op, forward_args(proj, packed, reverse))
+    torch.library.opcheck(op, forward_args(proj, packed, reverse, directions=_directions(name)))
 
 
 @pytest.mark.parametrize("name, proj, packed, reverse", op_cases())
@@ -107,12 +115,13 @@ def test_forward_zeroes_inactive_saved_rows(name, proj):
 
     Garbage there would reach d_w_hr (d_hs^T @ hs multiplies it by zero gradients: NaN*0).
     """
-    args = forward_args(proj, True, False, requires_grad=False)
+    args = forward_args(proj, True, False, requires_grad=False, directions=_directions(name))
     saved = _SCANS[name].forward_op(*args)[3:]
     inactive = torch.arange(B).unsqueeze(0) >= torch.tensor(BATCH_SIZES).unsqueeze(1)  # [T, B]
     for t in saved:
         if t.numel():
-            assert torch.equal(t[inactive], torch.zeros_like(t[inactive]))
+            rows = t[..., inactive, :]  # leading [D] of a stacked scan kept
+            assert torch.equal(rows, torch.zeros_like(rows))
 
 
 @pytest.mark.parametrize("name", scan_ids())
@@ -122,7 +131,7 @@ def test_backward_does_not_read_inactive_gates_or_cs(name, proj):
     args = list(backward_args(name, proj, True, False))
     clean = _SCANS[name].backward_op(*args)
     inactive = torch.arange(B).unsqueeze(0) >= torch.tensor(BATCH_SIZES).unsqueeze(1)  # [T, B]
-    for k in (10, 11):  # gates, cs
+    for k in (10, 11):  # gates, cs (a stacked scan's leading [D] broadcasts)
         if args[k].numel():
             args[k] = args[k].masked_fill(inactive.unsqueeze(-1), float("nan"))
     poisoned = _SCANS[name].backward_op(*args)
@@ -197,23 +206,3 @@ def test_backward_in_eval_mode_matches_nn_lstm(backend):
         grads.append(torch.autograd.grad((out * g_out).sum(), [x, *module.parameters()]))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, **tol(torch.float64, "grad"))
-
-
-def _bidir_op_present() -> bool:
-    if not triton_ready():
-        return False
-    scan_names()  # registers the triton tiers' ops
-    return hasattr(torch.ops.lstm_kernels, "persistent_bidir_scan")
-
-
-@pytest.mark.parametrize("proj, packed", [(False, False), (True, False), (False, True), (True, True)],
-                         ids=["noproj-padded", "proj-padded", "noproj-packed", "proj-packed"])
-def test_opcheck_persistent_bidirectional(proj, packed):
-    """The persistent tier's both-directions op (its own pair, directions stacked on [2])."""
-    if not _bidir_op_present():
-        pytest.skip("the triton persistent tier is not available here")
-    p = P if proj else H
-    mk = lambda *s: torch.randn(*s).requires_grad_()  # noqa: E731
-    args = (mk(2, T, B, 4 * H), mk(2, B, p), mk(2, B, H), mk(2, 4 * H, p), mk(2, p, H) if proj else None,
-            torch.tensor(BATCH_SIZES, dtype=torch.int64) if packed else None, True)
-    torch.library.opcheck(torch.ops.lstm_kernels.persistent_bidir_scan.default, args)

@@ -54,7 +54,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..backends import triton_interpreting
-from ..ops import _zero_inactive_rows, register_scan
+from ..ops import register_scan
 from ..reference import compute_dtype
 from .fused_step import (
     _TL_DTYPES,
@@ -710,94 +710,19 @@ def _backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, rev
 scan = register_scan("persistent", _forward, _backward)
 
 
-# Both directions of a bidirectional layer in one launch: the same kernels with D = 2, as one
-# custom-op pair of its own (the per-direction contract of ops.register_scan, stacked on [2]).
+# Both directions of a bidirectional layer in one launch: the same kernels with D = 2, as the
+# direction-stacked variant of the scan contract (ops.py), registered the same way.
+def _stacked_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
+    check_scan_inputs(gx[0], h0[0], c0[0], w_hh[0], None if w_hr is None else w_hr[0], "persistent")
+    return _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save)
 
 
-@torch.library.custom_op("lstm_kernels::persistent_bidir_scan", mutates_args=())
-def _bidir_fwd(gx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
-               batch_sizes: Optional[Tensor], save: bool
-               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    res = _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, False, save)
-    if save and batch_sizes is not None:
-        # The kernel writes only active rows; this op is not built by register_scan, which
-        # would otherwise zero the rest (see ops.py: leftover memory must not leak out).
-        _zero_inactive_rows(batch_sizes, res[3:])
-    return res
-
-
-@_bidir_fwd.register_fake
-def _(gx, h0, c0, w_hh, w_hr, batch_sizes, save):
-    D, T, B, G = gx.shape
-    H = c0.shape[2]
-    cdt = compute_dtype(gx.dtype)
-    return (
-        gx.new_empty(D, T, B, h0.shape[2]), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
-        gx.new_empty((D, T, B, G) if save else (0,), dtype=cdt),
-        gx.new_empty((D, T, B, H) if save else (0,), dtype=cdt),
-        gx.new_empty((D, T, B, H) if save and w_hr is not None else (0,), dtype=cdt),
-    )
-
-
-@torch.library.custom_op("lstm_kernels::persistent_bidir_scan_backward", mutates_args=())
-def _bidir_bwd(grad_out: Tensor, grad_h_n: Tensor, grad_c_n: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor,
-               w_hr: Optional[Tensor], batch_sizes: Optional[Tensor], out: Tensor, gates: Tensor, cs: Tensor,
-               hs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, False,
+def _stacked_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
+    return _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse,
                             out, gates, cs, hs)
 
 
-@_bidir_bwd.register_fake
-def _(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, out, gates, cs, hs):
-    return (
-        gates.new_empty(gates.shape, dtype=out.dtype), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
-        w_hh.new_empty(w_hh.shape), w_hh.new_empty(w_hr.shape if w_hr is not None else (w_hh.shape[0], 0)),
-    )
-
-
-def _bidir_setup(ctx, inputs, output):
-    gx, h0, c0, w_hh, w_hr, batch_sizes, save = inputs
-    out, _, _, gates, cs, hs = output
-    ctx.has_proj = w_hr is not None
-    ctx.has_bs = batch_sizes is not None
-    ctx.save_for_backward(
-        h0, c0, w_hh, w_hr if w_hr is not None else h0.new_empty(0),
-        batch_sizes if batch_sizes is not None else h0.new_empty(0, dtype=torch.int64, device="cpu"),
-        out, gates, cs, hs,
-    )
-
-
-def _bidir_backward(ctx, grad_out, grad_h_n, grad_c_n, *_):
-    h0, c0, w_hh, w_hr, batch_sizes, out, gates, cs, hs = ctx.saved_tensors
-    if gates.numel() == 0 and out.numel() != 0:  # an empty batch saves nothing either way
-        raise RuntimeError(
-            "lstm_kernels: the scan ran without saving activations (grad was disabled during the "
-            "forward), so it cannot be differentiated"
-        )
-    grad_out = torch.zeros_like(out) if grad_out is None else grad_out
-    grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
-    grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
-    d_gx, d_h0, d_c0, d_w_hh, d_w_hr = _bidir_bwd(
-        grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr if ctx.has_proj else None,
-        batch_sizes if ctx.has_bs else None, out, gates, cs, hs,
-    )
-    return d_gx, d_h0, d_c0, d_w_hh, (d_w_hr if ctx.has_proj else None), None, None
-
-
-_bidir_fwd.register_autograd(_bidir_backward, setup_context=_bidir_setup)
-
-
-def _no_double_backward(ctx, *grads):
-    # Without this, autograd fails with "no autograd formula was registered", which does not
-    # tell the user what to do.
-    raise RuntimeError(
-        "lstm_kernels: double backward (differentiating a gradient, e.g. backward after "
-        "torch.autograd.grad(..., create_graph=True)) is not supported by the custom op "
-        "lstm_kernels::persistent_bidir_scan. Use backend='reference', whose eager ops support it."
-    )
-
-
-_bidir_bwd.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)
+_bidir_scan = register_scan("persistent_bidir", _stacked_forward, _stacked_backward, directions=2)
 
 
 def scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes) -> list[tuple[Tensor, Tensor, Tensor]]:
@@ -809,11 +734,8 @@ def scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes) -> list[tuple[T
         check_scan_inputs(gxs[d], h0s[d], c0s[d], w_hhs[d], w_hrs[d], "persistent")
     has_proj = w_hrs[0] is not None
     stack = torch.stack
-    save = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (*gxs, *h0s, *c0s, *w_hhs, *w_hrs)
-    )
-    out, h_n, c_n, _, _, _ = _bidir_fwd(stack(gxs), stack(h0s), stack(c0s), stack(w_hhs),
-                                        stack(w_hrs) if has_proj else None, batch_sizes, save)
+    out, h_n, c_n = _bidir_scan(stack(gxs), stack(h0s), stack(c0s), stack(w_hhs),
+                                stack(w_hrs) if has_proj else None, batch_sizes, False)
     return [(out[d], h_n[d], c_n[d]) for d in range(2)]
 
 
