@@ -45,6 +45,7 @@ returns None when they exceed the SM count; ``choose_tier`` then falls back to `
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -525,7 +526,16 @@ def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype
     NP x NM x ``directions`` programs of the launch can be resident at once.
     """
     interpreting = triton_interpreting() if interpreting is None else interpreting
-    if resident and RESIDENT_FORWARD[0]:
+    # Cached: every forward call asks several times, and its host time is on the critical
+    # path of short sequences.
+    return _config_cached(B, H, P, has_proj, dtype, n_sm, interpreting, directions,
+                          resident and RESIDENT_FORWARD[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
+                   interpreting: bool, directions: int, resident: bool) -> Optional[PersistentConfig]:
+    if resident:
         cfg = _resident_config(B, H, P, has_proj, dtype, n_sm, interpreting, directions)
         if cfg is not None:
             return cfg
