@@ -52,30 +52,22 @@ def implemented_tiers() -> list[str]:
     return [t for t in TIERS if t in scans]
 
 
-# Above this many B*H elements per step the recurrent matmul is compute-bound rather than
-# latency-bound, and cuBLAS (tier "pointwise") is predicted to beat the Triton tiles.
-_POINTWISE_MIN_BH = 256 * 2048
-
-
 def choose_tier(B: int, H: int, T: int, dtype: torch.dtype, device: torch.device) -> str:
     """The tier to run for this shape; never one that cannot run it.
 
-    Grounded in the H200 measurements in benchmarks/NOTES.md (GPU, 2026-11-28): the per-step
-    tiers are bound by the host (one or more launches per step: 35-135 us per step where
-    the persistent kernel took 4-22 us), so every shape whose persistent launches (forward
-    and backward) fit on the chip gets "persistent", its grid barrier proven there; other
-    shapes get "fused_step", or "pointwise" where B*H is large enough for cuBLAS's matmul
-    to dominate a step (not measured yet). float64 always gets "pointwise", the only tier
-    with float64 kernels. Under the interpreter the persistent tier always fits (one program
-    per batch tile).
+    Grounded in the H200 measurements in benchmarks/NOTES.md (2026-11-28): the per-step
+    tiers are bound by the host (fused_step 35-60 us per step, pointwise 120-300, where the
+    persistent kernel took 3-22 us), so every shape whose persistent launches (forward and
+    backward) fit on the chip gets "persistent", its grid barrier proven there; other shapes
+    get "fused_step", which launches once per step where "pointwise" launches at least
+    twice. float64 always gets "pointwise", the only tier with float64 kernels. Under the
+    interpreter the persistent tier always fits (one program per batch tile).
     """
     from .persistent import fits
 
     if dtype == torch.float64:
         return "pointwise"
     on_gpu = device.type == "cuda"
-    if on_gpu and B * H >= _POINTWISE_MIN_BH:
-        return "pointwise"
     # A projection never changes whether the persistent grid fits (P < H), so H stands for P.
     if fits(B, H, H, False, dtype, device, interpreting=not on_gpu):
         return "persistent"
