@@ -82,6 +82,73 @@ else:
         return torch.addmm(other, x, w.t())
 
 
+# The input projection of a layer (all steps and directions, [T*B, I] x [I, D*4H]) goes
+# through oneDNN's linear too, from this many multiply-adds (see ``input_projection``;
+# crossover measured with backward between 2M and 4M: the custom op costs ~40 us more).
+PROJ_MIN_MACS = 1 << 22
+
+
+def _dnn_eligible(x: Tensor) -> bool:
+    """float32 on CPU with oneDNN's linear available and ``torch.backends.mkldnn`` enabled."""
+    return (
+        HAS_DNN_LINEAR
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and torch.backends.mkldnn.enabled
+    )
+
+
+@torch.library.custom_op("lstm_kernels::dnn_linear", mutates_args=())
+def dnn_linear(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
+    """``F.linear(x, w, b)`` through oneDNN where it can run (float32 on CPU), else F.linear.
+
+    ``_linear_pointwise`` has no autograd formula (gradients through it are silently
+    None), so it is wrapped as a custom op whose backward is this op again (two matmuls)
+    plus a sum; that also makes it differentiable twice and opaque to torch.compile.
+    """
+    if _dnn_eligible(x):
+        shape = x.shape
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), w, b, "none", [], "")
+        return y.view(*shape[:-1], w.shape[0])
+    return torch.nn.functional.linear(x, w, b)
+
+
+@dnn_linear.register_fake
+def _(x, w, b):
+    return x.new_empty(*x.shape[:-1], w.shape[0])
+
+
+def _dnn_linear_setup(ctx, inputs, output):
+    x, w, b = inputs
+    ctx.has_b = b is not None
+    ctx.save_for_backward(x, w)
+
+
+def _dnn_linear_backward(ctx, grad):
+    x, w = ctx.saved_tensors
+    grad2 = grad.reshape(-1, grad.shape[-1])  # [M, N]
+    d_x = d_w = d_b = None
+    if ctx.needs_input_grad[0]:
+        d_x = dnn_linear(grad, w.t(), None)  # grad @ w
+    if ctx.needs_input_grad[1]:
+        d_w = dnn_linear(grad2.t(), x.reshape(-1, x.shape[-1]).t(), None)  # grad^T @ x
+    if ctx.has_b and ctx.needs_input_grad[2]:
+        d_b = grad2.sum(0)
+    return d_x, d_w, d_b
+
+
+dnn_linear.register_autograd(_dnn_linear_backward, setup_context=_dnn_linear_setup)
+
+
+def input_projection(x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``F.linear(x, w_ih, bias)`` for the TorchScript backend: through oneDNN for large
+    float32 CPU inputs (MKL's sgemm runs at about half oneDNN's speed on the reference
+    machine), else F.linear itself (no custom-op call overhead for small layers)."""
+    if _dnn_eligible(x) and x.numel() * w_ih.shape[0] >= PROJ_MIN_MACS:
+        return dnn_linear(x, w_ih, bias)
+    return torch.nn.functional.linear(x, w_ih, bias)
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     if dtype == torch.float16 or dtype == torch.bfloat16:
         return torch.float32
@@ -354,13 +421,7 @@ def _batch_sizes_list(batch_sizes: Optional[Tensor]) -> List[int]:
 
 def _use_dnn(x: Tensor, B: int, G: int, P: int) -> bool:
     """Whether the per-step matmuls [B, .] x [., G] go through oneDNN (see DNN_MIN_MACS)."""
-    return (
-        HAS_DNN_LINEAR
-        and x.dtype == torch.float32
-        and x.device.type == "cpu"
-        and torch.backends.mkldnn.enabled
-        and B * G * P >= DNN_MIN_MACS
-    )
+    return _dnn_eligible(x) and B * G * P >= DNN_MIN_MACS
 
 
 def _step_weight(w: Tensor, T: int, B: int, dnn: bool) -> Tensor:

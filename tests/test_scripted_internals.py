@@ -19,6 +19,7 @@ import lstm_kernels
 # Script the TorchScript path now: conftest's NaN-poisoned torch.empty cannot be scripted.
 import lstm_kernels.scripted  # noqa: F401
 from conftest import tol
+from helpers import Config, check_lstm_against_torch, config_id
 from lstm_kernels import reference
 from lstm_kernels.scripted import scan as scripted_scan
 
@@ -201,3 +202,91 @@ def test_onednn_matmul_path_matches_oracle(case, reverse, blocked, monkeypatch):
         torch.testing.assert_close(a, b, **tol(torch.float32, "grad"))
     with torch.backends.mkldnn.flags(enabled=False):
         assert not lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, P)
+
+
+def _projection_calls(monkeypatch) -> list:
+    """Route every input projection through oneDNN and record the dnn_linear calls."""
+    monkeypatch.setattr(lstm_kernels.scripted, "PROJ_MIN_MACS", 1)
+    calls = []
+    real = lstm_kernels.scripted.dnn_linear
+
+    def spy(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(lstm_kernels.scripted, "dnn_linear", spy)
+    return calls
+
+
+@pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("strided", [False, True], ids=["contig", "strided"])
+def test_dnn_linear_op_matches_f_linear(bias, strided):
+    """The oneDNN projection op: values and all three gradients equal F.linear's, also for
+    non-contiguous input; and it passes torch.library.opcheck."""
+    mk = lambda *s: torch.randn(*s).requires_grad_()  # noqa: E731
+    x = mk(3, 5, 7).transpose(0, 1) if strided else mk(5, 3, 7)
+    w = mk(11, 7)
+    b = mk(11) if bias else None
+    leaves = [t for t in (x, w, b) if t is not None]
+    got = lstm_kernels.scripted.dnn_linear(x, w, b)
+    want = torch.nn.functional.linear(x, w, b)
+    torch.testing.assert_close(got, want, **tol(torch.float32, "out"))
+    g = torch.randn_like(want)
+    for a, e in zip(torch.autograd.grad(got, leaves, g), torch.autograd.grad(want, leaves, g)):
+        torch.testing.assert_close(a, e, **tol(torch.float32, "grad"))
+    fresh = (x.detach().requires_grad_(), w.detach().requires_grad_(),
+                        None if b is None else b.detach().requires_grad_())
+    torch.library.opcheck(torch.ops.lstm_kernels.dnn_linear.default, fresh)
+
+
+def test_dnn_linear_double_backward():
+    """Its backward is made of the same op, so it can be differentiated again (float64
+    runs the F.linear branch; gradgradcheck needs double precision)."""
+    mk = lambda *s: torch.randn(*s, dtype=torch.float64).requires_grad_()  # noqa: E731
+    args = (mk(2, 3, 4), mk(5, 4), mk(5))
+    assert torch.autograd.gradcheck(lstm_kernels.scripted.dnn_linear, args)
+    assert torch.autograd.gradgradcheck(lstm_kernels.scripted.dnn_linear, args)
+
+
+@pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        Config(num_layers=2, bidirectional=True, T=5, B=3),
+        Config(num_layers=2, bias=False, batch_first=True, proj_size=3, T=4, B=2),
+        Config(bidirectional=True, mode="packed-unsorted", T=6, B=4),
+        Config(num_layers=2, mode="packed", strided=True, with_hx=False, T=5, B=3),
+    ],
+    ids=config_id,
+)
+def test_onednn_input_projection_matches_nn_lstm(cfg, monkeypatch):
+    """float32 input projections through oneDNN (forced at tiny sizes): same outputs, states
+    and gradients as nn.LSTM, and every layer's projection took that path."""
+    calls = _projection_calls(monkeypatch)
+    check_lstm_against_torch(cfg, "torchscript", torch.float32)
+    assert len(calls) >= cfg.num_layers
+
+
+@pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
+def test_onednn_input_projection_frozen_and_disabled(monkeypatch):
+    """Frozen weights (only the input needs a gradient) work through the op, whose backward
+    then computes only the input's gradient; with oneDNN
+    disabled, or for float64, the projection is plain F.linear."""
+    calls = _projection_calls(monkeypatch)
+    torch_lstm, ours = _pair(num_layers=2, bidirectional=True)
+    for m in (torch_lstm, ours):
+        m.requires_grad_(False)
+    x = torch.randn(5, 2, 4, requires_grad=True)
+    out, want = ours(x)[0], torch_lstm(x)[0]
+    torch.testing.assert_close(out, want, **tol(torch.float32, "out"))
+    assert len(calls) == 2  # one projection per layer
+    g = torch.randn_like(want)
+    (gx,) = torch.autograd.grad((out * g).sum(), x)
+    (wx,) = torch.autograd.grad((want * g).sum(), x)
+    torch.testing.assert_close(gx, wx, **tol(torch.float32, "grad"))
+    assert len(calls) == 4  # backward: grad of each layer's input only, no weight grads
+    with torch.backends.mkldnn.flags(enabled=False):
+        ours(x)
+    ours.double()(x.double())
+    assert len(calls) == 4
