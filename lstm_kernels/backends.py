@@ -62,6 +62,15 @@ class TorchScriptBackend(Backend):
 
         return scan(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse)
 
+    def scan_layer(self, gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes):
+        """Both directions of a small padded layer in one scripted loop (``scripted.use_paired``)."""
+        if len(gxs) == 2:
+            from .scripted import scan_bidirectional, use_paired
+
+            if use_paired(gxs[0], h0s[0], c0s[0], batch_sizes):
+                return scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs)
+        return super().scan_layer(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes)
+
     def input_projection(self, x, w_ih, bias):
         from .scripted import input_projection
 

@@ -22,6 +22,16 @@ after the backend's forward, so a backend may leave them unwritten.
 
 backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse,
          out, gates, cs, hs) -> d_gx, d_h0, d_c0, d_w_hh, d_w_hr ([0] when no w_hr)
+
+Paired scans (:func:`register_paired_scan`): two independent padded scans stacked on a
+leading dimension of 2, both run forward over the step dimension, so a backend can
+batch their step matmuls. A bidirectional layer passes direction 1 time-reversed
+(the caller flips it with differentiable ops):
+
+forward(gx [2,T,B,4H], h0 [2,B,P], c0 [2,B,H], w_hh [2,4H,P], w_hr [2,P,H] | None, save)
+    -> out [2,T,B,P], h_n [2,B,P], c_n [2,B,H], gates [2,T,B,4H], cs [2,T,B,H], hs [2,T,B,H]
+backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, out, gates, cs, hs)
+    -> d_gx, d_h0, d_c0, d_w_hh, d_w_hr ([0] when no w_hr)
 """
 from __future__ import annotations
 
@@ -197,4 +207,90 @@ def register_scan(name: str, forward_impl: Callable, backward_impl: Callable) ->
     scan.forward_op = scan_fwd
     scan.backward_op = scan_bwd
     _SCANS[name] = scan
+    return scan
+
+
+def register_paired_scan(name: str, forward_impl: Callable, backward_impl: Callable) -> Callable:
+    """Register two stacked padded scans (see the module docstring) as a custom op pair
+    ``lstm_kernels::<name>_paired_scan[_backward]``; return the differentiable caller
+    ``scan(gx, h0, c0, w_hh, w_hr) -> (out, h_n, c_n)``."""
+
+    @torch.library.custom_op(f"lstm_kernels::{name}_paired_scan", mutates_args=())
+    def fwd(
+        gx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], save: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return forward_impl(gx, h0, c0, w_hh, w_hr, save)
+
+    @fwd.register_fake
+    def _(gx, h0, c0, w_hh, w_hr, save):
+        D, T, B, G = gx.shape
+        H = c0.shape[2]
+        cdt = compute_dtype(gx.dtype)
+        return (
+            gx.new_empty(D, T, B, h0.shape[2]),
+            h0.new_empty(h0.shape),
+            c0.new_empty(c0.shape),
+            gx.new_empty((D, T, B, G) if save else (0,), dtype=cdt),
+            gx.new_empty((D, T, B, H) if save else (0,), dtype=cdt),
+            gx.new_empty((D, T, B, H) if save and w_hr is not None else (0,), dtype=cdt),
+        )
+
+    @torch.library.custom_op(f"lstm_kernels::{name}_paired_scan_backward", mutates_args=())
+    def bwd(
+        grad_out: Tensor, grad_h_n: Tensor, grad_c_n: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor,
+        w_hr: Optional[Tensor], out: Tensor, gates: Tensor, cs: Tensor, hs: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return backward_impl(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, out, gates, cs, hs)
+
+    @bwd.register_fake
+    def _(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, out, gates, cs, hs):
+        return (
+            gates.new_empty(gates.shape, dtype=out.dtype),
+            h0.new_empty(h0.shape),
+            c0.new_empty(c0.shape),
+            w_hh.new_empty(w_hh.shape),
+            w_hh.new_empty(w_hr.shape if w_hr is not None else (0,)),
+        )
+
+    def setup_context(ctx, inputs, output):
+        gx, h0, c0, w_hh, w_hr, save = inputs
+        out, _, _, gates, cs, hs = output
+        ctx.has_proj = w_hr is not None
+        ctx.save_for_backward(h0, c0, w_hh, w_hr if w_hr is not None else h0.new_empty(0), out, gates, cs, hs)
+
+    def backward(ctx, grad_out, grad_h_n, grad_c_n, *_):
+        h0, c0, w_hh, w_hr, out, gates, cs, hs = ctx.saved_tensors
+        if gates.numel() == 0 and out.numel() != 0:
+            raise RuntimeError(
+                "lstm_kernels: the scan ran without saving activations (grad was disabled "
+                "during the forward), so it cannot be differentiated"
+            )
+        grad_out = torch.zeros_like(out) if grad_out is None else grad_out
+        grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
+        grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
+        d_gx, d_h0, d_c0, d_w_hh, d_w_hr = bwd(
+            grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr if ctx.has_proj else None, out, gates, cs, hs
+        )
+        return d_gx, d_h0, d_c0, d_w_hh, (d_w_hr if ctx.has_proj else None), None
+
+    fwd.register_autograd(backward, setup_context=setup_context)
+
+    def no_double_backward(ctx, *grads):
+        raise RuntimeError(
+            f"lstm_kernels: double backward (differentiating a gradient, e.g. backward after "
+            f"torch.autograd.grad(..., create_graph=True)) is not supported by the custom op "
+            f"lstm_kernels::{name}_paired_scan. Use backend='reference', whose eager ops support it."
+        )
+
+    bwd.register_autograd(no_double_backward, setup_context=lambda ctx, inputs, output: None)
+
+    def scan(gx, h0, c0, w_hh, w_hr):
+        save = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (gx, h0, c0, w_hh, w_hr)
+        )
+        out, h_n, c_n, _, _, _ = fwd(gx, h0, c0, w_hh, w_hr, save)
+        return out, h_n, c_n
+
+    scan.forward_op = fwd
+    scan.backward_op = bwd
     return scan

@@ -27,7 +27,14 @@ Why it is written the way it is (measurements in ``benchmarks/NOTES.md``, CPU se
 * Large float32 step matmuls go through oneDNN's linear (``DNN_MIN_MACS`` below), with
   w_hh reordered once per call into oneDNN's blocked layout for long scans; small ones
   use ``torch.addmm`` with ``w_hh.t()`` (a transposed view): BLAS is faster with the
-  transposed flag than with a contiguous transposed copy.
+  transposed flag than with a contiguous transposed copy. The layer's input projection
+  (computed by ``loop.py`` through ``Backend.input_projection``) goes through oneDNN's
+  linear too, as the custom op ``lstm_kernels::dnn_linear`` (``input_projection``).
+* A small padded bidirectional layer runs both directions in one loop
+  (``_paired_forward``/``_paired_backward``, the op pair
+  ``lstm_kernels::torchscript_paired_scan[_backward]``): one ``baddbmm`` over both
+  directions and one set of pointwise ops per step, half the interpreter ops of two
+  scans. The caller reverses direction 1 in time, so both run forward over steps.
 * Backward moves every pointwise factor that does not depend on the incoming gradient
   (sigmoid/tanh derivatives, tanh(c), the products with the other gates) out of the
   time loop into a few whole-sequence ops, so the loop does about half the ops of the
@@ -46,7 +53,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from .ops import register_scan
+from .ops import register_paired_scan, register_scan
 
 
 # oneDNN's linear runs float32 matmuls at about twice MKL's speed on the reference machine
@@ -86,6 +93,15 @@ else:
 # through oneDNN's linear too, from this many multiply-adds (see ``input_projection``;
 # crossover measured with backward between 2M and 4M: the custom op costs ~40 us more).
 PROJ_MIN_MACS = 1 << 22
+
+
+# Both directions of a bidirectional layer share one scripted loop (``use_paired``) up to
+# this many multiply-adds per direction and step matmul ([B, P] x [P, 4H]) and this many
+# elements of w_hh per direction. Measured (NOTES, CPU, change 5): a win where the step is
+# interpreter-bound (H=64, B<=16); at B=1 with H>=256, and at B=64, H=64 in training, MKL's
+# batched matmul is slower than two plain ones, and pairing lost 5-15%.
+PAIRED_MAX_MACS = 1 << 18
+PAIRED_MAX_WEIGHT = 1 << 16
 
 
 def _dnn_eligible(x: Tensor) -> bool:
@@ -408,11 +424,134 @@ def _scan_backward(
     return d_gates.to(dtype), dh.to(h0.dtype), dc.to(c0.dtype), d_w_hh.to(w_hh.dtype), d_w_hr
 
 
+def _paired_forward(
+    gx: Tensor,  # [2, T, B, 4H] two scans' input projections, each in step order
+    h0: Tensor,  # [2, B, P]
+    c0: Tensor,  # [2, B, H]
+    w_hh: Tensor,  # [2, 4H, P]
+    w_hr: Optional[Tensor],  # [2, P, H] or None
+    save: bool,
+):
+    """Two padded scans at once (a bidirectional layer, direction 1 time-reversed by the
+    caller): one batched matmul and one set of pointwise ops per step serve both."""
+    T = gx.size(1)
+    B = gx.size(2)
+    H = c0.size(2)
+    P = h0.size(2)
+    dtype = gx.dtype
+    dev = gx.device
+    out = torch.empty(2, T, B, P, dtype=dtype, device=dev)
+    if save:
+        gates_s = torch.empty(2, T, B, 4 * H, dtype=dtype, device=dev)
+        cs = torch.empty(2, T, B, H, dtype=dtype, device=dev)
+    else:
+        gates_s = torch.empty(0, dtype=dtype, device=dev)
+        cs = torch.empty(0, dtype=dtype, device=dev)
+    if save and w_hr is not None:
+        hs = torch.empty(2, T, B, H, dtype=dtype, device=dev)
+    else:
+        hs = torch.empty(0, dtype=dtype, device=dev)
+    # Transposed views, as in _scan_forward: a transposed copy of w_hh costs more than
+    # the matmuls gain from it (measured 8 ms for both directions at H=512, 1 thread).
+    w_hh_t = w_hh.transpose(1, 2)
+    w_hr_t = w_hr.transpose(1, 2) if w_hr is not None else w_hh_t
+    act = torch.empty(2, B, 4 * H, dtype=dtype, device=dev)
+    tc = torch.empty(2, B, H, dtype=dtype, device=dev)
+    hr_buf = torch.empty(2, B, H, dtype=dtype, device=dev)
+    c = c0.clone()
+    h = h0
+    for t in range(T):
+        g = torch.baddbmm(gx[:, t], h, w_hh_t)
+        a = gates_s[:, t] if save else act
+        torch.sigmoid(g, out=a)
+        i, f, gg, o = a.chunk(4, 2)
+        torch.tanh(g[:, :, 2 * H:3 * H], out=gg)
+        if save:
+            c = torch.addcmul(f * c, i, gg, out=cs[:, t])
+        else:
+            c = torch.addcmul(f * c, i, gg)
+        torch.tanh(c, out=tc)
+        if w_hr is not None:
+            hr = torch.mul(o, tc, out=hs[:, t] if save else hr_buf)
+            h = torch.bmm(hr, w_hr_t, out=out[:, t])
+        else:
+            h = torch.mul(o, tc, out=out[:, t])
+    # h is a view of out, and with save c is one of cs: outputs must not alias.
+    return out, h.clone(), c.clone(), gates_s, cs, hs
+
+
+def _paired_backward(
+    grad_out: Tensor,  # [2, T, B, P]
+    grad_h_n: Tensor,  # [2, B, P]
+    grad_c_n: Tensor,  # [2, B, H]
+    h0: Tensor,  # [2, B, P]
+    c0: Tensor,  # [2, B, H]
+    w_hh: Tensor,  # [2, 4H, P]
+    w_hr: Optional[Tensor],  # [2, P, H] or None
+    out: Tensor,  # [2, T, B, P]
+    gates: Tensor,  # [2, T, B, 4H] activated gates
+    cs: Tensor,  # [2, T, B, H]
+    hs: Tensor,  # [2, T, B, H] (w_hr only)
+):
+    """Backward of ``_paired_forward``: the same hoisting as ``_scan_backward``, padded."""
+    T = out.size(1)
+    B = out.size(2)
+    H = c0.size(2)
+    P = h0.size(2)
+    G = 4 * H
+    dtype = out.dtype
+    dev = out.device
+    c_prev = torch.cat([c0.unsqueeze(1), cs[:, :-1]], 1)
+    i_a, f_a, g_a, o_a = gates.chunk(4, 3)
+    tanh_c = torch.tanh(cs)
+    k = torch.empty(2, T, B, 3, H, dtype=dtype, device=dev)
+    torch.mul(g_a, i_a * (1.0 - i_a), out=k[:, :, :, 0])
+    torch.mul(c_prev, f_a * (1.0 - f_a), out=k[:, :, :, 1])
+    torch.mul(i_a, 1.0 - g_a * g_a, out=k[:, :, :, 2])
+    q = tanh_c * o_a * (1.0 - o_a)
+    r = o_a * (1.0 - tanh_c * tanh_c)
+    d_gates = torch.empty(2, T, B, G, dtype=dtype, device=dev)
+    d_ifg = d_gates[:, :, :, 0:3 * H].view(2, T, B, 3, H)
+    d_o = d_gates[:, :, :, 3 * H:4 * H]
+    dh = grad_h_n.clone()
+    dc = grad_c_n.clone()
+    if w_hr is not None:
+        d_hs_all = torch.empty(2, T, B, P, dtype=dtype, device=dev)
+    else:
+        d_hs_all = torch.empty(0, dtype=dtype, device=dev)
+    for s in range(T):
+        t = T - 1 - s
+        if w_hr is not None:
+            dh_t = torch.add(dh, grad_out[:, t], out=d_hs_all[:, t])
+            dhr = torch.bmm(dh_t, w_hr)
+        else:
+            dhr = dh + grad_out[:, t]
+        dc = torch.addcmul(dc, dhr, r[:, t])
+        torch.mul(dc.unsqueeze(2), k[:, t], out=d_ifg[:, t])
+        torch.mul(dhr, q[:, t], out=d_o[:, t])
+        dc = dc * f_a[:, t]
+        dh = torch.bmm(d_gates[:, t], w_hh)
+    # dW_hh[d] = sum_t d_gates[d, t]^T @ h[d, t-1] (h0[d] at t = 0); dW_hr[d] = sum_t d_hs[d, t]^T @ hs[d, t].
+    d_w_hh = torch.empty(2, G, P, dtype=dtype, device=dev)
+    if w_hr is not None:
+        d_w_hr = torch.empty(2, P, H, dtype=dtype, device=dev)
+    else:
+        d_w_hr = torch.empty(0, dtype=dtype, device=dev)
+    for d in range(2):
+        dw = torch.mm(d_gates[d, 1:].reshape((T - 1) * B, G).t(), out[d, :-1].reshape((T - 1) * B, P))
+        torch.addmm(dw, d_gates[d, 0].t(), h0[d], out=d_w_hh[d])
+        if w_hr is not None:
+            torch.mm(d_hs_all[d].reshape(T * B, P).t(), hs[d].reshape(T * B, H), out=d_w_hr[d])
+    return d_gates, dh, dc, d_w_hh, d_w_hr
+
+
 with warnings.catch_warnings():
     # torch.jit.script warns that TorchScript is deprecated; this path is the point of the file.
     warnings.simplefilter("ignore")
     scan_forward_scripted = torch.jit.script(_scan_forward)
     scan_backward_scripted = torch.jit.script(_scan_backward)
+    paired_forward_scripted = torch.jit.script(_paired_forward)
+    paired_backward_scripted = torch.jit.script(_paired_backward)
 
 
 def _batch_sizes_list(batch_sizes: Optional[Tensor]) -> List[int]:
@@ -458,3 +597,40 @@ def _backward_impl(
 
 
 scan = register_scan("torchscript", _forward_impl, _backward_impl)
+
+
+def _paired_forward_impl(gx, h0, c0, w_hh, w_hr, save):
+    with torch.jit.optimized_execution(False):
+        return paired_forward_scripted(gx, h0, c0, w_hh, w_hr, save)
+
+
+def _paired_backward_impl(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, out, gates, cs, hs):
+    with torch.jit.optimized_execution(False):
+        return paired_backward_scripted(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, out, gates, cs, hs)
+
+
+paired_scan = register_paired_scan("torchscript", _paired_forward_impl, _paired_backward_impl)
+
+
+def use_paired(gx: Tensor, h0: Tensor, c0: Tensor, batch_sizes: Optional[Tensor]) -> bool:
+    """Whether a bidirectional layer runs as one paired scan: padded input, full-precision
+    storage and small step matmuls (see PAIRED_MAX_MACS; never in oneDNN's range, as
+    oneDNN's linear has no batched form)."""
+    T, B, G = gx.shape
+    return (
+        batch_sizes is None
+        and _compute_dtype(gx.dtype) == gx.dtype
+        and B * G * h0.shape[1] <= PAIRED_MAX_MACS
+        and G * h0.shape[1] <= PAIRED_MAX_WEIGHT
+        and not _use_dnn(gx, B, G, h0.shape[1])
+    )
+
+
+def scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs) -> list:
+    """Both directions of a padded layer as one paired scan; same results as two ``scan``
+    calls (direction 1 reversed). The time reversal of direction 1 is done here with
+    differentiable ops, so the op pair only ever runs forward over steps."""
+    gx = torch.stack([gxs[0], gxs[1].flip(0)])  # [2, T, B, 4H], each in step order
+    w_hr = torch.stack(w_hrs) if w_hrs[0] is not None else None
+    out, h_n, c_n = paired_scan(gx, torch.stack(h0s), torch.stack(c0s), torch.stack(w_hhs), w_hr)
+    return [(out[0], h_n[0], c_n[0]), (out[1].flip(0), h_n[1], c_n[1])]

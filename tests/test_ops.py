@@ -217,3 +217,21 @@ def test_opcheck_persistent_bidirectional(proj, packed):
     args = (mk(2, T, B, 4 * H), mk(2, B, p), mk(2, B, H), mk(2, 4 * H, p), mk(2, p, H) if proj else None,
             torch.tensor(BATCH_SIZES, dtype=torch.int64) if packed else None, True)
     torch.library.opcheck(torch.ops.lstm_kernels.persistent_bidir_scan.default, args)
+
+
+def paired_forward_args(proj: bool, requires_grad: bool = True):
+    """Random inputs for ``torchscript_paired_scan`` (save=True): two scans stacked on [2]."""
+    p = P if proj else H
+    mk = lambda *s: torch.randn(*s).requires_grad_(requires_grad)  # noqa: E731
+    return (mk(2, T, B, 4 * H), mk(2, B, p), mk(2, B, H), mk(2, 4 * H, p), mk(2, p, H) if proj else None, True)
+
+
+@pytest.mark.parametrize("proj", [False, True], ids=["noproj", "proj"])
+def test_opcheck_paired_scan(proj):
+    """The TorchScript paired op pair (both directions of a padded layer in one loop)."""
+    torch.library.opcheck(torch.ops.lstm_kernels.torchscript_paired_scan.default, paired_forward_args(proj))
+    gx, h0, c0, w_hh, w_hr, save = paired_forward_args(proj, requires_grad=False)
+    out, h_n, c_n, gates, cs, hs = lstm_kernels.scripted.paired_scan.forward_op(gx, h0, c0, w_hh, w_hr, save)
+    args = (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n),
+            h0, c0, w_hh, w_hr, out, gates, cs, hs)
+    torch.library.opcheck(torch.ops.lstm_kernels.torchscript_paired_scan_backward.default, args)

@@ -290,3 +290,72 @@ def test_onednn_input_projection_frozen_and_disabled(monkeypatch):
         ours(x)
     ours.double()(x.double())
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize("T", [1, 5])
+@pytest.mark.parametrize("proj", [False, True], ids=["noproj", "proj"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_paired_scan_matches_two_oracle_scans(T, proj, dtype):
+    """Both directions in one loop (``scan_bidirectional``) equal the oracle run per
+    direction, direction 1 reversed: outputs, states and the gradients of every input."""
+    B, H = 3, 7
+    P = 4 if proj else H
+    fwd, rev = _inputs(T, B, H, P, dtype), _inputs(T, B, H, P, dtype)
+    ours = lstm_kernels.scripted.scan_bidirectional(*[[a, b] for a, b in zip(fwd, rev)])
+    ref = [reference.lstm_scan(*fwd, None, False), reference.lstm_scan(*rev, None, True)]
+    for got, want in zip(ours, ref):
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, **tol(dtype, "out"))
+    leaves = list(fwd) + list(rev)
+    got = _grads([t for r in ours for t in r], leaves)
+    want = _grads([t for r in ref for t in r], leaves)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tol(dtype, "grad"))
+
+
+@pytest.mark.parametrize("save", [False, True], ids=["nosave", "save"])
+def test_paired_outputs_do_not_alias(save):
+    T, B, H = 3, 2, 4
+    args = [torch.stack([a, b]) for a, b in zip(_inputs(T, B, H, H, torch.float32, requires_grad=False)[:4],
+                                                _inputs(T, B, H, H, torch.float32, requires_grad=False)[:4])]
+    res = lstm_kernels.scripted.paired_scan.forward_op(*args, None, save)
+    ptrs = [r.untyped_storage().data_ptr() for r in res if r.numel()]
+    assert len(ptrs) == len(set(ptrs))
+
+
+@pytest.mark.parametrize(
+    "cfg, dtype, paired",
+    [
+        (Config(bidirectional=True, num_layers=2, T=5, B=3), torch.float32, True),
+        (Config(bidirectional=True, proj_size=3, batch_first=True, T=4, B=2), torch.float64, True),
+        (Config(bidirectional=True, mode="packed", T=5, B=3), torch.float32, False),
+        (Config(bidirectional=True, T=4, B=2), torch.bfloat16, False),
+    ],
+    ids=lambda v: config_id(v) if isinstance(v, Config) else str(v),
+)
+def test_bidirectional_layers_take_the_paired_scan(cfg, dtype, paired, monkeypatch):
+    """Padded full-precision bidirectional layers run one paired scan per layer; packed
+    input and half storage keep one scan per direction. Results match nn.LSTM either way."""
+    calls = []
+    real = lstm_kernels.scripted.paired_scan
+
+    def spy(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(lstm_kernels.scripted, "paired_scan", spy)
+    check_lstm_against_torch(cfg, "torchscript", dtype)
+    assert len(calls) == (cfg.num_layers if paired else 0)
+
+
+@pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
+def test_bidirectional_above_paired_cutoff_uses_two_scans(monkeypatch):
+    """Above PAIRED_MAX_MACS (or in oneDNN's step-matmul range) each direction has its own scan."""
+    monkeypatch.setattr(lstm_kernels.scripted, "PAIRED_MAX_MACS", 0)
+    calls = []
+    monkeypatch.setattr(lstm_kernels.scripted, "paired_scan", lambda *a: calls.append(a))
+    check_lstm_against_torch(Config(bidirectional=True, num_layers=2), "torchscript", torch.float32)
+    monkeypatch.setattr(lstm_kernels.scripted, "PAIRED_MAX_MACS", 1 << 40)
+    monkeypatch.setattr(lstm_kernels.scripted, "DNN_MIN_MACS", 1)
+    check_lstm_against_torch(Config(bidirectional=True, num_layers=2), "torchscript", torch.float32)
+    assert not calls
