@@ -71,7 +71,7 @@ HAS_DNN_REORDER = HAS_DNN_LINEAR and hasattr(torch.ops.mkldnn, "_reorder_linear_
 if HAS_DNN_LINEAR:
 
     def _linear(x: Tensor, w: Tensor) -> Tensor:
-        """x @ w.t() through oneDNN (x [M, K], w [N, K] contiguous)."""
+        """x @ w.t() through oneDNN (x [M, K], w [N, K]; strided operands are copied inside)."""
         return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
 
     def _linear_add(x: Tensor, other: Tensor, w: Tensor) -> Tensor:
@@ -163,6 +163,13 @@ def input_projection(x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
     if _dnn_eligible(x) and x.numel() * w_ih.shape[0] >= PROJ_MIN_MACS:
         return dnn_linear(x, w_ih, bias)
     return torch.nn.functional.linear(x, w_ih, bias)
+
+
+def _mm_tn(a: Tensor, b: Tensor, dnn: bool) -> Tensor:
+    """a^T @ b (a [M, N], b [M, K]): a weight gradient summed over M = steps x batch."""
+    if dnn:
+        return _linear(a.t(), b.t())
+    return torch.mm(a.t(), b)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -304,6 +311,7 @@ def _scan_backward(
     hs: Tensor,  # [T, B, H] unprojected hidden state (w_hr only), compute dtype
     dnn: bool,  # matmuls through oneDNN (float32 only)
     w_step: Tensor,  # [P, 4H] w_hh^T as the step matmul takes it under dnn (maybe oneDNN-blocked)
+    dnn_w: bool,  # the weight-gradient matmuls after the loop through oneDNN (float32 only)
 ):
     T = out.size(0)
     B = out.size(1)
@@ -406,7 +414,7 @@ def _scan_backward(
     out_c = out.to(cdt)
     h0c = h0.to(cdt)
     if reverse:
-        d_w_hh = torch.mm(d_gates[:-1].reshape((T - 1) * B, 4 * H).t(), out_c[1:].reshape((T - 1) * B, P))
+        d_w_hh = _mm_tn(d_gates[:-1].reshape((T - 1) * B, 4 * H), out_c[1:].reshape((T - 1) * B, P), dnn_w)
         if has_bs:
             # Each row started (from h0) at its own last valid step len-1.
             lengths = (torch.arange(B).unsqueeze(0) < bs_t.unsqueeze(1)).sum(0)
@@ -415,10 +423,10 @@ def _scan_backward(
         else:
             d_w_hh = torch.addmm(d_w_hh, d_gates[T - 1].t(), h0c)
     else:
-        d_w_hh = torch.mm(d_gates[1:].reshape((T - 1) * B, 4 * H).t(), out_c[:-1].reshape((T - 1) * B, P))
+        d_w_hh = _mm_tn(d_gates[1:].reshape((T - 1) * B, 4 * H), out_c[:-1].reshape((T - 1) * B, P), dnn_w)
         d_w_hh = torch.addmm(d_w_hh, d_gates[0].t(), h0c)
     if w_hr is not None:
-        d_w_hr = torch.mm(d_hs_all.reshape(T * B, P).t(), hs.reshape(T * B, H)).to(w_hr.dtype)
+        d_w_hr = _mm_tn(d_hs_all.reshape(T * B, P), hs.reshape(T * B, H), dnn_w).to(w_hr.dtype)
     else:
         d_w_hr = torch.empty(0, dtype=dtype, device=dev)
     return d_gates.to(dtype), dh.to(h0.dtype), dc.to(c0.dtype), d_w_hh.to(w_hh.dtype), d_w_hr
@@ -587,12 +595,16 @@ def _backward_impl(
     grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs
 ):
     T, B = out.shape[0], out.shape[1]
-    dnn = _use_dnn(gates, B, 4 * c0.shape[1], h0.shape[1])
+    G, P = 4 * c0.shape[1], h0.shape[1]
+    dnn = _use_dnn(gates, B, G, P)
     w_step = _step_weight(w_hh.t(), T, B, dnn)
+    # dW_hh and dW_hr: one [G or P, (T-1)*B] x [(T-1)*B, P or H] matmul each, like the input
+    # projection (oneDNN from PROJ_MIN_MACS; T > 1 keeps the summed dimension non-empty).
+    dnn_w = _dnn_eligible(gates) and T > 1 and T * B * G * P >= PROJ_MIN_MACS
     with torch.jit.optimized_execution(False):
         return scan_backward_scripted(
             grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse,
-            out, gates, cs, hs, dnn, w_step,
+            out, gates, cs, hs, dnn, w_step, dnn_w,
         )
 
 

@@ -185,10 +185,11 @@ def test_packed_equals_per_sequence_runs(bidirectional):
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("case", [CASES[2], CASES[3], CASES[4]], ids=case_id)
 def test_onednn_matmul_path_matches_oracle(case, reverse, blocked, monkeypatch):
-    """float32 step matmuls through oneDNN (forced here at tiny sizes) give the same scan,
+    """float32 step and weight-gradient matmuls through oneDNN (forced here at tiny sizes) give the same scan,
     with the weight as is and reordered into oneDNN's blocked layout (used for long scans;
     packed input runs the blocked weight with fewer rows than it was reordered for)."""
     monkeypatch.setattr(lstm_kernels.scripted, "DNN_MIN_MACS", 1)
+    monkeypatch.setattr(lstm_kernels.scripted, "PROJ_MIN_MACS", 1)  # weight gradients too
     monkeypatch.setattr(lstm_kernels.scripted, "PACK_MIN_T", 1 if blocked else 10**9)
     T, B, H, P, bs = case
     assert lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, P)
