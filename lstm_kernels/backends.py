@@ -2,7 +2,8 @@
 
 A backend provides only the scan over time of one layer direction (see ``ops.py`` for
 the contract). ``scan_layer`` runs all directions of a layer; a backend may override it
-to run both directions in one launch. Everything else (layers, input projection,
+to run both directions in one launch. ``input_projection`` (default ``F.linear``) lets a
+backend pick the matmul for the hoisted input projection. Everything else (layers, input projection,
 bidirectional wiring, dropout, layouts) is the shared loop in ``loop.py``.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import reference
@@ -20,6 +22,10 @@ BACKEND_NAMES = ("auto", "reference", "torchscript", "triton")
 
 class Backend:
     name = "base"
+
+    def input_projection(self, x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
+        """One layer's input projection, all steps and directions: ``x @ w_ih.T + bias``."""
+        return F.linear(x, w_ih, bias)
 
     def scan(self, gx, h0, c0, w_hh, w_hr, batch_sizes: Optional[Tensor], reverse: bool):
         raise NotImplementedError
@@ -55,6 +61,20 @@ class TorchScriptBackend(Backend):
         from .scripted import scan
 
         return scan(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse)
+
+    def scan_layer(self, gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes):
+        """Both directions of a small padded layer in one scripted loop (``scripted.use_paired``)."""
+        if len(gxs) == 2:
+            from .scripted import scan_bidirectional, use_paired
+
+            if use_paired(gxs[0], h0s[0], c0s[0], batch_sizes):
+                return scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs)
+        return super().scan_layer(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes)
+
+    def input_projection(self, x, w_ih, bias):
+        from .scripted import input_projection
+
+        return input_projection(x, w_ih, bias)
 
 
 def triton_interpreting() -> bool:

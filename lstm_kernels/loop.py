@@ -40,7 +40,7 @@ def lstm_layers(
         idx = [layer * num_directions + d for d in range(num_directions)]
         w_ih = torch.cat([weights[k][0] for k in idx]) if num_directions > 1 else weights[idx[0]][0]
         bias = _combined_bias([weights[k] for k in idx])
-        gx_all = F.linear(layer_input, w_ih, bias)  # [T, B, D*4H]: one matmul for all steps and directions
+        gx_all = backend.input_projection(layer_input, w_ih, bias)  # [T, B, D*4H]: one matmul for all steps and directions
         G = gx_all.shape[-1] // num_directions
         gxs = [gx_all[..., d * G:(d + 1) * G] for d in range(num_directions)]
         results = backend.scan_layer(

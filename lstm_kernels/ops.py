@@ -209,3 +209,4 @@ def register_scan(name: str, forward_impl: Callable, backward_impl: Callable,
     scan.directions = directions
     _SCANS[name] = scan
     return scan
+

@@ -27,7 +27,15 @@ Why it is written the way it is (measurements in ``benchmarks/NOTES.md``, CPU se
 * Large float32 step matmuls go through oneDNN's linear (``DNN_MIN_MACS`` below), with
   w_hh reordered once per call into oneDNN's blocked layout for long scans; small ones
   use ``torch.addmm`` with ``w_hh.t()`` (a transposed view): BLAS is faster with the
-  transposed flag than with a contiguous transposed copy.
+  transposed flag than with a contiguous transposed copy. The layer's input projection
+  (computed by ``loop.py`` through ``Backend.input_projection``) goes through oneDNN's
+  linear too, as the custom op ``lstm_kernels::dnn_linear`` (``input_projection``).
+* A small padded bidirectional layer runs both directions in one loop
+  (``_paired_forward``/``_paired_backward``, registered as the direction-stacked op pair
+  ``lstm_kernels::torchscript_bidir_scan[_backward]``): one ``baddbmm`` over both
+  directions and one set of pointwise ops per step, half the interpreter ops of two
+  scans. The reversed direction is flipped in time around the loop, so both run forward
+  over steps.
 * Backward moves every pointwise factor that does not depend on the incoming gradient
   (sigmoid/tanh derivatives, tanh(c), the products with the other gates) out of the
   time loop into a few whole-sequence ops, so the loop does about half the ops of the
@@ -64,7 +72,7 @@ HAS_DNN_REORDER = HAS_DNN_LINEAR and hasattr(torch.ops.mkldnn, "_reorder_linear_
 if HAS_DNN_LINEAR:
 
     def _linear(x: Tensor, w: Tensor) -> Tensor:
-        """x @ w.t() through oneDNN (x [M, K], w [N, K] contiguous)."""
+        """x @ w.t() through oneDNN (x [M, K], w [N, K]; strided operands are copied inside)."""
         return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
 
     def _linear_add(x: Tensor, other: Tensor, w: Tensor) -> Tensor:
@@ -80,6 +88,89 @@ else:
     def _linear_add(x: Tensor, other: Tensor, w: Tensor) -> Tensor:
         """other + x @ w.t() (BLAS fallback)."""
         return torch.addmm(other, x, w.t())
+
+
+# The input projection of a layer (all steps and directions, [T*B, I] x [I, D*4H]) goes
+# through oneDNN's linear too, from this many multiply-adds (see ``input_projection``;
+# crossover measured with backward between 2M and 4M: the custom op costs ~40 us more).
+PROJ_MIN_MACS = 1 << 22
+
+
+# Both directions of a bidirectional layer share one scripted loop (``use_paired``) up to
+# this many multiply-adds per direction and step matmul ([B, P] x [P, 4H]) and this many
+# elements of w_hh per direction. Measured (NOTES, CPU, change 5): a win where the step is
+# interpreter-bound (H=64, B<=16); at B=1 with H>=256, and at B=64, H=64 in training, MKL's
+# batched matmul is slower than two plain ones, and pairing lost 5-15%.
+PAIRED_MAX_MACS = 1 << 18
+PAIRED_MAX_WEIGHT = 1 << 16
+
+
+def _dnn_eligible(x: Tensor) -> bool:
+    """float32 on CPU with oneDNN's linear available and ``torch.backends.mkldnn`` enabled."""
+    return (
+        HAS_DNN_LINEAR
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and torch.backends.mkldnn.enabled
+    )
+
+
+@torch.library.custom_op("lstm_kernels::dnn_linear", mutates_args=())
+def dnn_linear(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
+    """``F.linear(x, w, b)`` through oneDNN where it can run (float32 on CPU), else F.linear.
+
+    ``_linear_pointwise`` has no autograd formula (gradients through it are silently
+    None), so it is wrapped as a custom op whose backward is this op again (two matmuls)
+    plus a sum; that also makes it differentiable twice and opaque to torch.compile.
+    """
+    if _dnn_eligible(x):
+        shape = x.shape
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), w, b, "none", [], "")
+        return y.view(*shape[:-1], w.shape[0])
+    return torch.nn.functional.linear(x, w, b)
+
+
+@dnn_linear.register_fake
+def _(x, w, b):
+    return x.new_empty(*x.shape[:-1], w.shape[0])
+
+
+def _dnn_linear_setup(ctx, inputs, output):
+    x, w, b = inputs
+    ctx.has_b = b is not None
+    ctx.save_for_backward(x, w)
+
+
+def _dnn_linear_backward(ctx, grad):
+    x, w = ctx.saved_tensors
+    grad2 = grad.reshape(-1, grad.shape[-1])  # [M, N]
+    d_x = d_w = d_b = None
+    if ctx.needs_input_grad[0]:
+        d_x = dnn_linear(grad, w.t(), None)  # grad @ w
+    if ctx.needs_input_grad[1]:
+        d_w = dnn_linear(grad2.t(), x.reshape(-1, x.shape[-1]).t(), None)  # grad^T @ x
+    if ctx.has_b and ctx.needs_input_grad[2]:
+        d_b = grad2.sum(0)
+    return d_x, d_w, d_b
+
+
+dnn_linear.register_autograd(_dnn_linear_backward, setup_context=_dnn_linear_setup)
+
+
+def input_projection(x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``F.linear(x, w_ih, bias)`` for the TorchScript backend: through oneDNN for large
+    float32 CPU inputs (MKL's sgemm runs at about half oneDNN's speed on the reference
+    machine), else F.linear itself (no custom-op call overhead for small layers)."""
+    if _dnn_eligible(x) and x.numel() * w_ih.shape[0] >= PROJ_MIN_MACS:
+        return dnn_linear(x, w_ih, bias)
+    return torch.nn.functional.linear(x, w_ih, bias)
+
+
+def _mm_tn(a: Tensor, b: Tensor, dnn: bool) -> Tensor:
+    """a^T @ b (a [M, N], b [M, K]): a weight gradient summed over M = steps x batch."""
+    if dnn:
+        return _linear(a.t(), b.t())
+    return torch.mm(a.t(), b)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -221,6 +312,7 @@ def _scan_backward(
     hs: Tensor,  # [T, B, H] unprojected hidden state (w_hr only), compute dtype
     dnn: bool,  # matmuls through oneDNN (float32 only)
     w_step: Tensor,  # [P, 4H] w_hh^T as the step matmul takes it under dnn (maybe oneDNN-blocked)
+    dnn_w: bool,  # the weight-gradient matmuls after the loop through oneDNN (float32 only)
 ):
     T = out.size(0)
     B = out.size(1)
@@ -323,7 +415,7 @@ def _scan_backward(
     out_c = out.to(cdt)
     h0c = h0.to(cdt)
     if reverse:
-        d_w_hh = torch.mm(d_gates[:-1].reshape((T - 1) * B, 4 * H).t(), out_c[1:].reshape((T - 1) * B, P))
+        d_w_hh = _mm_tn(d_gates[:-1].reshape((T - 1) * B, 4 * H), out_c[1:].reshape((T - 1) * B, P), dnn_w)
         if has_bs:
             # Each row started (from h0) at its own last valid step len-1.
             lengths = (torch.arange(B).unsqueeze(0) < bs_t.unsqueeze(1)).sum(0)
@@ -332,13 +424,134 @@ def _scan_backward(
         else:
             d_w_hh = torch.addmm(d_w_hh, d_gates[T - 1].t(), h0c)
     else:
-        d_w_hh = torch.mm(d_gates[1:].reshape((T - 1) * B, 4 * H).t(), out_c[:-1].reshape((T - 1) * B, P))
+        d_w_hh = _mm_tn(d_gates[1:].reshape((T - 1) * B, 4 * H), out_c[:-1].reshape((T - 1) * B, P), dnn_w)
         d_w_hh = torch.addmm(d_w_hh, d_gates[0].t(), h0c)
     if w_hr is not None:
-        d_w_hr = torch.mm(d_hs_all.reshape(T * B, P).t(), hs.reshape(T * B, H)).to(w_hr.dtype)
+        d_w_hr = _mm_tn(d_hs_all.reshape(T * B, P), hs.reshape(T * B, H), dnn_w).to(w_hr.dtype)
     else:
         d_w_hr = torch.empty(0, dtype=dtype, device=dev)
     return d_gates.to(dtype), dh.to(h0.dtype), dc.to(c0.dtype), d_w_hh.to(w_hh.dtype), d_w_hr
+
+
+def _paired_forward(
+    gx: Tensor,  # [2, T, B, 4H] two scans' input projections, each in step order
+    h0: Tensor,  # [2, B, P]
+    c0: Tensor,  # [2, B, H]
+    w_hh: Tensor,  # [2, 4H, P]
+    w_hr: Optional[Tensor],  # [2, P, H] or None
+    save: bool,
+):
+    """Two padded scans at once (a bidirectional layer, direction 1 time-reversed by the
+    caller): one batched matmul and one set of pointwise ops per step serve both."""
+    T = gx.size(1)
+    B = gx.size(2)
+    H = c0.size(2)
+    P = h0.size(2)
+    dtype = gx.dtype
+    dev = gx.device
+    out = torch.empty(2, T, B, P, dtype=dtype, device=dev)
+    if save:
+        gates_s = torch.empty(2, T, B, 4 * H, dtype=dtype, device=dev)
+        cs = torch.empty(2, T, B, H, dtype=dtype, device=dev)
+    else:
+        gates_s = torch.empty(0, dtype=dtype, device=dev)
+        cs = torch.empty(0, dtype=dtype, device=dev)
+    if save and w_hr is not None:
+        hs = torch.empty(2, T, B, H, dtype=dtype, device=dev)
+    else:
+        hs = torch.empty(0, dtype=dtype, device=dev)
+    # Transposed views, as in _scan_forward: a transposed copy of w_hh costs more than
+    # the matmuls gain from it (measured 8 ms for both directions at H=512, 1 thread).
+    w_hh_t = w_hh.transpose(1, 2)
+    w_hr_t = w_hr.transpose(1, 2) if w_hr is not None else w_hh_t
+    act = torch.empty(2, B, 4 * H, dtype=dtype, device=dev)
+    tc = torch.empty(2, B, H, dtype=dtype, device=dev)
+    hr_buf = torch.empty(2, B, H, dtype=dtype, device=dev)
+    c = c0.clone()
+    h = h0
+    for t in range(T):
+        g = torch.baddbmm(gx[:, t], h, w_hh_t)
+        a = gates_s[:, t] if save else act
+        torch.sigmoid(g, out=a)
+        i, f, gg, o = a.chunk(4, 2)
+        torch.tanh(g[:, :, 2 * H:3 * H], out=gg)
+        if save:
+            c = torch.addcmul(f * c, i, gg, out=cs[:, t])
+        else:
+            c = torch.addcmul(f * c, i, gg)
+        torch.tanh(c, out=tc)
+        if w_hr is not None:
+            hr = torch.mul(o, tc, out=hs[:, t] if save else hr_buf)
+            h = torch.bmm(hr, w_hr_t, out=out[:, t])
+        else:
+            h = torch.mul(o, tc, out=out[:, t])
+    # h is a view of out, and with save c is one of cs: outputs must not alias.
+    return out, h.clone(), c.clone(), gates_s, cs, hs
+
+
+def _paired_backward(
+    grad_out: Tensor,  # [2, T, B, P]
+    grad_h_n: Tensor,  # [2, B, P]
+    grad_c_n: Tensor,  # [2, B, H]
+    h0: Tensor,  # [2, B, P]
+    c0: Tensor,  # [2, B, H]
+    w_hh: Tensor,  # [2, 4H, P]
+    w_hr: Optional[Tensor],  # [2, P, H] or None
+    out: Tensor,  # [2, T, B, P]
+    gates: Tensor,  # [2, T, B, 4H] activated gates
+    cs: Tensor,  # [2, T, B, H]
+    hs: Tensor,  # [2, T, B, H] (w_hr only)
+):
+    """Backward of ``_paired_forward``: the same hoisting as ``_scan_backward``, padded."""
+    T = out.size(1)
+    B = out.size(2)
+    H = c0.size(2)
+    P = h0.size(2)
+    G = 4 * H
+    dtype = out.dtype
+    dev = out.device
+    c_prev = torch.cat([c0.unsqueeze(1), cs[:, :-1]], 1)
+    i_a, f_a, g_a, o_a = gates.chunk(4, 3)
+    tanh_c = torch.tanh(cs)
+    k = torch.empty(2, T, B, 3, H, dtype=dtype, device=dev)
+    torch.mul(g_a, i_a * (1.0 - i_a), out=k[:, :, :, 0])
+    torch.mul(c_prev, f_a * (1.0 - f_a), out=k[:, :, :, 1])
+    torch.mul(i_a, 1.0 - g_a * g_a, out=k[:, :, :, 2])
+    q = tanh_c * o_a * (1.0 - o_a)
+    r = o_a * (1.0 - tanh_c * tanh_c)
+    d_gates = torch.empty(2, T, B, G, dtype=dtype, device=dev)
+    d_ifg = d_gates[:, :, :, 0:3 * H].view(2, T, B, 3, H)
+    d_o = d_gates[:, :, :, 3 * H:4 * H]
+    dh = grad_h_n.clone()
+    dc = grad_c_n.clone()
+    if w_hr is not None:
+        d_hs_all = torch.empty(2, T, B, P, dtype=dtype, device=dev)
+    else:
+        d_hs_all = torch.empty(0, dtype=dtype, device=dev)
+    for s in range(T):
+        t = T - 1 - s
+        if w_hr is not None:
+            dh_t = torch.add(dh, grad_out[:, t], out=d_hs_all[:, t])
+            dhr = torch.bmm(dh_t, w_hr)
+        else:
+            dhr = dh + grad_out[:, t]
+        dc = torch.addcmul(dc, dhr, r[:, t])
+        torch.mul(dc.unsqueeze(2), k[:, t], out=d_ifg[:, t])
+        torch.mul(dhr, q[:, t], out=d_o[:, t])
+        dc = dc * f_a[:, t]
+        dh = torch.bmm(d_gates[:, t], w_hh)
+    # dW_hh[d] = sum_t d_gates[d, t]^T @ h[d, t-1] (h0[d] at t = 0); dW_hr[d] = sum_t d_hs[d, t]^T @ hs[d, t].
+    d_w_hh = torch.empty(2, G, P, dtype=dtype, device=dev)
+    if w_hr is not None:
+        d_w_hr = torch.empty(2, P, H, dtype=dtype, device=dev)
+    else:
+        d_w_hr = torch.empty(0, dtype=dtype, device=dev)
+    for d in range(2):
+        dw = torch.mm(d_gates[d, 1:].reshape((T - 1) * B, G).t(), out[d, :-1].reshape((T - 1) * B, P))
+        torch.addmm(dw, d_gates[d, 0].t(), h0[d], out=d_w_hh[d])
+        if w_hr is not None:
+            torch.mm(d_hs_all[d].reshape(T * B, P).t(), hs[d].reshape(T * B, H), out=d_w_hr[d])
+    return d_gates, dh, dc, d_w_hh, d_w_hr
 
 
 with warnings.catch_warnings():
@@ -346,6 +559,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     scan_forward_scripted = torch.jit.script(_scan_forward)
     scan_backward_scripted = torch.jit.script(_scan_backward)
+    paired_forward_scripted = torch.jit.script(_paired_forward)
+    paired_backward_scripted = torch.jit.script(_paired_backward)
 
 
 def _batch_sizes_list(batch_sizes: Optional[Tensor]) -> List[int]:
@@ -354,13 +569,7 @@ def _batch_sizes_list(batch_sizes: Optional[Tensor]) -> List[int]:
 
 def _use_dnn(x: Tensor, B: int, G: int, P: int) -> bool:
     """Whether the per-step matmuls [B, .] x [., G] go through oneDNN (see DNN_MIN_MACS)."""
-    return (
-        HAS_DNN_LINEAR
-        and x.dtype == torch.float32
-        and x.device.type == "cpu"
-        and torch.backends.mkldnn.enabled
-        and B * G * P >= DNN_MIN_MACS
-    )
+    return _dnn_eligible(x) and B * G * P >= DNN_MIN_MACS
 
 
 def _step_weight(w: Tensor, T: int, B: int, dnn: bool) -> Tensor:
@@ -387,13 +596,87 @@ def _backward_impl(
     grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs
 ):
     T, B = out.shape[0], out.shape[1]
-    dnn = _use_dnn(gates, B, 4 * c0.shape[1], h0.shape[1])
+    G, P = 4 * c0.shape[1], h0.shape[1]
+    dnn = _use_dnn(gates, B, G, P)
     w_step = _step_weight(w_hh.t(), T, B, dnn)
+    # dW_hh and dW_hr: one [G or P, (T-1)*B] x [(T-1)*B, P or H] matmul each, like the input
+    # projection (oneDNN from PROJ_MIN_MACS; T > 1 keeps the summed dimension non-empty).
+    dnn_w = _dnn_eligible(gates) and T > 1 and T * B * G * P >= PROJ_MIN_MACS
     with torch.jit.optimized_execution(False):
         return scan_backward_scripted(
             grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse,
-            out, gates, cs, hs, dnn, w_step,
+            out, gates, cs, hs, dnn, w_step, dnn_w,
         )
 
 
 scan = register_scan("torchscript", _forward_impl, _backward_impl)
+
+
+def _time_order(x: Tensor, rev: list) -> Tensor:
+    """Flip the time axis of the stacked directions that run reversed (the paired loop keeps
+    both in step order); empty placeholders pass through."""
+    if x.numel() == 0:
+        return x
+    return torch.stack([x[d].flip(0) if rev[d] else x[d] for d in range(2)])
+
+
+def _stack(parts: list) -> Tensor:
+    """Stack per-direction results; [0] placeholders stay [0], as the stacked contract has them."""
+    return parts[0] if parts[0].dim() == 1 and parts[0].numel() == 0 else torch.stack(parts)
+
+
+def _bidir_forward_impl(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
+    """The direction-stacked scan contract (ops.py) on the paired loop, which runs both scans
+    forward over steps: a reversed direction is flipped in time on the way in and out.
+    Packed input (never routed here by ``use_paired``) runs one scan per direction."""
+    rev = [reverse != (d == 1) for d in range(2)]
+    if batch_sizes is not None:
+        res = [_forward_impl(gx[d], h0[d], c0[d], w_hh[d], None if w_hr is None else w_hr[d], batch_sizes,
+                             rev[d], save) for d in range(2)]
+        return tuple(_stack([r[k] for r in res]) for k in range(6))
+    with torch.jit.optimized_execution(False):
+        out, h_n, c_n, gates, cs, hs = paired_forward_scripted(_time_order(gx, rev), h0, c0, w_hh, w_hr, save)
+    return _time_order(out, rev), h_n, c_n, _time_order(gates, rev), _time_order(cs, rev), _time_order(hs, rev)
+
+
+def _bidir_backward_impl(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse,
+                         out, gates, cs, hs):
+    rev = [reverse != (d == 1) for d in range(2)]
+    if batch_sizes is not None:
+        res = [_backward_impl(grad_out[d], grad_h_n[d], grad_c_n[d], h0[d], c0[d], w_hh[d],
+                              None if w_hr is None else w_hr[d], batch_sizes, rev[d], out[d], gates[d], cs[d],
+                              hs[d] if hs.numel() else hs) for d in range(2)]
+        return tuple(torch.stack([r[k] for r in res]) for k in range(5))
+    with torch.jit.optimized_execution(False):
+        d_gx, d_h0, d_c0, d_w_hh, d_w_hr = paired_backward_scripted(
+            _time_order(grad_out, rev), grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, _time_order(out, rev),
+            _time_order(gates, rev), _time_order(cs, rev), _time_order(hs, rev))
+    if w_hr is None:
+        d_w_hr = w_hh.new_empty(2, 0)
+    return _time_order(d_gx, rev), d_h0, d_c0, d_w_hh, d_w_hr
+
+
+paired_scan = register_scan("torchscript_bidir", _bidir_forward_impl, _bidir_backward_impl, directions=2)
+
+
+def use_paired(gx: Tensor, h0: Tensor, c0: Tensor, batch_sizes: Optional[Tensor]) -> bool:
+    """Whether a bidirectional layer runs as one paired scan: padded input, full-precision
+    storage and small step matmuls (see PAIRED_MAX_MACS; never in oneDNN's range, as
+    oneDNN's linear has no batched form)."""
+    T, B, G = gx.shape
+    return (
+        batch_sizes is None
+        and _compute_dtype(gx.dtype) == gx.dtype
+        and B * G * h0.shape[1] <= PAIRED_MAX_MACS
+        and G * h0.shape[1] <= PAIRED_MAX_WEIGHT
+        and not _use_dnn(gx, B, G, h0.shape[1])
+    )
+
+
+def scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs) -> list:
+    """Both directions of a padded layer as one paired scan; same results as two ``scan``
+    calls (direction 1 reversed)."""
+    w_hr = torch.stack(w_hrs) if w_hrs[0] is not None else None
+    out, h_n, c_n = paired_scan(torch.stack(gxs), torch.stack(h0s), torch.stack(c0s), torch.stack(w_hhs), w_hr,
+                                None, False)
+    return [(out[d], h_n[d], c_n[d]) for d in range(2)]

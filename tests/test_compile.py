@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstm_kernels.scripted  # noqa: F401  (script before conftest poisons torch.empty)
+import lstm_kernels
 from conftest import tol
 from lstm_kernels import LSTM, LSTMCell
 from lstm_kernels.backends import available_backends
@@ -199,4 +200,19 @@ def test_inductor_training_step_matches_eager():
     """The default inductor backend end to end: forward and backward match eager."""
     model = SeqModel(_lstm(num_layers=2, bidirectional=True))
     compiled = torch.compile(model, fullgraph=True)
+    _compare_train(model, compiled, (5, 2, I))
+
+
+@pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_fullgraph_with_onednn_input_projection(backend, monkeypatch):
+    """The oneDNN input projection (a custom op with its own backward), forced here at tiny
+    sizes, compiles into the one graph and gives eager's outputs and gradients."""
+    monkeypatch.setattr(lstm_kernels.scripted, "PROJ_MIN_MACS", 1)
+    model = SeqModel(_lstm(num_layers=2, bidirectional=True))
+    explanation = torch._dynamo.explain(model)(torch.randn(4, 2, I))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert "lstm_kernels.dnn_linear" in str(explanation.graphs[0].graph)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=backend, fullgraph=True)
     _compare_train(model, compiled, (5, 2, I))

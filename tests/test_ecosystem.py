@@ -199,7 +199,8 @@ def test_torch_export_with_dynamic_sequence_length():
     x = torch.randn(2, 5, 4)
     T = torch.export.Dim("T", min=2, max=64)
     ep = torch.export.export(model, (x,), dynamic_shapes=({1: T},))
-    assert any("lstm_kernels.torchscript_scan" in t for t in _graph_targets(ep.graph_module))
+    # A small padded bidirectional layer runs as the paired op (both directions in one loop).
+    assert any("lstm_kernels.torchscript_bidir_scan" in t for t in _graph_targets(ep.graph_module))
     run = ep.module()
     for steps in (5, 9, 2):
         xi = torch.randn(2, steps, 4)

@@ -44,10 +44,9 @@ def scan_names() -> list[str]:
 
 
 def scan_ids():
-    names = ["torchscript"]
     if triton_ready():
-        names = scan_names()
-    return names
+        return scan_names()
+    return sorted(n for n in _SCANS if n.startswith("torchscript"))
 
 
 def _directions(name: str):

@@ -19,6 +19,7 @@ import lstm_kernels
 # Script the TorchScript path now: conftest's NaN-poisoned torch.empty cannot be scripted.
 import lstm_kernels.scripted  # noqa: F401
 from conftest import tol
+from helpers import Config, check_lstm_against_torch, config_id
 from lstm_kernels import reference
 from lstm_kernels.scripted import scan as scripted_scan
 
@@ -184,10 +185,11 @@ def test_packed_equals_per_sequence_runs(bidirectional):
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("case", [CASES[2], CASES[3], CASES[4]], ids=case_id)
 def test_onednn_matmul_path_matches_oracle(case, reverse, blocked, monkeypatch):
-    """float32 step matmuls through oneDNN (forced here at tiny sizes) give the same scan,
+    """float32 step and weight-gradient matmuls through oneDNN (forced here at tiny sizes) give the same scan,
     with the weight as is and reordered into oneDNN's blocked layout (used for long scans;
     packed input runs the blocked weight with fewer rows than it was reordered for)."""
     monkeypatch.setattr(lstm_kernels.scripted, "DNN_MIN_MACS", 1)
+    monkeypatch.setattr(lstm_kernels.scripted, "PROJ_MIN_MACS", 1)  # weight gradients too
     monkeypatch.setattr(lstm_kernels.scripted, "PACK_MIN_T", 1 if blocked else 10**9)
     T, B, H, P, bs = case
     assert lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, P)
@@ -201,3 +203,160 @@ def test_onednn_matmul_path_matches_oracle(case, reverse, blocked, monkeypatch):
         torch.testing.assert_close(a, b, **tol(torch.float32, "grad"))
     with torch.backends.mkldnn.flags(enabled=False):
         assert not lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, P)
+
+
+def _projection_calls(monkeypatch) -> list:
+    """Route every input projection through oneDNN and record the dnn_linear calls."""
+    monkeypatch.setattr(lstm_kernels.scripted, "PROJ_MIN_MACS", 1)
+    calls = []
+    real = lstm_kernels.scripted.dnn_linear
+
+    def spy(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(lstm_kernels.scripted, "dnn_linear", spy)
+    return calls
+
+
+@pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("strided", [False, True], ids=["contig", "strided"])
+def test_dnn_linear_op_matches_f_linear(bias, strided):
+    """The oneDNN projection op: values and all three gradients equal F.linear's, also for
+    non-contiguous input; and it passes torch.library.opcheck."""
+    mk = lambda *s: torch.randn(*s).requires_grad_()  # noqa: E731
+    x = mk(3, 5, 7).transpose(0, 1) if strided else mk(5, 3, 7)
+    w = mk(11, 7)
+    b = mk(11) if bias else None
+    leaves = [t for t in (x, w, b) if t is not None]
+    got = lstm_kernels.scripted.dnn_linear(x, w, b)
+    want = torch.nn.functional.linear(x, w, b)
+    torch.testing.assert_close(got, want, **tol(torch.float32, "out"))
+    g = torch.randn_like(want)
+    for a, e in zip(torch.autograd.grad(got, leaves, g), torch.autograd.grad(want, leaves, g)):
+        torch.testing.assert_close(a, e, **tol(torch.float32, "grad"))
+    fresh = (x.detach().requires_grad_(), w.detach().requires_grad_(),
+                        None if b is None else b.detach().requires_grad_())
+    torch.library.opcheck(torch.ops.lstm_kernels.dnn_linear.default, fresh)
+
+
+def test_dnn_linear_double_backward():
+    """Its backward is made of the same op, so it can be differentiated again (float64
+    runs the F.linear branch; gradgradcheck needs double precision)."""
+    mk = lambda *s: torch.randn(*s, dtype=torch.float64).requires_grad_()  # noqa: E731
+    args = (mk(2, 3, 4), mk(5, 4), mk(5))
+    assert torch.autograd.gradcheck(lstm_kernels.scripted.dnn_linear, args)
+    assert torch.autograd.gradgradcheck(lstm_kernels.scripted.dnn_linear, args)
+
+
+@pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        Config(num_layers=2, bidirectional=True, T=5, B=3),
+        Config(num_layers=2, bias=False, batch_first=True, proj_size=3, T=4, B=2),
+        Config(bidirectional=True, mode="packed-unsorted", T=6, B=4),
+        Config(num_layers=2, mode="packed", strided=True, with_hx=False, T=5, B=3),
+    ],
+    ids=config_id,
+)
+def test_onednn_input_projection_matches_nn_lstm(cfg, monkeypatch):
+    """float32 input projections through oneDNN (forced at tiny sizes): same outputs, states
+    and gradients as nn.LSTM, and every layer's projection took that path."""
+    calls = _projection_calls(monkeypatch)
+    check_lstm_against_torch(cfg, "torchscript", torch.float32)
+    assert len(calls) >= cfg.num_layers
+
+
+@pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
+def test_onednn_input_projection_frozen_and_disabled(monkeypatch):
+    """Frozen weights (only the input needs a gradient) work through the op, whose backward
+    then computes only the input's gradient; with oneDNN
+    disabled, or for float64, the projection is plain F.linear."""
+    calls = _projection_calls(monkeypatch)
+    torch_lstm, ours = _pair(num_layers=2, bidirectional=True)
+    for m in (torch_lstm, ours):
+        m.requires_grad_(False)
+    x = torch.randn(5, 2, 4, requires_grad=True)
+    out, want = ours(x)[0], torch_lstm(x)[0]
+    torch.testing.assert_close(out, want, **tol(torch.float32, "out"))
+    assert len(calls) == 2  # one projection per layer
+    g = torch.randn_like(want)
+    (gx,) = torch.autograd.grad((out * g).sum(), x)
+    (wx,) = torch.autograd.grad((want * g).sum(), x)
+    torch.testing.assert_close(gx, wx, **tol(torch.float32, "grad"))
+    assert len(calls) == 4  # backward: grad of each layer's input only, no weight grads
+    with torch.backends.mkldnn.flags(enabled=False):
+        ours(x)
+    ours.double()(x.double())
+    assert len(calls) == 4
+
+
+@pytest.mark.parametrize("T", [1, 5])
+@pytest.mark.parametrize("proj", [False, True], ids=["noproj", "proj"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_paired_scan_matches_two_oracle_scans(T, proj, dtype):
+    """Both directions in one loop (``scan_bidirectional``) equal the oracle run per
+    direction, direction 1 reversed: outputs, states and the gradients of every input."""
+    B, H = 3, 7
+    P = 4 if proj else H
+    fwd, rev = _inputs(T, B, H, P, dtype), _inputs(T, B, H, P, dtype)
+    ours = lstm_kernels.scripted.scan_bidirectional(*[[a, b] for a, b in zip(fwd, rev)])
+    ref = [reference.lstm_scan(*fwd, None, False), reference.lstm_scan(*rev, None, True)]
+    for got, want in zip(ours, ref):
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, **tol(dtype, "out"))
+    leaves = list(fwd) + list(rev)
+    got = _grads([t for r in ours for t in r], leaves)
+    want = _grads([t for r in ref for t in r], leaves)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tol(dtype, "grad"))
+
+
+@pytest.mark.parametrize("save", [False, True], ids=["nosave", "save"])
+def test_paired_outputs_do_not_alias(save):
+    T, B, H = 3, 2, 4
+    args = [torch.stack([a, b]) for a, b in zip(_inputs(T, B, H, H, torch.float32, requires_grad=False)[:4],
+                                                _inputs(T, B, H, H, torch.float32, requires_grad=False)[:4])]
+    res = lstm_kernels.scripted.paired_scan.forward_op(*args, None, None, False, save)
+    ptrs = [r.untyped_storage().data_ptr() for r in res if r.numel()]
+    assert len(ptrs) == len(set(ptrs))
+
+
+@pytest.mark.parametrize(
+    "cfg, dtype, paired",
+    [
+        (Config(bidirectional=True, num_layers=2, T=5, B=3), torch.float32, True),
+        (Config(bidirectional=True, proj_size=3, batch_first=True, T=4, B=2), torch.float64, True),
+        (Config(bidirectional=True, mode="packed", T=5, B=3), torch.float32, False),
+        (Config(bidirectional=True, T=4, B=2), torch.bfloat16, False),
+    ],
+    ids=lambda v: config_id(v) if isinstance(v, Config) else str(v),
+)
+def test_bidirectional_layers_take_the_paired_scan(cfg, dtype, paired, monkeypatch):
+    """Padded full-precision bidirectional layers run one paired scan per layer; packed
+    input and half storage keep one scan per direction. Results match nn.LSTM either way."""
+    calls = []
+    real = lstm_kernels.scripted.paired_scan
+
+    def spy(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(lstm_kernels.scripted, "paired_scan", spy)
+    check_lstm_against_torch(cfg, "torchscript", dtype)
+    assert len(calls) == (cfg.num_layers if paired else 0)
+
+
+@pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
+def test_bidirectional_above_paired_cutoff_uses_two_scans(monkeypatch):
+    """Above PAIRED_MAX_MACS (or in oneDNN's step-matmul range) each direction has its own scan."""
+    monkeypatch.setattr(lstm_kernels.scripted, "PAIRED_MAX_MACS", 0)
+    calls = []
+    monkeypatch.setattr(lstm_kernels.scripted, "paired_scan", lambda *a: calls.append(a))
+    check_lstm_against_torch(Config(bidirectional=True, num_layers=2), "torchscript", torch.float32)
+    monkeypatch.setattr(lstm_kernels.scripted, "PAIRED_MAX_MACS", 1 << 40)
+    monkeypatch.setattr(lstm_kernels.scripted, "DNN_MIN_MACS", 1)
+    check_lstm_against_torch(Config(bidirectional=True, num_layers=2), "torchscript", torch.float32)
+    assert not calls
