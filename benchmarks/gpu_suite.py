@@ -411,16 +411,31 @@ def all_labels() -> list[str]:
 
 
 def backend_labels() -> list[str]:
-    """The implementations this run checks and times: ``all_labels``, or those of --only."""
-    return [b for b in all_labels() if ONLY is None or b in ONLY]
+    """The implementations this run checks and times: ``all_labels``, or those of --only
+    (which may also name ``VARIANT_LABELS``)."""
+    if ONLY is None:
+        return all_labels()
+    return [b for b in all_labels() + list(VARIANT_LABELS) if b in ONLY]
 
 
+# Persistent-tier variants that switch off one change each (lstm_kernels._triton.persistent.variant),
+# selectable with --only to time a change against the code without it in the same run.
+VARIANT_LABELS = ("triton:persistent/streamed-fwd", "triton:persistent/h-in-memory",
+                  "triton:persistent/narrow-bwd-k", "triton:persistent/ieee-bwd",
+                  "triton:persistent/ieee-bwd+narrow-bwd-k")
+
+
+@contextlib.contextmanager
 def _tier_context(label: str):
     if ":" not in label:
-        return contextlib.nullcontext()
+        yield
+        return
     from lstm_kernels._triton.backend import force_tier
+    from lstm_kernels._triton.persistent import variant
 
-    return force_tier(label.split(":", 1)[1])
+    tier, _, changes_off = label.split(":", 1)[1].partition("/")
+    with force_tier(tier), variant(changes_off):
+        yield
 
 
 def _ours(ref: nn.LSTM, label: str) -> LSTM:
@@ -992,9 +1007,10 @@ def main(argv=None) -> int:
     if args.only is not None:
         global ONLY
         keep = {b.strip() for b in args.only.split(",") if b.strip()}
-        unknown = keep - set(all_labels())
+        known = all_labels() + list(VARIANT_LABELS)
+        unknown = keep - set(known)
         if unknown:
-            parser.error(f"--only: unknown implementations {sorted(unknown)}; known: {all_labels()}")
+            parser.error(f"--only: unknown implementations {sorted(unknown)}; known: {known}")
         ONLY = keep
     if args.dry_run:
         # CI machines are shared; more threads than cores only slows the rehearsal down.

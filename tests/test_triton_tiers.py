@@ -227,3 +227,26 @@ def test_persistent_bidirectional_layers_run_as_one_launch(monkeypatch):
     with force_tier("persistent"):
         check_lstm_against_torch(cfg, "triton", torch.float32)
     assert sorted(seen) == [("bwd", 2)] * 2 + [("fwd", 2)] * 2
+
+
+@pytest.mark.parametrize("changes_off", ["streamed-fwd", "h-in-memory", "narrow-bwd-k", "ieee-bwd",
+                                         "streamed-fwd+narrow-bwd-k"])
+def test_persistent_variants_match_nn_lstm_and_restore_switches(changes_off):
+    """Each change can be switched off for side-by-side timing; the result is still nn.LSTM's."""
+    from lstm_kernels._triton import fused_step
+
+    switches = [persistent.RESIDENT_FORWARD, persistent.H_ON_CHIP, persistent.BACKWARD_WIDE_K,
+                fused_step.BACKWARD_TF32]
+    before = [s[0] for s in switches]
+    cfg = Config(B=3, T=4, input_size=5, hidden_size=40, bidirectional=True)
+    with force_tier("persistent"), persistent.variant(changes_off):
+        assert [s[0] for s in switches] != before
+        check_lstm_against_torch(cfg, "triton", torch.float32)
+    assert [s[0] for s in switches] == before
+
+
+def test_unknown_persistent_variant_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown persistent variant.*no-such-change"):
+        with persistent.variant("h-in-memory+no-such-change"):
+            pass
+    assert persistent.H_ON_CHIP[0]

@@ -236,6 +236,10 @@ def dot_settings(dtype: torch.dtype) -> tuple[bool, str]:
     return upcast, "tf32" if tf32 else "ieee"
 
 
+# Whether 16-bit models' backward takes TF32 (``backward_precision``); off: IEEE, as before.
+BACKWARD_TF32 = [True]
+
+
 def backward_precision(dtype: torch.dtype) -> str:
     """DOT_PRECISION of the backward kernels' dh matmul (fp32 gate gradients times W_hh).
 
@@ -248,7 +252,7 @@ def backward_precision(dtype: torch.dtype) -> str:
     if triton_interpreting():
         return "ieee"
     if dtype in (torch.float16, torch.bfloat16):
-        return "tf32"
+        return "tf32" if BACKWARD_TF32[0] else "ieee"
     return dot_settings(dtype)[1]
 
 

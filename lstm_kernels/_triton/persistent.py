@@ -44,6 +44,7 @@ returns None when they exceed the SM count; ``choose_tier`` then falls back to `
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from dataclasses import dataclass
@@ -471,6 +472,39 @@ def _tile_b(B: int, BH: int) -> int:
 
 # Whether the forward may use a resident tiling (tests switch it off to run the chunked one).
 RESIDENT_FORWARD = [True]
+# Whether a one-program resident forward keeps h in registers between steps.
+H_ON_CHIP = [True]
+# Whether the backward streams K chunks of 32 (``backward_block_k``) rather than 16.
+BACKWARD_WIDE_K = [True]
+
+# Each change since the first GPU measurements, named so that a benchmark can switch it off
+# and time the difference side by side (``variant``).
+_VARIANT_SWITCHES = {
+    "streamed-fwd": RESIDENT_FORWARD,
+    "h-in-memory": H_ON_CHIP,
+    "narrow-bwd-k": BACKWARD_WIDE_K,
+}
+
+
+@contextlib.contextmanager
+def variant(names: str):
+    """Inside the block, switch off the changes named in ``names`` ("+"-separated keys of
+    ``_VARIANT_SWITCHES``, or "ieee-bwd" for fused_step.BACKWARD_TF32); "" changes nothing."""
+    from . import fused_step
+
+    switches = dict(_VARIANT_SWITCHES, **{"ieee-bwd": fused_step.BACKWARD_TF32})
+    chosen = [n for n in names.split("+") if n]
+    unknown = [n for n in chosen if n not in switches]
+    if unknown:
+        raise ValueError(f"unknown persistent variant(s) {unknown}; known: {sorted(switches)}")
+    old = {n: switches[n][0] for n in chosen}
+    try:
+        for n in chosen:
+            switches[n][0] = False
+        yield
+    finally:
+        for n, v in old.items():
+            switches[n][0] = v
 
 # Resident forward tilings (sm_90, ptxas of triton 3.6 and 3.9, sizes divisible by 16 as the
 # JIT specializes them): the slice is two [2*BLOCK_H, P] operands in shared memory (one
@@ -589,7 +623,7 @@ def backward_block_k(cfg: PersistentConfig, has_proj: bool) -> int:
     (AOT, sm_80 and sm_90, TF32 operands) except 16 x 64, which spills 16 B under
     triton 3.6; 64 spills. With a projection it stays 16.
     """
-    if has_proj or (cfg.BLOCK_H, cfg.BLOCK_B) == (16, 64):
+    if has_proj or (cfg.BLOCK_H, cfg.BLOCK_B) == (16, 64) or not BACKWARD_WIDE_K[0]:
         return cfg.BLOCK_K
     return max(cfg.BLOCK_K, 32)
 
@@ -597,7 +631,7 @@ def backward_block_k(cfg: PersistentConfig, has_proj: bool) -> int:
 def _h_on_chip(cfg: PersistentConfig, has_proj: bool) -> bool:
     """Whether the forward keeps h in registers between steps: a resident slice owned by one
     program per batch tile (nothing to exchange with other programs) and no projection."""
-    return cfg.resident and cfg.NP == 1 and not cfg.use_barrier and not has_proj
+    return cfg.resident and cfg.NP == 1 and not cfg.use_barrier and not has_proj and H_ON_CHIP[0]
 
 
 def _cooperative(cfg: PersistentConfig) -> dict:
