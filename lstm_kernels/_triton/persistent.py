@@ -60,6 +60,7 @@ from ..ops import register_scan
 from ..reference import compute_dtype
 from .fused_step import (
     _TL_DTYPES,
+    all_rows_full,
     backward_precision,
     batch_sizes_list,
     block_b,
@@ -674,12 +675,15 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
         gx = gx.contiguous()
     bs = batch_sizes_list(batch_sizes, T, B)
     bs_dev = device_batch_sizes(bs, B, dev)
-    out = torch.zeros(D, T, B, P, dtype=dtype, device=dev)
+    # Rows inactive at a step are never written: zero-filled only when some are (packed).
+    full = all_rows_full(bs, B)
+    alloc = torch.empty if full else torch.zeros
+    out = alloc(D, T, B, P, dtype=dtype, device=dev)
     c_n = c0.clone(memory_format=torch.contiguous_format)  # the kernel updates the rows that run
     gates = torch.empty(D, T, B, G, dtype=cdt, device=dev) if save else gx.new_empty(0, dtype=cdt)
     cs = torch.empty(D, T, B, H, dtype=cdt, device=dev) if save else gx.new_empty(0, dtype=cdt)
-    # Zeroed: d_w_hr multiplies all rows, active or not.
-    hr = torch.zeros(D, T, B, H, dtype=cdt, device=dev) if has_proj else gx.new_empty(0, dtype=cdt)
+    # Zeroed when packed: d_w_hr multiplies all rows, active or not.
+    hr = alloc(D, T, B, H, dtype=cdt, device=dev) if has_proj else gx.new_empty(0, dtype=cdt)
     sync = torch.zeros(D, cfg.NM, dtype=torch.int32, device=dev)
     upcast, prec = dot_settings(dtype)
     w_hh_c = w_hh.contiguous()
@@ -707,8 +711,9 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     cfg = _config_for(B, H, P, has_proj, out.dtype, dev, D, resident=False)
     bs = batch_sizes_list(batch_sizes, T, B)
     bs_dev = device_batch_sizes(bs, B, dev)
-    d_gates = torch.zeros(D, T, B, 4 * H, dtype=cdt, device=dev)
-    d_hs = torch.zeros(D, T, B, P, dtype=cdt, device=dev) if has_proj else d_gates
+    alloc = torch.empty if all_rows_full(bs, B) else torch.zeros  # inactive rows stay zero
+    d_gates = alloc(D, T, B, 4 * H, dtype=cdt, device=dev)
+    d_hs = alloc(D, T, B, P, dtype=cdt, device=dev) if has_proj else d_gates
     d_c0 = torch.empty(D, B, H, dtype=torch.float32, device=dev).copy_(grad_c_n)  # updated by the kernel
     sync = torch.zeros(D, cfg.NM, dtype=torch.int32, device=dev)
     g_out = grad_out if grad_out.stride(3) == 1 else grad_out.contiguous()
