@@ -421,8 +421,8 @@ def backend_labels() -> list[str]:
 # Persistent-tier variants that switch off one change each (lstm_kernels._triton.persistent.variant),
 # selectable with --only to time a change against the code without it in the same run.
 VARIANT_LABELS = ("triton:persistent/streamed-fwd", "triton:persistent/h-in-memory",
-                  "triton:persistent/narrow-bwd-k", "triton:persistent/ieee-bwd",
-                  "triton:persistent/ieee-bwd+narrow-bwd-k")
+                  "triton:persistent/streamed-bwd", "triton:persistent/narrow-bwd-k",
+                  "triton:persistent/ieee-bwd", "triton:persistent/streamed-bwd+ieee-bwd+narrow-bwd-k")
 
 
 @contextlib.contextmanager

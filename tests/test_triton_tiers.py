@@ -28,6 +28,7 @@ def run_tier(monkeypatch):
     def enter(tier):
         if tier == "persistent-chunked":
             monkeypatch.setattr(persistent, "RESIDENT_FORWARD", [False])
+            monkeypatch.setattr(persistent, "RESIDENT_BACKWARD", [False])
             tier = "persistent"
         return force_tier(tier)
     return enter
@@ -80,7 +81,8 @@ def test_persistent_multi_program_tiling_single_step(cfg, resident, monkeypatch)
 
     With T=1 and no projection, no program reads what another writes, so the barrier can be
     left out and the interpreter runs the multi-program index math exactly as a GPU would.
-    The resident forward holds all of P per program; the backward always streams.
+    The resident forward holds all of P per program, the resident backward all 4H rows
+    of its columns.
     """
     def config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True):
         BB = 16
@@ -90,7 +92,16 @@ def test_persistent_multi_program_tiling_single_step(cfg, resident, monkeypatch)
                                            NP=triton.cdiv(H, 16), NM=triton.cdiv(B, BB), num_warps=4,
                                            barrier=False, resident=res)
 
+    def backward_config(B, H, P, has_proj, dtype, n_sm, interpreting=None, directions=1, major=None):
+        BB = 16
+        res = wanted_resident and not has_proj
+        return persistent.PersistentConfig(BLOCK_H=16, BLOCK_P=16, BLOCK_B=BB,
+                                           BLOCK_K=triton.next_power_of_2(H) if res else 16,
+                                           NP=triton.cdiv(H, 16), NM=triton.cdiv(B, BB), num_warps=4,
+                                           barrier=False, resident=res)
+
     wanted_resident = resident
+    monkeypatch.setattr(persistent, "backward_config", backward_config)
 
     monkeypatch.setattr(persistent, "_config_for", config_for)
     assert triton.cdiv(cfg.hidden_size, 16) > 1
@@ -154,6 +165,23 @@ def test_automatic_choice_runs_multi_program_barrier_configs(monkeypatch):
     cfg = persistent.persistent_config(4, 1024, 1024, False, torch.float16, 132, interpreting=False)
     assert cfg is not None and cfg.NP > 1 and cfg.use_barrier
     assert choose_tier(4, 1024, 50, torch.float16, torch.device("cuda")) == "persistent"
+
+
+def test_resident_backward_tilings_fit_and_need_hopper():
+    """Resident backward: weights and gate-gradient operand within 200 KB, a 64-row operand
+    (or one program), every program of a barrier grid resident; none before sm_90."""
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        size = torch.tensor([], dtype=dtype).element_size()
+        for B in SWEEP_B:
+            for H in (16, 32, 64, 96, 128, 256, 512, 1024):
+                assert persistent._resident_backward_config(B, H, H, False, dtype, 108, False, 1, 8) is None
+                for directions in (1, 2):
+                    cfg = persistent._resident_backward_config(B, H, H, False, dtype, 132, False, directions, 9)
+                    if cfg is None:
+                        continue
+                    assert (cfg.BLOCK_P + cfg.BLOCK_B) * 4 * cfg.BLOCK_K * size <= 200 * 1024
+                    assert cfg.BLOCK_K >= H and H % 16 == 0 and (cfg.BLOCK_P == 64 or cfg.NP == 1)
+                    assert cfg.NP == 1 or cfg.NP * cfg.NM * directions <= 132
 
 
 def test_resident_tilings_fit_shared_memory_and_the_chip():
@@ -229,14 +257,14 @@ def test_persistent_bidirectional_layers_run_as_one_launch(monkeypatch):
     assert sorted(seen) == [("bwd", 2)] * 2 + [("fwd", 2)] * 2
 
 
-@pytest.mark.parametrize("changes_off", ["streamed-fwd", "h-in-memory", "narrow-bwd-k", "ieee-bwd",
-                                         "streamed-fwd+narrow-bwd-k"])
+@pytest.mark.parametrize("changes_off", ["streamed-fwd", "h-in-memory", "narrow-bwd-k", "ieee-bwd", "streamed-bwd",
+                                         "streamed-fwd+streamed-bwd+narrow-bwd-k"])
 def test_persistent_variants_match_nn_lstm_and_restore_switches(changes_off):
     """Each change can be switched off for side-by-side timing; the result is still nn.LSTM's."""
     from lstm_kernels._triton import fused_step
 
     switches = [persistent.RESIDENT_FORWARD, persistent.H_ON_CHIP, persistent.BACKWARD_WIDE_K,
-                fused_step.BACKWARD_TF32]
+                persistent.RESIDENT_BACKWARD, fused_step.BACKWARD_TF32]
     before = [s[0] for s in switches]
     cfg = Config(B=3, T=4, input_size=5, hidden_size=40, bidirectional=True)
     with force_tier("persistent"), persistent.variant(changes_off):

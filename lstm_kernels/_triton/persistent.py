@@ -296,6 +296,8 @@ def _bwd_kernel(
     USE_BARRIER: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_PROJ: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    RESIDENT: tl.constexpr = False,  # W_hh^T slice of all 4H rows held for all steps (no projection)
+    LOW_DOT: tl.constexpr = False,  # RESIDENT: gate gradients cast to W_hh's 16-bit dtype for the dot
 ):
     i_n = tl.program_id(0)
     i_m = tl.program_id(1)
@@ -324,6 +326,17 @@ def _bwd_kernel(
 
     m_all = m_j[:, None] & (o_b < B)[None, :]
     dc = tl.load(p_dcn + row * H + o_j[:, None], mask=m_all, other=0.0).to(tl.float32)
+    if RESIDENT:
+        # Column q = g*BLOCK_K + k of r_wt holds W_hh[g*H + k, owned column]: the whole slice
+        # for the four gates as one [BLOCK_P, 4*BLOCK_K] operand, read once for all T steps.
+        o_q = tl.arange(0, 4 * BLOCK_K)
+        o_qk = o_q % BLOCK_K
+        o_qrow = (o_q // BLOCK_K) * H + o_qk  # row of W_hh / column of the gate gradients
+        m_q = o_qk < H
+        r_wt = tl.load(p_w + o_qrow[None, :].to(tl.int64) * P + o_p[:, None],
+                       mask=m_p[:, None] & m_q[None, :], other=0.0)
+        if not LOW_DOT:
+            r_wt = r_wt.to(tl.float32)
 
     t_next = tl.zeros((), dtype=tl.int32)
     bs_next = tl.zeros((), dtype=tl.int32)
@@ -343,7 +356,13 @@ def _bwd_kernel(
         #          = sum_g W_hh_g[:, owned]^T @ dgates_g[t_next]^T
         m_next = (o_b < bs_next)[None, :]
         dh = tl.zeros((BLOCK_P, BLOCK_B), dtype=tl.float32)
-        for k0 in range(0, H, BLOCK_K):
+        if RESIDENT:
+            b_dq = tl.load(p_dgates + (t_next.to(tl.int64) * B + row) * G + o_qrow[:, None],
+                           mask=m_q[:, None] & m_next, other=0.0, cache_modifier=".cg")
+            if LOW_DOT:
+                b_dq = b_dq.to(p_w.dtype.element_ty)
+            dh = tl.dot(r_wt, b_dq, dh, input_precision=DOT_PRECISION)
+        for k0 in range(0, H if not RESIDENT else 0, BLOCK_K):
             o_k = k0 + tl.arange(0, BLOCK_K)
             m_k = o_k < H
             p_dn = p_dgates + (t_next.to(tl.int64) * B + row) * G + o_k[:, None]
@@ -477,6 +496,8 @@ RESIDENT_FORWARD = [True]
 H_ON_CHIP = [True]
 # Whether the backward streams K chunks of 32 (``backward_block_k``) rather than 16.
 BACKWARD_WIDE_K = [True]
+# Whether the backward may hold its W_hh^T slice on-chip (``_resident_backward_config``).
+RESIDENT_BACKWARD = [True]
 
 # Each change since the first GPU measurements, named so that a benchmark can switch it off
 # and time the difference side by side (``variant``).
@@ -484,6 +505,7 @@ _VARIANT_SWITCHES = {
     "streamed-fwd": RESIDENT_FORWARD,
     "h-in-memory": H_ON_CHIP,
     "narrow-bwd-k": BACKWARD_WIDE_K,
+    "streamed-bwd": RESIDENT_BACKWARD,
 }
 
 
@@ -545,6 +567,58 @@ def _resident_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype,
     return PersistentConfig(BH, BH, BB, PK, NP, NM, _RESIDENT_WARPS, resident=True)
 
 
+# Resident backward tilings: each program owns BLOCK_P <= 64 columns of h and holds
+# W_hh[:, owned]^T for all four gates, [BLOCK_P, 4*H], in shared memory (64 rows: Hopper's
+# wgmma reads it in place), with the step's gate gradients as the [4*H, BLOCK_B] operand.
+# Sized for sm_90 (wgmma; 227 KB per block): on sm_80 the operands would be loaded into
+# registers each step and spill, so older GPUs keep the streamed backward. A batch tile of
+# 32 only while a column of the gate-gradient operand is <= 1 KB (wider spills, triton 3.6).
+_RESIDENT_BWD_SMEM = 200 * 1024
+_RESIDENT_BWD_WIDE_BB_BYTES = 1024
+_RESIDENT_BWD_MIN_MAJOR = 9
+
+
+def _resident_backward_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype,
+                              n_sm: Optional[int], interpreting: bool, directions: int,
+                              major: Optional[int] = None) -> Optional[PersistentConfig]:
+    """The resident backward tiling for this shape, or None when the slice cannot stay on-chip.
+
+    ``major`` is the GPU's compute capability major version (None: not known, as under the
+    interpreter)."""
+    if has_proj:
+        return None
+    HK = _p2(H)
+    if interpreting:
+        BB = block_b(B)
+        return PersistentConfig(HK, HK, BB, HK, 1, triton.cdiv(B, BB), step_warps(HK, BB), resident=True)
+    if H % 16 or major is None or major < _RESIDENT_BWD_MIN_MAJOR:
+        return None
+    size = torch.tensor([], dtype=dtype).element_size()
+    BP = min(64, HK)
+    BB = min(block_b(B), 32 if 4 * HK * size <= _RESIDENT_BWD_WIDE_BB_BYTES else 16)
+    # The weights in their dtype; the gate-gradient operand in the same width.
+    if (BP + BB) * 4 * HK * size > _RESIDENT_BWD_SMEM:
+        return None
+    NP, NM = triton.cdiv(H, BP), triton.cdiv(B, BB)
+    if NP > 1 and n_sm is not None and NP * NM * directions > n_sm:
+        return None
+    return PersistentConfig(BP, BP, BB, HK, NP, NM, _RESIDENT_WARPS, resident=True)
+
+
+def backward_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
+                    interpreting: Optional[bool] = None, directions: int = 1,
+                    major: Optional[int] = None) -> Optional[PersistentConfig]:
+    """The backward kernel's tiling: resident where the slice fits (sm_90 and later), else the
+    streamed one."""
+    interpreting = triton_interpreting() if interpreting is None else interpreting
+    if RESIDENT_BACKWARD[0]:
+        cfg = _resident_backward_config(B, H, P, has_proj, dtype, n_sm, interpreting, directions, major)
+        if cfg is not None:
+            return cfg
+    return persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=interpreting, directions=directions,
+                             resident=False)
+
+
 def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
                       interpreting: Optional[bool] = None, directions: int = 1,
                       resident: bool = True) -> Optional[PersistentConfig]:
@@ -600,6 +674,13 @@ def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n
     return PersistentConfig(BH, BP, BB, BK, NP, NM, fwd_warps, bwd_warps=bwd_warps)
 
 
+def capability_major(device: torch.device) -> Optional[int]:
+    """The GPU's compute capability major version; None off CUDA (or without a CUDA runtime)."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_capability(device)[0]
+
+
 def sm_count(device: torch.device) -> Optional[int]:
     if device.type != "cuda":
         return None
@@ -611,9 +692,10 @@ def fits(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, device: tor
     """Whether persistent launches (forward and backward) can run this shape with ``directions``
     directions on ``device``."""
     n_sm = sm_count(device)
-    return all(persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=interpreting,
-                                 directions=directions, resident=r) is not None
-               for r in (True, False))
+    fwd = persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=interpreting, directions=directions)
+    bwd = backward_config(B, H, P, has_proj, dtype, n_sm, interpreting=interpreting, directions=directions,
+                          major=capability_major(device))
+    return fwd is not None and bwd is not None
 
 
 def backward_block_k(cfg: PersistentConfig, has_proj: bool) -> int:
@@ -624,7 +706,7 @@ def backward_block_k(cfg: PersistentConfig, has_proj: bool) -> int:
     (AOT, sm_80 and sm_90, TF32 operands) except 16 x 64, which spills 16 B under
     triton 3.6; 64 spills. With a projection it stays 16.
     """
-    if has_proj or (cfg.BLOCK_H, cfg.BLOCK_B) == (16, 64) or not BACKWARD_WIDE_K[0]:
+    if cfg.resident or has_proj or (cfg.BLOCK_H, cfg.BLOCK_B) == (16, 64) or not BACKWARD_WIDE_K[0]:
         return cfg.BLOCK_K
     return max(cfg.BLOCK_K, 32)
 
@@ -708,7 +790,9 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     H = c0.shape[2]
     cdt, dev = gates.dtype, out.device
     has_proj = w_hr is not None
-    cfg = _config_for(B, H, P, has_proj, out.dtype, dev, D, resident=False)
+    cfg = backward_config(B, H, P, has_proj, out.dtype, sm_count(dev), directions=D, major=capability_major(dev))
+    if cfg is None:
+        cfg = _config_for(B, H, P, has_proj, out.dtype, dev, D, resident=False)  # raises the clear error
     bs = batch_sizes_list(batch_sizes, T, B)
     bs_dev = device_batch_sizes(bs, B, dev)
     alloc = torch.empty if all_rows_full(bs, B) else torch.zeros  # inactive rows stay zero
@@ -719,6 +803,9 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     g_out = grad_out if grad_out.stride(3) == 1 else grad_out.contiguous()
     w_hh_c = w_hh.contiguous()
     prec = backward_precision(out.dtype)
+    low_dot = cfg.resident and out.dtype in (torch.float16, torch.bfloat16) and not triton_interpreting()
+    if low_dot:
+        prec = "ieee"  # 16-bit operands: the precision setting does not apply
     _bwd_kernel[(cfg.NP, cfg.NM, D)](
         g_out, grad_h_n.contiguous(), grad_c_n.contiguous(), w_hh_c,
         w_hr.contiguous() if has_proj else w_hh_c,
@@ -726,6 +813,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
         T, B, H, P, g_out.stride(0), g_out.stride(1), g_out.stride(2), cfg.NP,
         int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
         BLOCK_B=cfg.BLOCK_B, BLOCK_K=backward_block_k(cfg, has_proj), HAS_PROJ=has_proj, DOT_PRECISION=prec,
+        RESIDENT=cfg.resident, LOW_DOT=low_dot,
         num_warps=cfg.backward_warps, **_cooperative(cfg),
     )
     d_w_hh, d_w_hr, d_h0 = [], [], []
@@ -861,18 +949,49 @@ def aot_specs(arch: int) -> list[KernelSpec]:
             ))
         if cfg.resident:
             continue  # the backward never runs a resident tiling
-        specs.append(KernelSpec(
-            kernel=_bwd_kernel,
-            signature={
-                "p_dout": f"*{tdt}", "p_dhn": f"*{tdt}", "p_dcn": f"*{tdt}", "p_w": f"*{tdt}",
-                "p_wr": f"*{tdt}", "p_bs": "*i32", "p_gates": f"*{cdt}", "p_cs": f"*{cdt}",
-                "p_c0": f"*{tdt}", "p_dgates": "*fp32", "p_dhs": "*fp32", "p_dc0": "*fp32", "p_sync": "*i32",
-                "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_do_d": "i32", "s_do_t": "i32",
-                "s_do_b": "i32", "NUM_PROGRAMS": "i32", "reverse": "i32",
-                **{k: "constexpr" for k in common},
-            },
-            constexprs=dict(common, DOT_PRECISION="tf32", BLOCK_K=backward_block_k(cfg, has_proj)),  # backward_precision's GPU default
-            num_warps=cfg.backward_warps,
-            label=f"persistent bwd {tdt} {tiling} bwd-BK{backward_block_k(cfg, has_proj)}",
-        ))
+        specs.append(_bwd_spec(dtype, has_proj, cfg, common, tiling))
+    for dtype, cfg in _aot_backward_configs(n_sm, arch // 10):
+        common = dict(USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
+                      BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=False)
+        tiling = (f"BH{cfg.BLOCK_H} BP{cfg.BLOCK_P} BB{cfg.BLOCK_B} BK{cfg.BLOCK_K}"
+                  f"{' barrier' if cfg.use_barrier else ''} resident")
+        specs.append(_bwd_spec(dtype, False, cfg, common, tiling))
     return specs
+
+
+def _aot_backward_configs(n_sm: int, major: int) -> list[tuple[torch.dtype, PersistentConfig]]:
+    found = {}
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for H in _AOT_HIDDEN:
+            for B in _AOT_BATCH:
+                cfg = _resident_backward_config(B, H, H, False, dtype, n_sm, False, 1, major)
+                if cfg is not None:
+                    found[(dtype, dataclasses.replace(cfg, NP=0, NM=0, barrier=cfg.use_barrier))] = None
+    return list(found)
+
+
+def _bwd_spec(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, common: dict, tiling: str) -> KernelSpec:
+    """The backward kernel's spec for a streamed or resident tiling, with the launcher's flags."""
+    tdt = _TL_DTYPES[dtype]
+    cdt = _TL_DTYPES[compute_dtype(dtype)]
+    low_dot = cfg.resident and dtype in (torch.float16, torch.bfloat16)
+    # backward_precision's GPU default; 16-bit operands of the resident dot take none.
+    consts = dict(common, DOT_PRECISION="ieee" if low_dot else "tf32", BLOCK_K=backward_block_k(cfg, has_proj),
+                  RESIDENT=cfg.resident, LOW_DOT=low_dot)
+    div16 = ("p_dout", "p_dhn", "p_dcn", "p_w", "p_wr", "p_bs", "p_gates", "p_cs", "p_c0", "p_dgates", "p_dhs",
+             "p_dc0", "p_sync", "H", "P", "s_do_d", "s_do_t", "s_do_b") if cfg.resident else ()
+    return KernelSpec(
+        kernel=_bwd_kernel,
+        signature={
+            "p_dout": f"*{tdt}", "p_dhn": f"*{tdt}", "p_dcn": f"*{tdt}", "p_w": f"*{tdt}",
+            "p_wr": f"*{tdt}", "p_bs": "*i32", "p_gates": f"*{cdt}", "p_cs": f"*{cdt}",
+            "p_c0": f"*{tdt}", "p_dgates": "*fp32", "p_dhs": "*fp32", "p_dc0": "*fp32", "p_sync": "*i32",
+            "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_do_d": "i32", "s_do_t": "i32",
+            "s_do_b": "i32", "NUM_PROGRAMS": "i32", "reverse": "i32",
+            **{k: "constexpr" for k in consts},
+        },
+        constexprs=consts,
+        num_warps=cfg.backward_warps,
+        label=f"persistent bwd {tdt} {tiling} bwd-BK{consts['BLOCK_K']}",
+        divisible_by_16=div16,
+    )
