@@ -205,18 +205,23 @@ def test_onednn_matmul_path_matches_oracle(case, reverse, blocked, monkeypatch):
         assert not lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, P)
 
 
-def _projection_calls(monkeypatch) -> list:
-    """Route every input projection through oneDNN and record the dnn_linear calls."""
-    monkeypatch.setattr(lstm_kernels.scripted, "PROJ_MIN_MACS", 1)
+def _spy(monkeypatch, name: str) -> list:
+    """Replace ``lstm_kernels.scripted.<name>`` by a wrapper that records each call's arguments."""
     calls = []
-    real = lstm_kernels.scripted.dnn_linear
+    real = getattr(lstm_kernels.scripted, name)
 
     def spy(*args):
         calls.append(args)
         return real(*args)
 
-    monkeypatch.setattr(lstm_kernels.scripted, "dnn_linear", spy)
+    monkeypatch.setattr(lstm_kernels.scripted, name, spy)
     return calls
+
+
+def _projection_calls(monkeypatch) -> list:
+    """Route every input projection through oneDNN and record the dnn_linear calls."""
+    monkeypatch.setattr(lstm_kernels.scripted, "PROJ_MIN_MACS", 1)
+    return _spy(monkeypatch, "dnn_linear")
 
 
 @pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
@@ -337,14 +342,7 @@ def test_paired_outputs_do_not_alias(save):
 def test_bidirectional_layers_take_the_paired_scan(cfg, dtype, paired, monkeypatch):
     """Padded full-precision bidirectional layers run one paired scan per layer; packed
     input and half storage keep one scan per direction. Results match nn.LSTM either way."""
-    calls = []
-    real = lstm_kernels.scripted.paired_scan
-
-    def spy(*args):
-        calls.append(args)
-        return real(*args)
-
-    monkeypatch.setattr(lstm_kernels.scripted, "paired_scan", spy)
+    calls = _spy(monkeypatch, "paired_scan")
     check_lstm_against_torch(cfg, "torchscript", dtype)
     assert len(calls) == (cfg.num_layers if paired else 0)
 
