@@ -421,7 +421,8 @@ def backend_labels() -> list[str]:
 # Persistent-tier variants that switch off one change each (lstm_kernels._triton.persistent.variant),
 # selectable with --only to time a change against the code without it in the same run.
 VARIANT_LABELS = ("triton:persistent/streamed-fwd", "triton:persistent/h-in-memory",
-                  "triton:persistent/streamed-bwd", "triton:persistent/narrow-bwd-k",
+                  "triton:persistent/streamed-bwd", "triton:persistent/no-batch-loop",
+                  "triton:persistent/narrow-bwd-k",
                   "triton:persistent/ieee-bwd", "triton:persistent/streamed-bwd+ieee-bwd+narrow-bwd-k")
 
 

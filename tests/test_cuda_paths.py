@@ -78,7 +78,7 @@ def test_persistent_grid_never_exceeds_the_sm_count(n_sm):
                     if cfg is None:
                         continue
                     if cfg.use_barrier:
-                        assert cfg.NP * cfg.NM * D <= n_sm, (B, H, P, D, cfg)
+                        assert cfg.NP * cfg.grid_m * D <= n_sm, (B, H, P, D, cfg)
                     assert cfg.NP * cfg.BLOCK_H >= H and cfg.NP * cfg.BLOCK_P >= P, (B, H, P, cfg)
                     assert cfg.NM * cfg.BLOCK_B >= B, (B, cfg)
 
@@ -88,9 +88,9 @@ def test_forced_persistent_tier_refuses_a_grid_that_cannot_be_resident(monkeypat
     launching a kernel that would spin forever (the timing section forces this tier)."""
     monkeypatch.setattr(persistent, "sm_count", lambda device: 132)
     monkeypatch.setattr(persistent, "triton_interpreting", lambda: False)
-    assert persistent.persistent_config(128, 1024, 1024, False, torch.bfloat16, 132, directions=2) is None
-    with pytest.raises(RuntimeError, match="cannot run B=128, H=1024"):
-        persistent._config_for(128, 1024, 1024, False, torch.bfloat16, torch.device("cuda"), 2)
+    assert persistent.persistent_config(128, 2048, 2048, False, torch.bfloat16, 132, directions=2) is None
+    with pytest.raises(RuntimeError, match="cannot run B=128, H=2048"):
+        persistent._config_for(128, 2048, 2048, False, torch.bfloat16, torch.device("cuda"), 2)
 
 
 def test_cuda_timer_synchronizes_before_reading_its_events(monkeypatch):

@@ -113,7 +113,7 @@ def test_persistent_rejects_shapes_it_cannot_hold():
     # 4096 hidden units in blocks of at most 64 need 64 programs per batch tile; 8 SMs hold 8.
     assert persistent.persistent_config(4, 4096, 4096, False, torch.float16, 8, interpreting=False) is None
     cfg = persistent.persistent_config(4, 4096, 4096, False, torch.float16, 132, interpreting=False)
-    assert cfg is not None and cfg.NP * cfg.NM <= 132 and cfg.use_barrier
+    assert cfg is not None and cfg.NP * cfg.grid_m <= 132 and cfg.use_barrier
     small = persistent.persistent_config(4, 48, 48, False, torch.float16, 132, interpreting=False)
     assert small.NP == 1 and not small.use_barrier
     # Both directions in one launch need twice the resident programs.
@@ -154,7 +154,7 @@ def test_choose_tier_returns_runnable_tier(device_type, monkeypatch):
                                                            interpreting=device_type == "cpu", resident=resident)
                         assert cfg is not None, (B, H, dtype, resident)
                         if device_type == "cuda":
-                            assert cfg.NP * cfg.NM <= 132, (B, H, dtype, resident)
+                            assert cfg.NP * cfg.grid_m <= 132, (B, H, dtype, resident)
     expected = {"persistent", "pointwise"} | ({"fused_step"} if device_type == "cuda" else set())
     assert picked == expected
 
@@ -201,7 +201,7 @@ def test_resident_tilings_fit_shared_memory_and_the_chip():
                         assert smem <= 227 * 1024, (B, H, dtype)
                         rows = (2 if cfg.BLOCK_H >= 32 else 4) * cfg.BLOCK_H
                         assert cfg.BLOCK_K >= H and rows >= 64 and H % 16 == 0
-                        assert cfg.NP == 1 or cfg.NP * cfg.NM * directions <= n_sm
+                        assert cfg.NP == 1 or cfg.NP * cfg.grid_m * directions <= n_sm
 
 
 def test_persistent_gpu_tilings_use_measured_warps():
@@ -257,14 +257,14 @@ def test_persistent_bidirectional_layers_run_as_one_launch(monkeypatch):
     assert sorted(seen) == [("bwd", 2)] * 2 + [("fwd", 2)] * 2
 
 
-@pytest.mark.parametrize("changes_off", ["streamed-fwd", "h-in-memory", "narrow-bwd-k", "ieee-bwd", "streamed-bwd",
+@pytest.mark.parametrize("changes_off", ["streamed-fwd", "h-in-memory", "narrow-bwd-k", "ieee-bwd", "streamed-bwd", "no-batch-loop",
                                          "streamed-fwd+streamed-bwd+narrow-bwd-k"])
 def test_persistent_variants_match_nn_lstm_and_restore_switches(changes_off):
     """Each change can be switched off for side-by-side timing; the result is still nn.LSTM's."""
     from lstm_kernels._triton import fused_step
 
     switches = [persistent.RESIDENT_FORWARD, persistent.H_ON_CHIP, persistent.BACKWARD_WIDE_K,
-                persistent.RESIDENT_BACKWARD, fused_step.BACKWARD_TF32]
+                persistent.RESIDENT_BACKWARD, persistent.RESIDENT_BATCH_LOOP, fused_step.BACKWARD_TF32]
     before = [s[0] for s in switches]
     cfg = Config(B=3, T=4, input_size=5, hidden_size=40, bidirectional=True)
     with force_tier("persistent"), persistent.variant(changes_off):
@@ -278,3 +278,47 @@ def test_unknown_persistent_variant_is_a_clear_error():
         with persistent.variant("h-in-memory+no-such-change"):
             pass
     assert persistent.H_ON_CHIP[0]
+
+
+@pytest.mark.parametrize("cfg", [
+    Config(B=37, T=4, input_size=3, hidden_size=20, bidirectional=True, mode="packed"),
+    Config(B=33, T=3, input_size=4, hidden_size=16, with_hx=False),
+], ids=config_id)
+def test_persistent_batch_loop_matches_nn_lstm(cfg, monkeypatch):
+    """The resident forward whose programs run every batch tile per step (for grids too large
+    to be resident at once), its fp32 cell state kept in a scratch buffer between steps."""
+    real = persistent._config_for
+
+    def config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True):
+        if not resident or has_proj:
+            return real(B, H, P, has_proj, dtype, device, directions, resident)
+        BB, HK = 16, triton.next_power_of_2(max(H, 16))
+        return persistent.PersistentConfig(BLOCK_H=HK, BLOCK_P=HK, BLOCK_B=BB, BLOCK_K=HK, NP=1,
+                                           NM=triton.cdiv(B, BB), num_warps=4, resident=True, batch_loop=True)
+
+    monkeypatch.setattr(persistent, "_config_for", config_for)
+    launches = []
+    tiles = persistent._fwd_tiles_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return tiles[grid]
+
+    monkeypatch.setattr(persistent, "_fwd_tiles_kernel", Spy())
+    assert triton.cdiv(cfg.B, 16) > 2
+    with force_tier("persistent"):
+        check_lstm_against_torch(cfg, "triton", torch.float32)
+    assert launches and all(grid[1] == 1 for grid in launches)
+
+
+def test_batch_loop_only_where_the_grid_would_not_fit():
+    """bf16, B=128, H=1024 needs 64 programs per direction: 8 batch tiles would not be
+    resident at once, so the programs loop over them; B=16 keeps one tile per program."""
+    big = persistent.persistent_config(128, 1024, 1024, False, torch.bfloat16, 132, interpreting=False)
+    assert big.resident and big.batch_loop and big.NP * big.grid_m <= 132
+    small = persistent.persistent_config(16, 1024, 1024, False, torch.bfloat16, 132, interpreting=False)
+    assert small.resident and not small.batch_loop
+    with persistent.variant("no-batch-loop"):
+        off = persistent.persistent_config(128, 1024, 1024, False, torch.bfloat16, 132, interpreting=False)
+        assert off is None or not off.resident

@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -91,6 +92,44 @@ def _grid_barrier(p_sync, target):
     while seen < target:
         seen = tl.atomic_add(p_sync, 0, sem="acquire", scope="gpu")
     tl.debug_barrier()
+
+
+@triton.jit
+def _resident_slice(p_w, i_n, H, P, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """Program i_n's W_hh slice as the resident operands of ``_fwd_kernel`` (see there):
+    (gates i,f rows; gates g,o rows) for BLOCK_H >= 32, else all four gates in the first."""
+    o_kr = tl.arange(0, BLOCK_K)
+    if BLOCK_H >= 32:
+        o_r = tl.arange(0, 2 * BLOCK_H)
+    else:
+        o_r = tl.arange(0, 4 * BLOCK_H)
+    o_rj = i_n * BLOCK_H + o_r % BLOCK_H
+    p_wr2 = p_w + ((o_r // BLOCK_H) * H + o_rj)[:, None].to(tl.int64) * P + o_kr[None, :]
+    m_wr2 = (o_rj < H)[:, None] & (o_kr < P)[None, :]
+    r_w_if = tl.load(p_wr2, mask=m_wr2, other=0.0)
+    r_w_go = r_w_if
+    if BLOCK_H >= 32:
+        r_w_go = tl.load(p_wr2 + 2 * H * P, mask=m_wr2, other=0.0)
+    if UPCAST_DOT:
+        r_w_if = r_w_if.to(tl.float32)
+        r_w_go = r_w_go.to(tl.float32)
+    return r_w_if, r_w_go
+
+
+@triton.jit
+def _resident_gate_dots(r_w_if, r_w_go, b_h, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr,
+                        DOT_PRECISION: tl.constexpr):
+    """The four gates' recurrent pre-activations [BLOCK_H, BLOCK_B] from the resident operands
+    of ``_resident_slice`` and h_prev^T [P, BLOCK_B]."""
+    if BLOCK_H >= 32:
+        acc_if = tl.dot(r_w_if, b_h, input_precision=DOT_PRECISION)  # [2*BLOCK_H, BLOCK_B]
+        acc_go = tl.dot(r_w_go, b_h, input_precision=DOT_PRECISION)
+    else:
+        acc = tl.dot(r_w_if, b_h, input_precision=DOT_PRECISION)  # [4*BLOCK_H, BLOCK_B]
+        acc_if, acc_go = tl.split(tl.permute(tl.reshape(acc, (2, 2 * BLOCK_H, BLOCK_B)), (1, 2, 0)))
+    acc_i, acc_f = tl.split(tl.permute(tl.reshape(acc_if, (2, BLOCK_H, BLOCK_B)), (1, 2, 0)))
+    acc_g, acc_o = tl.split(tl.permute(tl.reshape(acc_go, (2, BLOCK_H, BLOCK_B)), (1, 2, 0)))
+    return acc_i, acc_f, acc_g, acc_o
 
 
 @triton.jit(do_not_specialize=["T", "NUM_PROGRAMS", "reverse"])
@@ -152,20 +191,7 @@ def _fwd_kernel(
         # operand. Either way an operand has >= 64 rows, so it stays in shared memory and Hopper's
         # wgmma reads it from there; a taller single operand spills its staging registers.
         o_kr = tl.arange(0, BLOCK_K)
-        if BLOCK_H >= 32:
-            o_r = tl.arange(0, 2 * BLOCK_H)
-        else:
-            o_r = tl.arange(0, 4 * BLOCK_H)
-        o_rj = i_n * BLOCK_H + o_r % BLOCK_H
-        p_wr2 = p_w + ((o_r // BLOCK_H) * H + o_rj)[:, None].to(tl.int64) * P + o_kr[None, :]
-        m_wr2 = (o_rj < H)[:, None] & (o_kr < P)[None, :]
-        r_w_if = tl.load(p_wr2, mask=m_wr2, other=0.0)
-        if UPCAST_DOT:
-            r_w_if = r_w_if.to(tl.float32)
-        if BLOCK_H >= 32:
-            r_w_go = tl.load(p_wr2 + 2 * H * P, mask=m_wr2, other=0.0)
-            if UPCAST_DOT:
-                r_w_go = r_w_go.to(tl.float32)
+        r_w_if, r_w_go = _resident_slice(p_w, i_n, H, P, BLOCK_H, BLOCK_K, UPCAST_DOT)
 
     if H_ON_CHIP:
         # The program owns every hidden unit, so the h entering a step is the h it computed
@@ -204,14 +230,7 @@ def _fwd_kernel(
                 b_h += tl.load(p_h0 + row * P + o_kr[:, None], mask=m_kr & m_fresh, other=0.0)
             if UPCAST_DOT:
                 b_h = b_h.to(tl.float32)
-            if BLOCK_H >= 32:
-                acc_if = tl.dot(r_w_if, b_h, input_precision=DOT_PRECISION)  # [2*BLOCK_H, BLOCK_B]
-                acc_go = tl.dot(r_w_go, b_h, input_precision=DOT_PRECISION)
-            else:
-                acc = tl.dot(r_w_if, b_h, input_precision=DOT_PRECISION)  # [4*BLOCK_H, BLOCK_B]
-                acc_if, acc_go = tl.split(tl.permute(tl.reshape(acc, (2, 2 * BLOCK_H, BLOCK_B)), (1, 2, 0)))
-            acc_i, acc_f = tl.split(tl.permute(tl.reshape(acc_if, (2, BLOCK_H, BLOCK_B)), (1, 2, 0)))
-            acc_g, acc_o = tl.split(tl.permute(tl.reshape(acc_go, (2, BLOCK_H, BLOCK_B)), (1, 2, 0)))
+            acc_i, acc_f, acc_g, acc_o = _resident_gate_dots(r_w_if, r_w_go, b_h, BLOCK_H, BLOCK_B, DOT_PRECISION)
         for k0 in range(0, P if not RESIDENT else 0, BLOCK_K):
             o_k = k0 + tl.arange(0, BLOCK_K)
             m_k = o_k < P
@@ -270,6 +289,83 @@ def _fwd_kernel(
             _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
         else:
             tl.debug_barrier()  # one program: its warps still exchange rows through memory
+        t_prev = t
+        bs_prev = bs
+
+
+@triton.jit(do_not_specialize=["T", "NUM_PROGRAMS", "reverse", "N_TILES"])
+def _fwd_tiles_kernel(
+    p_gx,  # [D, T, B, G] input projection + biases (strides s_gx_d, s_gx_t, s_gx_b, 1)
+    p_h0,  # [D, B, P] initial h
+    p_w,  # [D, G, P] W_hh, contiguous
+    p_bs,  # [T] int32 active rows per step (device)
+    p_out,  # [D, T, B, P] output, zero-filled when rows go inactive
+    p_gates,  # [D, T, B, G] compute dtype, saved activated gates (SAVE)
+    p_cs,  # [D, T, B, H] compute dtype, saved cell states (SAVE)
+    p_cn,  # [D, B, H] final cell state, c0's dtype; holds c0 at launch (rows that never run keep it)
+    p_cf,  # [D, B, H] fp32 cell state between steps; holds c0 at launch
+    p_sync,  # [D] int32 barrier counters, zero at launch
+    T, B, H, P,
+    s_gx_d, s_gx_t, s_gx_b,
+    NUM_PROGRAMS,  # programs per direction: the barrier's arrival count
+    reverse,  # 1: direction 0 runs backwards in time (direction 1 always runs opposite to it)
+    N_TILES,  # batch tiles of BLOCK_B rows
+    BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
+    SAVE: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """The resident forward for grids too large to be resident at once: grid (NP, 1, D), each
+    program holds its W_hh slice (no projection) and, every step, runs its hidden block for
+    every batch tile in turn, keeping the fp32 cell state in p_cf between steps."""
+    i_n = tl.program_id(0)
+    i_d = tl.program_id(2)
+    rev = (i_d + reverse) % 2 == 1
+    o_j = i_n * BLOCK_H + tl.arange(0, BLOCK_H)
+    m_j = o_j < H
+    o_kr = tl.arange(0, BLOCK_K)
+    m_kr = (o_kr < P)[:, None]
+    G = 4 * H
+    d64 = i_d.to(tl.int64)
+    p_gx += d64 * s_gx_d
+    p_h0 += d64 * B * P
+    p_w += d64 * G * P
+    p_out += d64 * T * B * P
+    p_gates += d64 * T * B * G
+    p_cs += d64 * T * B * H
+    p_cn += d64 * B * H
+    p_cf += d64 * B * H
+    r_w_if, r_w_go = _resident_slice(p_w, i_n, H, P, BLOCK_H, BLOCK_K, UPCAST_DOT)
+
+    t_prev = tl.zeros((), dtype=tl.int32)
+    bs_prev = tl.zeros((), dtype=tl.int32)
+    for s in range(T):
+        t = tl.where(rev, T - 1 - s, s)
+        t64 = t.to(tl.int64)
+        bs = tl.load(p_bs + t)
+        for mt in range(N_TILES):
+            o_b = mt * BLOCK_B + tl.arange(0, BLOCK_B)
+            row = o_b[None, :].to(tl.int64)
+            m_b = o_b < bs
+            m_jb = m_j[:, None] & m_b[None, :]
+            m_carry = (o_b < bs_prev)[None, :]
+            m_fresh = (m_b & (o_b >= bs_prev))[None, :]
+            c = tl.load(p_cf + row * H + o_j[:, None], mask=m_jb, other=0.0)
+            b_h = tl.load(p_out + (t_prev.to(tl.int64) * B + row) * P + o_kr[:, None],
+                          mask=m_kr & m_carry, other=0.0, cache_modifier=".cg")
+            b_h += tl.load(p_h0 + row * P + o_kr[:, None], mask=m_kr & m_fresh, other=0.0)
+            if UPCAST_DOT:
+                b_h = b_h.to(tl.float32)
+            acc_i, acc_f, acc_g, acc_o = _resident_gate_dots(r_w_if, r_w_go, b_h, BLOCK_H, BLOCK_B, DOT_PRECISION)
+            gi, gf, gg, go = activate_gates(p_gx + t64 * s_gx_t + row * s_gx_b + o_j[:, None], H, m_jb,
+                                            acc_i, acc_f, acc_g, acc_o)
+            c_new = gf * c + gi * gg
+            h = go * tanh(c_new)
+            tl.store(p_cf + row * H + o_j[:, None], c_new, mask=m_jb)
+            tl.store(p_cn + row * H + o_j[:, None], c_new.to(p_cn.dtype.element_ty), mask=m_jb)
+            if SAVE:
+                store_gates(p_gates + (t64 * B + row) * G + o_j[:, None], H, gi, gf, gg, go, m_jb)
+                tl.store(p_cs + (t64 * B + row) * H + o_j[:, None], c_new.to(p_cs.dtype.element_ty), mask=m_jb)
+            tl.store(p_out + (t64 * B + row) * P + o_j[:, None], h.to(p_out.dtype.element_ty), mask=m_jb)
+        _grid_barrier(p_sync + i_d, (s + 1) * NUM_PROGRAMS)
         t_prev = t
         bs_prev = bs
 
@@ -453,6 +549,13 @@ class PersistentConfig:
     # Forward: the program's W_hh slice is loaded once into shared memory before the time
     # loop (BLOCK_K covers all of P) instead of streamed in BLOCK_K chunks every step.
     resident: bool = False
+    # Resident forward whose NP x NM grid would not be resident at once: NP programs per
+    # direction, each running every batch tile per step (``_fwd_tiles_kernel``).
+    batch_loop: bool = False
+
+    @property
+    def grid_m(self) -> int:
+        return 1 if self.batch_loop else self.NM
 
     @property
     def use_barrier(self) -> bool:
@@ -498,6 +601,8 @@ H_ON_CHIP = [True]
 BACKWARD_WIDE_K = [True]
 # Whether the backward may hold its W_hh^T slice on-chip (``_resident_backward_config``).
 RESIDENT_BACKWARD = [True]
+# Whether a resident forward whose grid would not fit runs its batch tiles in a loop instead.
+RESIDENT_BATCH_LOOP = [True]
 
 # Each change since the first GPU measurements, named so that a benchmark can switch it off
 # and time the difference side by side (``variant``).
@@ -506,6 +611,7 @@ _VARIANT_SWITCHES = {
     "h-in-memory": H_ON_CHIP,
     "narrow-bwd-k": BACKWARD_WIDE_K,
     "streamed-bwd": RESIDENT_BACKWARD,
+    "no-batch-loop": RESIDENT_BATCH_LOOP,
 }
 
 
@@ -562,9 +668,13 @@ def _resident_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype,
     BB = min(block_b(B), _RESIDENT_MAX_BB[BH])
     NM = triton.cdiv(B, BB)
     NP = triton.cdiv(H, BH)
+    batch_loop = False
     if NP > 1 and n_sm is not None and NP * NM * directions > n_sm:
-        return None  # the barrier needs every program resident at once
-    return PersistentConfig(BH, BH, BB, PK, NP, NM, _RESIDENT_WARPS, resident=True)
+        # The barrier needs every program resident at once: loop over the batch tiles instead.
+        if not RESIDENT_BATCH_LOOP[0] or NP * directions > n_sm:
+            return None
+        batch_loop = True
+    return PersistentConfig(BH, BH, BB, PK, NP, NM, _RESIDENT_WARPS, resident=True, batch_loop=batch_loop)
 
 
 # Resident backward tilings: each program owns BLOCK_P <= 64 columns of h and holds
@@ -638,12 +748,14 @@ def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype
     # Cached: every forward call asks several times, and its host time is on the critical
     # path of short sequences.
     return _config_cached(B, H, P, has_proj, dtype, n_sm, interpreting, directions,
-                          resident and RESIDENT_FORWARD[0])
+                          resident and RESIDENT_FORWARD[0], RESIDENT_BATCH_LOOP[0])
 
 
 @functools.lru_cache(maxsize=4096)
 def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
-                   interpreting: bool, directions: int, resident: bool) -> Optional[PersistentConfig]:
+                   interpreting: bool, directions: int, resident: bool,
+                   batch_loop_allowed: bool) -> Optional[PersistentConfig]:
+    del batch_loop_allowed  # _resident_config reads the switch; here it only keys the cache
     if resident:
         cfg = _resident_config(B, H, P, has_proj, dtype, n_sm, interpreting, directions)
         if cfg is not None:
@@ -714,7 +826,8 @@ def backward_block_k(cfg: PersistentConfig, has_proj: bool) -> int:
 def _h_on_chip(cfg: PersistentConfig, has_proj: bool) -> bool:
     """Whether the forward keeps h in registers between steps: a resident slice owned by one
     program per batch tile (nothing to exchange with other programs) and no projection."""
-    return cfg.resident and cfg.NP == 1 and not cfg.use_barrier and not has_proj and H_ON_CHIP[0]
+    return (cfg.resident and cfg.NP == 1 and not cfg.use_barrier and not has_proj and not cfg.batch_loop
+            and H_ON_CHIP[0])
 
 
 def _cooperative(cfg: PersistentConfig) -> dict:
@@ -766,18 +879,27 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     cs = torch.empty(D, T, B, H, dtype=cdt, device=dev) if save else gx.new_empty(0, dtype=cdt)
     # Zeroed when packed: d_w_hr multiplies all rows, active or not.
     hr = alloc(D, T, B, H, dtype=cdt, device=dev) if has_proj else gx.new_empty(0, dtype=cdt)
-    sync = torch.zeros(D, cfg.NM, dtype=torch.int32, device=dev)
+    sync = torch.zeros(D, cfg.grid_m, dtype=torch.int32, device=dev)
     upcast, prec = dot_settings(dtype)
     w_hh_c = w_hh.contiguous()
-    _fwd_kernel[(cfg.NP, cfg.NM, D)](
-        gx, h0.contiguous(), c0.contiguous(), w_hh_c, w_hr.contiguous() if has_proj else w_hh_c, bs_dev,
-        out, hr, gates, cs, c_n, sync,
-        T, B, H, P, gx.stride(0), gx.stride(1), gx.stride(2), cfg.NP,
-        int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
-        BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, SAVE=save, UPCAST_DOT=upcast,
-        DOT_PRECISION=prec, RESIDENT=cfg.resident, H_ON_CHIP=_h_on_chip(cfg, has_proj),
-        num_warps=cfg.num_warps, **_cooperative(cfg),
-    )
+    if cfg.batch_loop:
+        c_f = c0.to(torch.float32).contiguous().clone()
+        _fwd_tiles_kernel[(cfg.NP, 1, D)](
+            gx, h0.contiguous(), w_hh_c, bs_dev, out, gates, cs, c_n, c_f, sync,
+            T, B, H, P, gx.stride(0), gx.stride(1), gx.stride(2), cfg.NP, int(reverse), cfg.NM,
+            BLOCK_H=cfg.BLOCK_H, BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, SAVE=save, UPCAST_DOT=upcast,
+            DOT_PRECISION=prec, num_warps=cfg.num_warps, **_cooperative(cfg),
+        )
+    else:
+        _fwd_kernel[(cfg.NP, cfg.NM, D)](
+            gx, h0.contiguous(), c0.contiguous(), w_hh_c, w_hr.contiguous() if has_proj else w_hh_c, bs_dev,
+            out, hr, gates, cs, c_n, sync,
+            T, B, H, P, gx.stride(0), gx.stride(1), gx.stride(2), cfg.NP,
+            int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
+            BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, SAVE=save, UPCAST_DOT=upcast,
+            DOT_PRECISION=prec, RESIDENT=cfg.resident, H_ON_CHIP=_h_on_chip(cfg, has_proj),
+            num_warps=cfg.num_warps, **_cooperative(cfg),
+        )
     h_n = torch.stack([finish_forward(out[d], c_n[d], c0[d], bs, reverse != (d == 1))[0] for d in range(D)])
     hs = hr if (save and has_proj) else gx.new_empty(0, dtype=cdt)
     return out, h_n, c_n, gates, cs, hs
@@ -891,16 +1013,15 @@ def _aot_configs(n_sm: int) -> list[tuple[torch.dtype, bool, PersistentConfig]]:
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for H in _AOT_HIDDEN:
             for P, has_proj in ((H, False), (max(1, H // 2), True)):
-                for B in _AOT_BATCH:
-                    for resident in (True, False):
-                        cfg = persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False,
-                                                resident=resident)
-                        if cfg is not None:
-                            # The grid (NP, NM) is not compiled in: one spec per block choice
-                            # (whether NP is 1 is: it decides H_ON_CHIP).
-                            key = (dtype, has_proj, dataclasses.replace(cfg, NP=min(cfg.NP, 2), NM=0,
-                                                                        barrier=cfg.use_barrier))
-                            found[key] = None
+                for B, resident, directions in itertools.product(_AOT_BATCH, (True, False), (1, 2)):
+                    cfg = persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False,
+                                            resident=resident, directions=directions)
+                    if cfg is not None:
+                        # The grid (NP, NM) is not compiled in: one spec per block choice
+                        # (whether NP is 1 is: it decides H_ON_CHIP).
+                        key = (dtype, has_proj, dataclasses.replace(cfg, NP=min(cfg.NP, 2), NM=0,
+                                                                    barrier=cfg.use_barrier))
+                        found[key] = None
     return list(found)
 
 
@@ -925,6 +1046,9 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                   f"{' proj' if has_proj else ''}")
         if cfg.resident:
             tiling += " resident" + (" h-on-chip" if _h_on_chip(cfg, has_proj) else "")
+        if cfg.batch_loop:
+            specs += _tiles_specs(dtype, cfg, upcast, prec, tiling)
+            continue
         for save in (False, True):
             if cfg.resident and cfg.BLOCK_K > 16:  # the launcher sends only sizes divisible by 16
                 div16 = ("p_gx", "p_h0", "p_c0", "p_w", "p_wr", "p_bs", "p_out", "p_hr", "p_gates", "p_cs",
@@ -957,6 +1081,28 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                   f"{' barrier' if cfg.use_barrier else ''} resident")
         specs.append(_bwd_spec(dtype, False, cfg, common, tiling))
     return specs
+
+
+def _tiles_specs(dtype: torch.dtype, cfg: PersistentConfig, upcast: bool, prec: str, tiling: str) -> list:
+    tdt = _TL_DTYPES[dtype]
+    cdt = _TL_DTYPES[compute_dtype(dtype)]
+    consts = dict(BLOCK_H=cfg.BLOCK_H, BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, UPCAST_DOT=upcast,
+                  DOT_PRECISION=prec)
+    return [KernelSpec(
+        kernel=_fwd_tiles_kernel,
+        signature={
+            "p_gx": f"*{tdt}", "p_h0": f"*{tdt}", "p_w": f"*{tdt}", "p_bs": "*i32", "p_out": f"*{tdt}",
+            "p_gates": f"*{cdt}", "p_cs": f"*{cdt}", "p_cn": f"*{tdt}", "p_cf": "*fp32", "p_sync": "*i32",
+            "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_gx_d": "i32", "s_gx_t": "i32", "s_gx_b": "i32",
+            "NUM_PROGRAMS": "i32", "reverse": "i32", "N_TILES": "i32",
+            **{k: "constexpr" for k in (*consts, "SAVE")},
+        },
+        constexprs=dict(consts, SAVE=save),
+        num_warps=cfg.num_warps,
+        label=f"persistent fwd-tiles {tdt} {tiling} batch-loop save={save}",
+        divisible_by_16=("p_gx", "p_h0", "p_w", "p_bs", "p_out", "p_gates", "p_cs", "p_cn", "p_cf", "p_sync",
+                         "H", "P", "s_gx_d", "s_gx_t", "s_gx_b"),
+    ) for save in (False, True)]
 
 
 def _aot_backward_configs(n_sm: int, major: int) -> list[tuple[torch.dtype, PersistentConfig]]:
