@@ -393,7 +393,7 @@ def _bwd_kernel(
     BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_PROJ: tl.constexpr, DOT_PRECISION: tl.constexpr,
     RESIDENT: tl.constexpr = False,  # W_hh^T slice of all 4H rows held for all steps (no projection)
-    LOW_DOT: tl.constexpr = False,  # RESIDENT: gate gradients cast to W_hh's 16-bit dtype for the dot
+    LOW_DOT: tl.constexpr = False,  # RESIDENT: gate gradients cast to W_hh's dtype (bf16) for the dot
 ):
     i_n = tl.program_id(0)
     i_m = tl.program_id(1)
@@ -688,6 +688,11 @@ _RESIDENT_BWD_WIDE_BB_BYTES = 1024
 _RESIDENT_BWD_MIN_MAJOR = 9
 
 
+def _low_dot(dtype: torch.dtype) -> bool:
+    """Whether the resident backward's dot takes 16-bit operands (bf16 only, see below)."""
+    return dtype == torch.bfloat16
+
+
 def _resident_backward_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype,
                               n_sm: Optional[int], interpreting: bool, directions: int,
                               major: Optional[int] = None) -> Optional[PersistentConfig]:
@@ -703,7 +708,12 @@ def _resident_backward_config(B: int, H: int, P: int, has_proj: bool, dtype: tor
         return PersistentConfig(HK, HK, BB, HK, 1, triton.cdiv(B, BB), step_warps(HK, BB), resident=True)
     if H % 16 or major is None or major < _RESIDENT_BWD_MIN_MAJOR:
         return None
-    size = torch.tensor([], dtype=dtype).element_size()
+    # The dot's operand width: bf16 keeps its 16 bits (the gate gradients cast to bf16 keep
+    # fp32's range); fp16 would overflow on large gradients (loss scaling), so fp16 and fp32
+    # run it on fp32 operands (TF32).
+    size = 2 if _low_dot(dtype) else 4
+    if dtype == torch.float16 and HK > 64:
+        return None  # fp16 slices upcast while loading spill 256-280 B from H=128 (ptxas, sm_90)
     BP = min(64, HK)
     BB = min(block_b(B), 32 if 4 * HK * size <= _RESIDENT_BWD_WIDE_BB_BYTES else 16)
     # The weights in their dtype; the gate-gradient operand in the same width.
@@ -925,7 +935,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     g_out = grad_out if grad_out.stride(3) == 1 else grad_out.contiguous()
     w_hh_c = w_hh.contiguous()
     prec = backward_precision(out.dtype)
-    low_dot = cfg.resident and out.dtype in (torch.float16, torch.bfloat16) and not triton_interpreting()
+    low_dot = cfg.resident and _low_dot(out.dtype) and not triton_interpreting()
     if low_dot:
         prec = "ieee"  # 16-bit operands: the precision setting does not apply
     _bwd_kernel[(cfg.NP, cfg.NM, D)](
@@ -1120,7 +1130,7 @@ def _bwd_spec(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, common:
     """The backward kernel's spec for a streamed or resident tiling, with the launcher's flags."""
     tdt = _TL_DTYPES[dtype]
     cdt = _TL_DTYPES[compute_dtype(dtype)]
-    low_dot = cfg.resident and dtype in (torch.float16, torch.bfloat16)
+    low_dot = cfg.resident and _low_dot(dtype)
     # backward_precision's GPU default; 16-bit operands of the resident dot take none.
     consts = dict(common, DOT_PRECISION="ieee" if low_dot else "tf32", BLOCK_K=backward_block_k(cfg, has_proj),
                   RESIDENT=cfg.resident, LOW_DOT=low_dot)
