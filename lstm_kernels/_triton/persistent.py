@@ -6,18 +6,20 @@ D directions, NP programs per batch tile and direction, NM batch tiles.
 Grid (NP, NM, D). Program (n, m, d) owns hidden units ``n*BLOCK_H ..`` (all four gates) and,
 with a projection, output columns ``n*BLOCK_P ..``; it serves batch rows ``m*BLOCK_B ..`` of
 direction d (every tensor carries a leading [D] dimension). Per step it computes the transposed
-products, K-chunked by BLOCK_K:
+products:
 
     forward   gates_g^T [BLOCK_H, BLOCK_B] = W_hh[g*H + hidden block, :] @ h_prev^T
               (+ out^T [BLOCK_P, BLOCK_B] = W_hr[P block, :] @ h^T)
     backward  dh^T [BLOCK_P, BLOCK_B]      = sum_g W_hh[g*H:(g+1)*H, P block]^T @ dgates_g[t_next]^T
               (+ dhr^T [BLOCK_H, BLOCK_B]  = W_hr[:, hidden block]^T @ dh^T)
 
-The program's weight slice (4 x BLOCK_H x P values) is the same every step, so after the first
-step it is served from L1/L2; it is not pinned in registers or shared memory because a
-full-width slice held across the time loop spills (ptxas, sm_90: several KB of stack per
-thread already at H = 256), while K-chunked tiles compile spill-free. The cell state (and in
-the backward its gradient) of the owned block stays in registers for all T steps.
+Where it fits (``_resident_config``, ``_resident_backward_config``) the program's weight slice
+is loaded once into shared memory as operands of >= 64 rows, which Hopper's wgmma reads in
+place, and each step is one full-depth dot ("resident"); a resident forward whose grid would
+not be resident at once runs as ``_fwd_tiles_kernel``, NP programs per direction looping over
+the batch tiles. Otherwise the slice is streamed every step in BLOCK_K chunks (served from
+L1/L2 after the first step). The cell state (and in the backward its gradient) of the owned
+block stays in registers for all T steps.
 
 Every read of what other programs wrote (h, the unprojected h, the gate gradients, the
 projected dh) bypasses L1 (``cache_modifier=".cg"``): L1 is not coherent between SMs, and a
@@ -39,8 +41,8 @@ other warps read at the next step. Without it a warp could read a row before its
 stored it; on an H200 that showed as a 3-20% gradient error at H=33 with a projection,
 in one dtype per run, never the same one.
 
-A barrier launch needs all NP x NM x D programs resident at once, so ``persistent_config``
-returns None when they exceed the SM count; ``choose_tier`` then falls back to ``fused_step``.
+A barrier launch needs all of its programs resident at once, so ``persistent_config`` returns
+None when they exceed the SM count; ``choose_tier`` then falls back to ``fused_step``.
 """
 from __future__ import annotations
 
