@@ -97,6 +97,17 @@ def _grid_barrier(p_sync, target):
 
 
 @triton.jit
+def _load_h_prev(p_out, p_h0, t_prev, B, P, row, o_k, m_carry, m_fresh):
+    """h_prev^T [len(o_k), BLOCK_B] for columns o_k: rows that ran at t_prev read out[t_prev]
+    (written by other programs: past L1, see the module docstring), rows starting here h0."""
+    m_k = (o_k < P)[:, None]
+    b_h = tl.load(p_out + (t_prev.to(tl.int64) * B + row) * P + o_k[:, None],
+                  mask=m_k & m_carry, other=0.0, cache_modifier=".cg")
+    b_h += tl.load(p_h0 + row * P + o_k[:, None], mask=m_k & m_fresh, other=0.0)
+    return b_h
+
+
+@triton.jit
 def _resident_slice(p_w, i_n, H, P, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST_DOT: tl.constexpr):
     """Program i_n's W_hh slice as the resident operands of ``_fwd_kernel`` (see there):
     (gates i,f rows; gates g,o rows) for BLOCK_H >= 32, else all four gates in the first."""
@@ -226,19 +237,14 @@ def _fwd_kernel(
             if H_ON_CHIP:
                 b_h = tl.where(m_carry, r_h, r_h0)
             else:
-                m_kr = (o_kr < P)[:, None]
-                b_h = tl.load(p_out + (t_prev.to(tl.int64) * B + row) * P + o_kr[:, None],
-                              mask=m_kr & m_carry, other=0.0, cache_modifier=".cg")
-                b_h += tl.load(p_h0 + row * P + o_kr[:, None], mask=m_kr & m_fresh, other=0.0)
+                b_h = _load_h_prev(p_out, p_h0, t_prev, B, P, row, o_kr, m_carry, m_fresh)
             if UPCAST_DOT:
                 b_h = b_h.to(tl.float32)
             acc_i, acc_f, acc_g, acc_o = _resident_gate_dots(r_w_if, r_w_go, b_h, BLOCK_H, BLOCK_B, DOT_PRECISION)
         for k0 in range(0, P if not RESIDENT else 0, BLOCK_K):
             o_k = k0 + tl.arange(0, BLOCK_K)
             m_k = o_k < P
-            b_h = tl.load(p_out + (t_prev.to(tl.int64) * B + row) * P + o_k[:, None],
-                          mask=m_k[:, None] & m_carry, other=0.0, cache_modifier=".cg")
-            b_h += tl.load(p_h0 + row * P + o_k[:, None], mask=m_k[:, None] & m_fresh, other=0.0)
+            b_h = _load_h_prev(p_out, p_h0, t_prev, B, P, row, o_k, m_carry, m_fresh)
             m_w = m_j[:, None] & m_k[None, :]
             b_wi = tl.load(p_wj + o_k[None, :], mask=m_w, other=0.0)
             b_wf = tl.load(p_wj + H * P + o_k[None, :], mask=m_w, other=0.0)
@@ -324,7 +330,6 @@ def _fwd_tiles_kernel(
     o_j = i_n * BLOCK_H + tl.arange(0, BLOCK_H)
     m_j = o_j < H
     o_kr = tl.arange(0, BLOCK_K)
-    m_kr = (o_kr < P)[:, None]
     G = 4 * H
     d64 = i_d.to(tl.int64)
     p_gx += d64 * s_gx_d
@@ -351,9 +356,7 @@ def _fwd_tiles_kernel(
             m_carry = (o_b < bs_prev)[None, :]
             m_fresh = (m_b & (o_b >= bs_prev))[None, :]
             c = tl.load(p_cf + row * H + o_j[:, None], mask=m_jb, other=0.0)
-            b_h = tl.load(p_out + (t_prev.to(tl.int64) * B + row) * P + o_kr[:, None],
-                          mask=m_kr & m_carry, other=0.0, cache_modifier=".cg")
-            b_h += tl.load(p_h0 + row * P + o_kr[:, None], mask=m_kr & m_fresh, other=0.0)
+            b_h = _load_h_prev(p_out, p_h0, t_prev, B, P, row, o_kr, m_carry, m_fresh)
             if UPCAST_DOT:
                 b_h = b_h.to(tl.float32)
             acc_i, acc_f, acc_g, acc_o = _resident_gate_dots(r_w_if, r_w_go, b_h, BLOCK_H, BLOCK_B, DOT_PRECISION)
@@ -651,8 +654,11 @@ _RESIDENT_WARPS = 8
 
 
 def _resident_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
-                     interpreting: bool, directions: int) -> Optional[PersistentConfig]:
-    """The resident tiling for this shape, or None when its slice cannot stay on-chip."""
+                     interpreting: bool, directions: int,
+                     batch_loop_allowed: bool = True) -> Optional[PersistentConfig]:
+    """The resident tiling for this shape, or None when its slice cannot stay on-chip.
+
+    ``batch_loop_allowed``: a grid too large to be resident may run as a batch-tile loop."""
     PK = _p2(P)
     if interpreting:  # one program per batch tile; any size (nothing is on-chip there)
         BH, BB = _p2(H), block_b(B)
@@ -673,7 +679,7 @@ def _resident_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype,
     batch_loop = False
     if NP > 1 and n_sm is not None and NP * NM * directions > n_sm:
         # The barrier needs every program resident at once: loop over the batch tiles instead.
-        if not RESIDENT_BATCH_LOOP[0] or NP * directions > n_sm:
+        if not batch_loop_allowed or NP * directions > n_sm:
             return None
         batch_loop = True
     return PersistentConfig(BH, BH, BB, PK, NP, NM, _RESIDENT_WARPS, resident=True, batch_loop=batch_loop)
@@ -767,9 +773,8 @@ def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype
 def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
                    interpreting: bool, directions: int, resident: bool,
                    batch_loop_allowed: bool) -> Optional[PersistentConfig]:
-    del batch_loop_allowed  # _resident_config reads the switch; here it only keys the cache
     if resident:
-        cfg = _resident_config(B, H, P, has_proj, dtype, n_sm, interpreting, directions)
+        cfg = _resident_config(B, H, P, has_proj, dtype, n_sm, interpreting, directions, batch_loop_allowed)
         if cfg is not None:
             return cfg
     # K chunk of every matmul: 16 keeps the operand tiles small enough that ptxas spills
@@ -852,13 +857,17 @@ def _cooperative(cfg: PersistentConfig) -> dict:
     return {"launch_cooperative_grid": True} if cfg.use_barrier and not triton_interpreting() else {}
 
 
+def _does_not_fit(B, H, P, dtype, device) -> RuntimeError:
+    return RuntimeError(
+        f"triton tier 'persistent' cannot run B={B}, H={H}, P={P} ({dtype}) on {device}: its weight "
+        "slices or programs do not fit on-chip; use the 'fused_step' tier (the automatic choice does)"
+    )
+
+
 def _config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True) -> PersistentConfig:
     cfg = persistent_config(B, H, P, has_proj, dtype, sm_count(device), directions=directions, resident=resident)
     if cfg is None:
-        raise RuntimeError(
-            f"triton tier 'persistent' cannot run B={B}, H={H}, P={P} ({dtype}) on {device}: its weight "
-            "slices or programs do not fit on-chip; use the 'fused_step' tier (the automatic choice does)"
-        )
+        raise _does_not_fit(B, H, P, dtype, device)
     return cfg
 
 
@@ -926,7 +935,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     has_proj = w_hr is not None
     cfg = backward_config(B, H, P, has_proj, out.dtype, sm_count(dev), directions=D, major=capability_major(dev))
     if cfg is None:
-        cfg = _config_for(B, H, P, has_proj, out.dtype, dev, D, resident=False)  # raises the clear error
+        raise _does_not_fit(B, H, P, out.dtype, dev)
     bs = batch_sizes_list(batch_sizes, T, B)
     bs_dev = device_batch_sizes(bs, B, dev)
     alloc = torch.empty if all_rows_full(bs, B) else torch.zeros  # inactive rows stay zero
@@ -984,7 +993,8 @@ scan = register_scan("persistent", _forward, _backward)
 # Both directions of a bidirectional layer in one launch: the same kernels with D = 2, as the
 # direction-stacked variant of the scan contract (ops.py), registered the same way.
 def _stacked_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
-    check_scan_inputs(gx[0], h0[0], c0[0], w_hh[0], None if w_hr is None else w_hr[0], "persistent")
+    for d in range(gx.shape[0]):
+        check_scan_inputs(gx[d], h0[d], c0[d], w_hh[d], None if w_hr is None else w_hr[d], "persistent")
     return _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save)
 
 
@@ -1001,8 +1011,6 @@ def scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes) -> list[tuple[T
 
     Arguments are the two-element lists ``Backend.scan_layer`` receives; direction 1 runs reversed.
     """
-    for d in range(2):
-        check_scan_inputs(gxs[d], h0s[d], c0s[d], w_hhs[d], w_hrs[d], "persistent")
     has_proj = w_hrs[0] is not None
     stack = torch.stack
     out, h_n, c_n = _bidir_scan(stack(gxs), stack(h0s), stack(c0s), stack(w_hhs),
