@@ -2,9 +2,10 @@
 
 A backend provides only the scan over time of one layer direction (see ``ops.py`` for
 the contract). ``scan_layer`` runs all directions of a layer; a backend may override it
-to run both directions in one launch. ``input_projection`` (default ``F.linear``) lets a
-backend pick the matmul for the hoisted input projection. Everything else (layers, input projection,
-bidirectional wiring, dropout, layouts) is the shared loop in ``loop.py``.
+to run both directions in one launch, and ``input_projection`` (default ``F.linear``) to
+pick the matmul for the input projection that ``loop.py`` hoists out of the scan.
+Everything else (layers, when the projection runs, bidirectional wiring, dropout,
+layouts) is the shared loop in ``loop.py``.
 """
 from __future__ import annotations
 
