@@ -419,11 +419,14 @@ def backend_labels() -> list[str]:
 
 
 # Persistent-tier variants that switch off one change each (lstm_kernels._triton.persistent.variant),
-# selectable with --only to time a change against the code without it in the same run.
+# and fused_step with its loops replayed as CUDA graphs (lstm_kernels.cuda_graphs), selectable
+# with --only to time a change against the code without it in the same run.
+GRAPHS = "/cuda-graphs"
 VARIANT_LABELS = ("triton:persistent/streamed-fwd", "triton:persistent/h-in-memory",
                   "triton:persistent/streamed-bwd", "triton:persistent/no-batch-loop",
                   "triton:persistent/narrow-bwd-k",
-                  "triton:persistent/ieee-bwd", "triton:persistent/streamed-bwd+ieee-bwd+narrow-bwd-k")
+                  "triton:persistent/ieee-bwd", "triton:persistent/streamed-bwd+ieee-bwd+narrow-bwd-k",
+                  "triton:fused_step" + GRAPHS)
 
 
 @contextlib.contextmanager
@@ -434,9 +437,23 @@ def _tier_context(label: str):
     from lstm_kernels._triton.backend import force_tier
     from lstm_kernels._triton.persistent import variant
 
-    tier, _, changes_off = label.split(":", 1)[1].partition("/")
-    with force_tier(tier), variant(changes_off):
+    tier, _, changes = label.split(":", 1)[1].partition("/")
+    if "/" + changes == GRAPHS:
+        with force_tier(tier), lstm_kernels.cuda_graphs():
+            yield
+        return
+    with force_tier(tier), variant(changes):
         yield
+
+
+def _check_run(module, label, x, h0, c0, lengths, upstream) -> dict:
+    """``_run_case`` for the correctness check. A graph-replaying label runs twice more first,
+    on other inputs (eager, then capture), so the checked call is a replay that must have
+    copied in its own inputs."""
+    if label.endswith(GRAPHS):
+        for scale in (0.5, 0.25):
+            _run_case(module, label, x * scale, h0 * scale, c0 * scale, lengths, upstream)
+    return _run_case(module, label, x, h0, c0, lengths, upstream)
 
 
 def _ours(ref: nn.LSTM, label: str) -> LSTM:
@@ -514,7 +531,7 @@ def correctness(cfg: Config, clock: Clock, timer: Timer, tf32: bool, record: lis
                      "versus": setup["versus"]}
             beat(f"correctness {case['name']} {dtype_name} {label}")
             try:
-                got = _run_case(_ours(setup["cudnn_module"], label), label, *setup["inputs"])
+                got = _check_run(_ours(setup["cudnn_module"], label), label, *setup["inputs"])
                 timer.sync()
                 errors, ok = {}, True
                 for name, ref in setup["oracle"].items():

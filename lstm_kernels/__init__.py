@@ -6,6 +6,7 @@ reference; one shared layered, bidirectional time loop; ``nn.LSTM``'s API and nu
 from importlib.metadata import PackageNotFoundError, version
 
 from .backends import available_backends
+from .graphs import cuda_graphs
 from .modules import LSTM, LSTMCell
 
 try:
@@ -13,4 +14,4 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["LSTM", "LSTMCell", "available_backends", "__version__"]
+__all__ = ["LSTM", "LSTMCell", "available_backends", "cuda_graphs", "__version__"]

@@ -248,3 +248,19 @@ def test_floor_rejects_bad_rates():
         roofline.floor(_shape(), hbm_gbps=0, matmul_tflops=1.0)
     with pytest.raises(ValueError, match="matmul_tflops"):
         roofline.floor(_shape(), hbm_gbps=1.0, matmul_tflops=float("nan"))
+
+
+def test_dry_run_with_variant_labels_checks_them(tmp_path):
+    """--only takes the variant labels (a persistent change switched off, fused_step replayed
+    from CUDA graphs; on CPU the latter runs eagerly) and checks them like any backend."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    labels = ["triton:fused_step/cuda-graphs", "triton:persistent/h-in-memory"]
+    run = subprocess.run([sys.executable, SUITE, "--dry-run", "--out", str(tmp_path), "--only", ",".join(labels)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    (path,) = glob.glob(os.path.join(tmp_path, "*.json"))
+    with open(path) as f:
+        result = json.load(f)
+    checked = [e for e in result["correctness"] if e["backend"] in labels]
+    assert {e["backend"] for e in checked} == set(labels)
+    assert all(e["status"] == "pass" for e in checked), checked

@@ -235,26 +235,38 @@ def test_forced_persistent_on_unrunnable_shape_is_a_clear_error(monkeypatch):
         check_lstm_against_torch(cfg, "triton", torch.float32, grads=False)
 
 
-def test_persistent_bidirectional_layers_run_as_one_launch(monkeypatch):
-    """Both directions of each layer go through one D=2 launch, forward and backward."""
-    seen = []
-    fwd, bwd = persistent._launch_forward, persistent._launch_backward
+class LaunchSpy:
+    """Stands in for a Triton kernel: records each launch's grid, then launches the kernel."""
 
-    def launch_forward(gx, *args):
-        seen.append(("fwd", gx.shape[0]))
-        return fwd(gx, *args)
+    def __init__(self, kernel, grids):
+        self.kernel, self.grids = kernel, grids
 
-    def launch_backward(grad_out, *args):
-        seen.append(("bwd", grad_out.shape[0]))
-        return bwd(grad_out, *args)
+    def __getitem__(self, grid):
+        self.grids.append(grid)
+        return self.kernel[grid]
 
-    monkeypatch.setattr(persistent, "_launch_forward", launch_forward)
-    monkeypatch.setattr(persistent, "_launch_backward", launch_backward)
+
+@pytest.mark.parametrize("tier, kernels", [
+    ("persistent", ("_fwd_kernel", "_bwd_kernel")),
+    ("fused_step", ("_fwd_step_kernel", "_bwd_step_kernel")),
+])
+def test_bidirectional_layers_run_both_directions_in_each_launch(tier, kernels, monkeypatch):
+    """Every forward and backward launch of a bidirectional layer covers both directions
+    (grid axis 2 is 2): one launch per layer for persistent, one per step for fused_step."""
+    from lstm_kernels._triton import fused_step
+
+    module = persistent if tier == "persistent" else fused_step
+    grids = {name: [] for name in kernels}
+    for name in kernels:
+        monkeypatch.setattr(module, name, LaunchSpy(getattr(module, name), grids[name]))
     cfg = Config(B=3, T=4, input_size=3, hidden_size=6, num_layers=2, bidirectional=True, proj_size=2,
                  mode="packed-unsorted")
-    with force_tier("persistent"):
+    with force_tier(tier):
         check_lstm_against_torch(cfg, "triton", torch.float32)
-    assert sorted(seen) == [("bwd", 2)] * 2 + [("fwd", 2)] * 2
+    per_layer = 1 if tier == "persistent" else cfg.T
+    for name in kernels:
+        assert len(grids[name]) == cfg.num_layers * per_layer, name
+        assert all(grid[2] == 2 for grid in grids[name]), name
 
 
 @pytest.mark.parametrize("changes_off", ["streamed-fwd", "h-in-memory", "narrow-bwd-k", "ieee-bwd", "streamed-bwd", "no-batch-loop",
@@ -298,14 +310,7 @@ def test_persistent_batch_loop_matches_nn_lstm(cfg, monkeypatch):
 
     monkeypatch.setattr(persistent, "_config_for", config_for)
     launches = []
-    tiles = persistent._fwd_tiles_kernel
-
-    class Spy:
-        def __getitem__(self, grid):
-            launches.append(grid)
-            return tiles[grid]
-
-    monkeypatch.setattr(persistent, "_fwd_tiles_kernel", Spy())
+    monkeypatch.setattr(persistent, "_fwd_tiles_kernel", LaunchSpy(persistent._fwd_tiles_kernel, launches))
     assert triton.cdiv(cfg.B, 16) > 2
     with force_tier("persistent"):
         check_lstm_against_torch(cfg, "triton", torch.float32)

@@ -85,7 +85,8 @@ class TritonBackend(Backend):
         return scans[tier](gx, h0, c0, w_hh, w_hr, batch_sizes, reverse)
 
     def scan_layer(self, gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes):
-        """Both directions in one launch where the tier has that entry point (persistent)."""
+        """Both directions in the same launches where the tier can (persistent: when both fit on the
+        chip at once; fused_step: always, one launch per step for the two directions)."""
         if len(gxs) == 2:
             gx, c0 = gxs[0], c0s[0]
             tier = _forced[0] or choose_tier(gx.shape[1], c0.shape[1], gx.shape[0], gx.dtype, gx.device)
@@ -95,6 +96,10 @@ class TritonBackend(Backend):
                 P, has_proj = h0s[0].shape[1], w_hrs[0] is not None
                 if fits(gx.shape[1], c0.shape[1], P, has_proj, gx.dtype, gx.device, directions=2):
                     return scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes)
+            elif tier == "fused_step":
+                from .fused_step import scan_bidirectional
+
+                return scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes)
         return super().scan_layer(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes)
 
 

@@ -23,16 +23,25 @@ large matmuls after the scan (deterministic, no atomics).
 
 Variable lengths (``batch_sizes``): at step t only rows ``< batch_sizes[t]`` run; a row's
 ``h`` entering step t comes from ``out[t_prev]`` if it ran at ``t_prev``, else from ``h0``.
+
+Directions: the launchers take every tensor with a leading [D] dimension, and each launch
+runs one step of every direction (grid axis 2), the reverse direction at ``T - 1 - s``
+while the forward one is at ``s``: a bidirectional layer costs T launches, not 2T. The
+per-direction scan runs them with D = 1.
+
+Inside ``lstm_kernels.cuda_graphs()`` the per-step loops of unpacked batches are captured
+once per shape and replayed as CUDA graphs (``lstm_kernels/graphs.py``).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
+from .. import graphs
 from ..backends import triton_interpreting
 from ..ops import register_scan, state_entering_each_step
 from ..reference import compute_dtype
@@ -48,26 +57,38 @@ _TL_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf1
 # ---------------------------------------------------------------------------------------------
 
 
-@triton.jit(do_not_specialize=["t", "bs", "bs_prev"])
+@triton.jit
+def _direction_scalar(v0, v1):
+    """The per-step scalar of this program's direction: ``v0`` for direction 0, ``v1`` for 1."""
+    return v0 + tl.program_id(2) * (v1 - v0)
+
+
+@triton.jit(do_not_specialize=["t0", "t1", "tp0", "tp1", "bs0", "bs1", "bsp0", "bsp1"])
 def _fwd_step_kernel(
-    p_gx,  # [T, B, G] input projection + biases (strides s_gx_t, s_gx_b, 1)
-    p_hsrc,  # [B, P] h after the previous step (out[t_prev]); rows < bs_prev are valid
-    p_h0,  # [B, P] initial h, for rows that did not run at t_prev
-    p_w,  # [G, P] W_hh, contiguous
-    p_c,  # [B, H] fp32 cell state, updated in place
-    p_hout,  # [B, H] destination of the unprojected h at step t (row stride s_hout_b)
-    p_gates,  # [T, B, G] compute dtype, saved activated gates (SAVE)
-    p_cs,  # [T, B, H] compute dtype, saved cell states (SAVE)
-    t,  # the time index this launch computes
-    bs,  # rows < bs are active at t
-    bs_prev,  # rows < bs_prev ran at the previous step
-    B, H, P,
-    s_gx_t, s_gx_b, s_hsrc_b, s_hout_b,
+    p_gx,  # [D, T, B, G] input projection + biases (strides s_gx_d, s_gx_t, s_gx_b, 1)
+    p_out,  # [D, T, B, P] contiguous: h after each step; rows < bs_prev of out[d, t_prev] enter step t
+    p_h0,  # [D, B, P] initial h, for rows that did not run at t_prev
+    p_w,  # [D, G, P] W_hh, contiguous
+    p_c,  # [D, B, H] fp32 cell state, updated in place
+    p_hout,  # [D, T, B, H] contiguous destination of the unprojected h (out itself without projection)
+    p_gates,  # [D, T, B, G] compute dtype, saved activated gates (SAVE)
+    p_cs,  # [D, T, B, H] compute dtype, saved cell states (SAVE)
+    t0, t1,  # the time index each direction computes in this launch
+    tp0, tp1,  # each direction's previous time index
+    bs0, bs1,  # rows < bs are active at t
+    bsp0, bsp1,  # rows < bs_prev ran at the previous step (0: this is the first step)
+    T, B, H, P,
+    s_gx_d, s_gx_t, s_gx_b,
     BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
     SAVE: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     i_n = tl.program_id(0)
     i_m = tl.program_id(1)
+    i_d = tl.program_id(2)
+    t = _direction_scalar(t0, t1)
+    t_prev = _direction_scalar(tp0, tp1)
+    bs = _direction_scalar(bs0, bs1)
+    bs_prev = _direction_scalar(bsp0, bsp1)
     o_j = i_n * BLOCK_H + tl.arange(0, BLOCK_H)  # hidden units
     o_b = i_m * BLOCK_B + tl.arange(0, BLOCK_B)  # batch rows
     m_j = o_j < H
@@ -75,6 +96,12 @@ def _fwd_step_kernel(
     m_carry = o_b < bs_prev
     m_fresh = m_b & (o_b >= bs_prev)
     G = 4 * H
+    # Scalar base pointers of this direction and step; tiles index from them as in a D = 1 launch.
+    dT = i_d.to(tl.int64) * T
+    dB = i_d.to(tl.int64) * B
+    p_src = p_out + (dT + t_prev) * B * P  # out[d, t_prev]
+    p_init = p_h0 + dB * P
+    p_wd = p_w + i_d.to(tl.int64) * G * P
 
     acc_i = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
     acc_f = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
@@ -83,12 +110,12 @@ def _fwd_step_kernel(
     for k0 in range(0, P, BLOCK_K):
         o_k = k0 + tl.arange(0, BLOCK_K)
         m_k = o_k < P
-        b_h = tl.load(p_hsrc + o_b[None, :].to(tl.int64) * s_hsrc_b + o_k[:, None],
+        b_h = tl.load(p_src + o_b[None, :].to(tl.int64) * P + o_k[:, None],
                       mask=m_k[:, None] & m_carry[None, :], other=0.0)
-        b_h += tl.load(p_h0 + o_b[None, :].to(tl.int64) * P + o_k[:, None],
+        b_h += tl.load(p_init + o_b[None, :].to(tl.int64) * P + o_k[:, None],
                        mask=m_k[:, None] & m_fresh[None, :], other=0.0)
         m_w = m_j[:, None] & m_k[None, :]
-        p_wk = p_w + o_j[:, None].to(tl.int64) * P + o_k[None, :]
+        p_wk = p_wd + o_j[:, None].to(tl.int64) * P + o_k[None, :]
         b_wi = tl.load(p_wk, mask=m_w, other=0.0)
         b_wf = tl.load(p_wk + H * P, mask=m_w, other=0.0)
         b_wg = tl.load(p_wk + 2 * H * P, mask=m_w, other=0.0)
@@ -98,38 +125,47 @@ def _fwd_step_kernel(
 
     m_jb = m_j[:, None] & m_b[None, :]
     row = o_b[None, :].to(tl.int64)
-    p_g = p_gx + t.to(tl.int64) * s_gx_t + row * s_gx_b + o_j[:, None]
+    step = (dT + t) * B  # first row of [d, t] in [D, T, B, X] tensors
+    p_g = p_gx + i_d.to(tl.int64) * s_gx_d + t.to(tl.int64) * s_gx_t + row * s_gx_b + o_j[:, None]
     gi, gf, gg, go = activate_gates(p_g, H, m_jb, acc_i, acc_f, acc_g, acc_o)
-    p_cj = p_c + row * H + o_j[:, None]
+    p_cj = p_c + dB * H + row * H + o_j[:, None]
     c = gf * tl.load(p_cj, mask=m_jb, other=0.0) + gi * gg
     h = go * tanh(c)
     tl.store(p_cj, c, mask=m_jb)
-    tl.store(p_hout + row * s_hout_b + o_j[:, None], h.to(p_hout.dtype.element_ty), mask=m_jb)
+    tl.store(p_hout + step * H + row * H + o_j[:, None], h.to(p_hout.dtype.element_ty), mask=m_jb)
     if SAVE:
-        store_gates(p_gates + (t.to(tl.int64) * B + row) * G + o_j[:, None], H, gi, gf, gg, go, m_jb)
-        tl.store(p_cs + (t.to(tl.int64) * B + row) * H + o_j[:, None], c.to(p_cs.dtype.element_ty), mask=m_jb)
+        store_gates(p_gates + step * G + row * G + o_j[:, None], H, gi, gf, gg, go, m_jb)
+        tl.store(p_cs + step * H + row * H + o_j[:, None], c.to(p_cs.dtype.element_ty), mask=m_jb)
 
 
-@triton.jit(do_not_specialize=["t", "t_next", "t_prev", "bs", "bs_next", "bs_prev"])
+@triton.jit(do_not_specialize=["t0", "t1", "tn0", "tn1", "tp0", "tp1",
+                               "bs0", "bs1", "bsn0", "bsn1", "bsp0", "bsp1"])
 def _bwd_step_kernel(
-    p_dgates,  # [T, B, G] fp32 gate gradients: read at t_next (rows < bs_next), written at t
-    p_wt,  # [P, G] W_hh^T contiguous (FUSE_DH only)
-    p_dout,  # [T, B, P] upstream grad of out (FUSE_DH only; strides s_do_t, s_do_b, 1)
-    p_dhn,  # [B, P] upstream grad of h_n, for rows that did not run at t_next (FUSE_DH only)
-    p_dhr,  # [B, H] fp32 grad of the unprojected h at t (not FUSE_DH)
-    p_dc,  # [B, H] fp32 grad of the cell state, updated in place
-    p_gates,  # [T, B, G] saved activated gates
-    p_cs,  # [T, B, H] saved cell states
-    p_c0,  # [B, H] initial cell state (rows that did not run at t_prev)
-    t, t_next, t_prev,
-    bs, bs_next, bs_prev,
-    B, H,
-    s_do_t, s_do_b,
+    p_dgates,  # [D, T, B, G] gate gradients: read at t_next (rows < bs_next), written at t
+    p_wt,  # [D, P, G] W_hh^T contiguous (FUSE_DH only)
+    p_dout,  # [D, T, B, P] upstream grad of out (FUSE_DH only; strides s_do_d, s_do_t, s_do_b, 1)
+    p_dhn,  # [D, B, P] upstream grad of h_n, for rows that did not run at t_next (FUSE_DH only)
+    p_dhr,  # [D, B, H] fp32 grad of the unprojected h at t (not FUSE_DH)
+    p_dc,  # [D, B, H] fp32 grad of the cell state, updated in place
+    p_gates,  # [D, T, B, G] saved activated gates
+    p_cs,  # [D, T, B, H] saved cell states
+    p_c0,  # [D, B, H] initial cell state (rows that did not run at t_prev)
+    t0, t1, tn0, tn1, tp0, tp1,  # per direction: this step, the next and the previous in forward order
+    bs0, bs1, bsn0, bsn1, bsp0, bsp1,  # active rows at those steps (0: no such step)
+    T, B, H,
+    s_do_d, s_do_t, s_do_b,
     BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
     FUSE_DH: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     i_n = tl.program_id(0)
     i_m = tl.program_id(1)
+    i_d = tl.program_id(2)
+    t = _direction_scalar(t0, t1)
+    t_next = _direction_scalar(tn0, tn1)
+    t_prev = _direction_scalar(tp0, tp1)
+    bs = _direction_scalar(bs0, bs1)
+    bs_next = _direction_scalar(bsn0, bsn1)
+    bs_prev = _direction_scalar(bsp0, bsp1)
     o_j = i_n * BLOCK_H + tl.arange(0, BLOCK_H)
     o_b = i_m * BLOCK_B + tl.arange(0, BLOCK_B)
     m_j = o_j < H
@@ -137,40 +173,43 @@ def _bwd_step_kernel(
     m_jb = m_j[:, None] & m_b[None, :]
     row = o_b[None, :].to(tl.int64)
     G = 4 * H
+    dT = i_d.to(tl.int64) * T
+    d_row = i_d.to(tl.int64) * B + row  # row index into [D, B, X] tensors
+    step_row = (dT + t) * B + row  # row index into [D, T, B, X] tensors at t
 
     if FUSE_DH:
         # dh^T [BLOCK_H, BLOCK_B] = W_hh^T[hidden block, :] @ dgates[t_next]^T, P == H here.
         m_next = o_b < bs_next
+        p_wd = p_wt + i_d.to(tl.int64) * H * G + o_j[:, None].to(tl.int64) * G
+        p_dn = p_dgates + ((dT + t_next) * B + o_b[None, :]) * G
         acc = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
         for k0 in range(0, G, BLOCK_K):
             o_k = k0 + tl.arange(0, BLOCK_K)
             m_k = o_k < G
-            b_w = tl.load(p_wt + o_j[:, None].to(tl.int64) * G + o_k[None, :],
-                          mask=m_j[:, None] & m_k[None, :], other=0.0).to(tl.float32)
-            b_d = tl.load(p_dgates + (t_next.to(tl.int64) * B + o_b[None, :]) * G + o_k[:, None],
-                          mask=m_k[:, None] & m_next[None, :], other=0.0)
+            b_w = tl.load(p_wd + o_k[None, :], mask=m_j[:, None] & m_k[None, :], other=0.0).to(tl.float32)
+            b_d = tl.load(p_dn + o_k[:, None], mask=m_k[:, None] & m_next[None, :], other=0.0)
             acc = tl.dot(b_w, b_d, acc, input_precision=DOT_PRECISION)
-        dh = acc + tl.load(p_dhn + row * H + o_j[:, None],
+        dh = acc + tl.load(p_dhn + d_row * H + o_j[:, None],
                            mask=m_jb & (o_b >= bs_next)[None, :], other=0.0).to(tl.float32)
-        dh += tl.load(p_dout + t.to(tl.int64) * s_do_t + row * s_do_b + o_j[:, None],
+        dh += tl.load(p_dout + i_d.to(tl.int64) * s_do_d + t.to(tl.int64) * s_do_t + row * s_do_b + o_j[:, None],
                       mask=m_jb, other=0.0).to(tl.float32)
     else:
-        dh = tl.load(p_dhr + row * H + o_j[:, None], mask=m_jb, other=0.0)
+        dh = tl.load(p_dhr + d_row * H + o_j[:, None], mask=m_jb, other=0.0)
 
-    p_sg = p_gates + (t.to(tl.int64) * B + row) * G + o_j[:, None]
+    p_sg = p_gates + step_row * G + o_j[:, None]
     gi = tl.load(p_sg, mask=m_jb, other=0.0).to(tl.float32)
     gf = tl.load(p_sg + H, mask=m_jb, other=0.0).to(tl.float32)
     gg = tl.load(p_sg + 2 * H, mask=m_jb, other=0.0).to(tl.float32)
     go = tl.load(p_sg + 3 * H, mask=m_jb, other=0.0).to(tl.float32)
-    c = tl.load(p_cs + (t.to(tl.int64) * B + row) * H + o_j[:, None], mask=m_jb, other=0.0).to(tl.float32)
+    c = tl.load(p_cs + step_row * H + o_j[:, None], mask=m_jb, other=0.0).to(tl.float32)
     m_carry = (o_b < bs_prev)[None, :]
-    c_prev = tl.load(p_cs + (t_prev.to(tl.int64) * B + row) * H + o_j[:, None], mask=m_jb & m_carry,
+    c_prev = tl.load(p_cs + ((dT + t_prev) * B + row) * H + o_j[:, None], mask=m_jb & m_carry,
                      other=0.0).to(tl.float32)
-    c_prev += tl.load(p_c0 + row * H + o_j[:, None], mask=m_jb & ~m_carry, other=0.0).to(tl.float32)
+    c_prev += tl.load(p_c0 + d_row * H + o_j[:, None], mask=m_jb & ~m_carry, other=0.0).to(tl.float32)
     tc = tanh(c)
-    p_dcj = p_dc + row * H + o_j[:, None]
+    p_dcj = p_dc + d_row * H + o_j[:, None]
     dc = tl.load(p_dcj, mask=m_jb, other=0.0) + dh * go * (1.0 - tc * tc)
-    p_dg = p_dgates + (t.to(tl.int64) * B + row) * G + o_j[:, None]
+    p_dg = p_dgates + step_row * G + o_j[:, None]
     tl.store(p_dg, dc * gg * gi * (1.0 - gi), mask=m_jb)
     tl.store(p_dg + H, dc * c_prev * gf * (1.0 - gf), mask=m_jb)
     tl.store(p_dg + 2 * H, dc * gi * (1.0 - gg * gg), mask=m_jb)
@@ -201,14 +240,15 @@ def step_warps(BH: int, BB: int) -> int:
 def forward_blocks(H: int, P: int, BB: int, dtype: Optional[torch.dtype] = None) -> tuple[int, int, int]:
     """(BLOCK_H, BLOCK_K, num_warps) of the forward step kernel.
 
-    8 warps for fp16/bf16 tiles: with 4, ptxas spills every 32 x 64 tile (AOT check, sm_80
-    and sm_90). fp32 tiles run TF32 dots, whose operands need other counts to stay
-    spill-free: 4 warps for 16 x 16, 16 for 32 x 64 (8 spill 8-16 B there).
+    8 warps, 16 for 32 x 64 tiles: with 4, ptxas spills every 32 x 64 fp16/bf16 tile, and
+    with 8 the 32 x 64 tiles spill 8-16 B (fp32 under triton 3.9; fp16/bf16 with the gates
+    saved under 3.6, sm_80, since the kernel also serves both directions). fp32 16 x 16
+    tiles take 4 (AOT check, sm_80 and sm_90, triton 3.6 and 3.9).
     """
     BH = _pow2(H, 16, 32)
-    warps = 8
+    warps = 16 if BH * BB >= 2048 else 8
     if dtype == torch.float32:
-        warps = 4 if BH * BB <= 256 else (16 if BH * BB >= 2048 else 8)
+        warps = 4 if BH * BB <= 256 else warps
     return BH, _pow2(P, 16, 32), warps
 
 
@@ -354,102 +394,203 @@ def first_step_dh(d_gates: Tensor, w_hh: Tensor, bs: list[int], reverse: bool) -
 # ---------------------------------------------------------------------------------------------
 
 
-def _forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
-    check_scan_inputs(gx, h0, c0, w_hh, w_hr, "fused_step")
-    T, B, G = gx.shape
-    H, P = c0.shape[1], h0.shape[1]
-    dtype, cdt = gx.dtype, compute_dtype(gx.dtype)
-    if gx.stride(2) != 1:
+def _per_direction(orders: list[list[int]], bs: list[int], s: int) -> tuple[list[int], list[int]]:
+    """Each direction's time index at scan step ``s`` (``(t, 0)`` before the first and after the
+    last step) and its active rows; ``orders[d]`` lists direction d's time indices in order."""
+    T = len(bs)
+    ts = [order[s] if 0 <= s < T else order[min(max(s, 0), T - 1)] for order in orders]
+    ns = [bs[t] if 0 <= s < T else 0 for t in ts]
+    return ts, ns
+
+
+def _pair(values: list[int]) -> tuple[int, int]:
+    """Kernel arguments (direction 0, direction 1); a one-direction launch repeats its value."""
+    return values[0], values[-1]
+
+
+def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
+    """gx [D,T,B,G] (unit last stride), h0 [D,B,P], c0 [D,B,H], w_hh [D,G,P], w_hr [D,P,H] | None.
+
+    One launch per step runs that step of every direction (grid (NB, NM, D)); direction d
+    runs reversed when ``reverse != (d == 1)``. Returns the scan contract's six tensors,
+    each with a leading [D] dimension.
+    """
+    D, T, B, G = gx.shape
+    H, P = c0.shape[2], h0.shape[2]
+    dtype, cdt, dev = gx.dtype, compute_dtype(gx.dtype), gx.device
+    has_proj = w_hr is not None
+    if gx.stride(3) != 1:
         gx = gx.contiguous()
     h0c, w = h0.contiguous(), w_hh.contiguous()
     bs = batch_sizes_list(batch_sizes, T, B)
-    # Inactive rows of out must be zero, and the kernels write only active rows.
-    out = torch.zeros(T, B, P, dtype=dtype, device=gx.device)
+    # The kernels write only active rows: zero-filled only when some rows are inactive (packed).
+    alloc = torch.empty if all_rows_full(bs, B) else torch.zeros
+    out = alloc(D, T, B, P, dtype=dtype, device=dev)
     c_state = c0.to(torch.float32).contiguous().clone()
-    gates = torch.empty(T, B, G, dtype=cdt, device=gx.device) if save else gx.new_empty(0, dtype=cdt)
-    cs = torch.empty(T, B, H, dtype=cdt, device=gx.device) if save else gx.new_empty(0, dtype=cdt)
-    hs = gx.new_empty(0, dtype=cdt)
-    if w_hr is not None:
-        # Also the per-step scratch; zeroed because d_w_hr multiplies all rows, active or not.
-        hs = torch.zeros(T, B, H, dtype=cdt, device=gx.device)
+    gates = torch.empty(D, T, B, G, dtype=cdt, device=dev) if save else gx.new_empty(0, dtype=cdt)
+    cs = torch.empty(D, T, B, H, dtype=cdt, device=dev) if save else gx.new_empty(0, dtype=cdt)
+    # With a projection, the unprojected h of every step (also the per-step scratch); zeroed
+    # when packed because d_w_hr multiplies all rows, active or not.
+    hs = alloc(D, T, B, H, dtype=cdt, device=dev) if has_proj else gx.new_empty(0, dtype=cdt)
+    hout = hs if has_proj else out
     BB = block_b(B)
     BH, BK, warps = forward_blocks(H, P, BB, dtype)
     upcast, prec = dot_settings(dtype)
-    w_hr_t = None if w_hr is None else w_hr.t()
-    t_prev, bs_prev = 0, 0
-    for t in step_order(T, reverse):
-        n_rows = bs[t]
-        hsrc = out[t_prev] if bs_prev > 0 else h0c
-        hout = hs[t] if w_hr is not None else out[t]
-        grid = (triton.cdiv(H, BH), triton.cdiv(n_rows, BB))
+    w_hr_t = w_hr.transpose(1, 2) if has_proj else None
+    orders = [step_order(T, reverse != (d == 1)) for d in range(D)]
+    for s in range(T):
+        ts, ns = _per_direction(orders, bs, s)
+        tps, nps = _per_direction(orders, bs, s - 1)
+        grid = (triton.cdiv(H, BH), triton.cdiv(max(ns), BB), D)
         _fwd_step_kernel[grid](
-            gx, hsrc, h0c, w, c_state, hout, gates, cs,
-            t, n_rows, bs_prev, B, H, P,
-            gx.stride(0), gx.stride(1), hsrc.stride(0), hout.stride(0),
+            gx, out, h0c, w, c_state, hout, gates, cs,
+            *_pair(ts), *_pair(tps), *_pair(ns), *_pair(nps), T, B, H, P,
+            gx.stride(0), gx.stride(1), gx.stride(2),
             BLOCK_H=BH, BLOCK_B=BB, BLOCK_K=BK, SAVE=save, UPCAST_DOT=upcast, DOT_PRECISION=prec,
             num_warps=warps,
         )
-        if w_hr is not None:
-            torch.mm(hs[t, :n_rows].to(dtype), w_hr_t, out=out[t, :n_rows])
-        t_prev, bs_prev = t, n_rows
-    h_n, c_n = finish_forward(out, c_state, c0, bs, reverse)
-    if not save and w_hr is not None:
+        if has_proj:
+            for d in range(D):
+                t, n = ts[d], ns[d]
+                torch.mm(hs[d, t, :n].to(dtype), w_hr_t[d], out=out[d, t, :n])
+    h_n = torch.stack([finish_forward(out[d], c_state[d], c0[d], bs, reverse != (d == 1))[0] for d in range(D)])
+    if not save and has_proj:
         hs = gx.new_empty(0, dtype=cdt)
-    return out, h_n, c_n, gates, cs, hs
+    return out, h_n, c_state.to(c0.dtype), gates, cs, hs
 
 
-def _backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
-    T, B, P = out.shape
-    H = c0.shape[1]
+def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse,
+                     out, gates, cs, hs):
+    """The backward of :func:`_launch_forward`; every tensor has the leading [D] dimension."""
+    D, T, B, P = out.shape
+    H = c0.shape[2]
     G = 4 * H
-    cdt = gates.dtype
+    cdt, dev = gates.dtype, out.device
+    has_proj = w_hr is not None
     bs = batch_sizes_list(batch_sizes, T, B)
-    order = step_order(T, reverse)
-    d_gates = torch.zeros(T, B, G, dtype=cdt, device=out.device)
+    alloc = torch.empty if all_rows_full(bs, B) else torch.zeros  # inactive rows stay zero
+    orders = [step_order(T, reverse != (d == 1)) for d in range(D)]
+    d_gates = alloc(D, T, B, G, dtype=cdt, device=dev)
     dc = grad_c_n.to(torch.float32).contiguous().clone()
     c0c = c0.contiguous()
     gates, cs = gates.contiguous(), cs.contiguous()
     BB = block_b(B)
     BH, BK, warps = backward_blocks(H, BB)
     prec = backward_precision(out.dtype)
-    fuse = w_hr is None
-    if fuse:
-        wt = w_hh.t().contiguous()  # [P, G]: the rows one program needs are contiguous
-        g_out = grad_out if grad_out.stride(2) == 1 else grad_out.contiguous()
+    if not has_proj:
+        wt = w_hh.transpose(1, 2).contiguous()  # [D, P, G]: the rows one program needs are contiguous
+        g_out = grad_out if grad_out.stride(3) == 1 else grad_out.contiguous()
         g_hn = grad_h_n.contiguous()
         dhr = dc  # unused placeholder pointer
         d_hs = None
     else:
         w_hh_c, w_hr_c = w_hh.to(cdt), w_hr.to(cdt)
         dh = grad_h_n.to(cdt).clone()
-        d_hs = torch.zeros(T, B, P, dtype=cdt, device=out.device)
-        dhr = torch.empty(B, H, dtype=torch.float32, device=out.device)
+        d_hs = alloc(D, T, B, P, dtype=cdt, device=dev)
+        dhr = torch.empty(D, B, H, dtype=torch.float32, device=dev)
         wt = g_out = g_hn = dc  # unused placeholder pointers
     for s in range(T - 1, -1, -1):
-        t = order[s]
-        t_next, bs_next = (order[s + 1], bs[order[s + 1]]) if s + 1 < T else (t, 0)
-        t_prev, bs_prev = (order[s - 1], bs[order[s - 1]]) if s > 0 else (t, 0)
-        n_rows = bs[t]
-        if not fuse:
-            dh_t = dh[:n_rows] + grad_out[t, :n_rows].to(cdt)
-            d_hs[t, :n_rows] = dh_t
-            torch.mm(dh_t, w_hr_c, out=dhr[:n_rows])
-        grid = (triton.cdiv(H, BH), triton.cdiv(n_rows, BB))
+        ts, ns = _per_direction(orders, bs, s)
+        tns, nns = _per_direction(orders, bs, s + 1)
+        tps, nps = _per_direction(orders, bs, s - 1)
+        if has_proj:
+            for d in range(D):
+                t, n = ts[d], ns[d]
+                dh_t = dh[d, :n] + grad_out[d, t, :n].to(cdt)
+                d_hs[d, t, :n] = dh_t
+                torch.mm(dh_t, w_hr_c[d], out=dhr[d, :n])
+        grid = (triton.cdiv(H, BH), triton.cdiv(max(ns), BB), D)
         _bwd_step_kernel[grid](
             d_gates, wt, g_out, g_hn, dhr, dc, gates, cs, c0c,
-            t, t_next, t_prev, n_rows, bs_next, bs_prev, B, H,
-            g_out.stride(0) if fuse else 0, g_out.stride(1) if fuse else 0,
-            BLOCK_H=BH, BLOCK_B=BB, BLOCK_K=BK, FUSE_DH=fuse, DOT_PRECISION=prec,
+            *_pair(ts), *_pair(tns), *_pair(tps), *_pair(ns), *_pair(nns), *_pair(nps), T, B, H,
+            *((g_out.stride(0), g_out.stride(1), g_out.stride(2)) if not has_proj else (0, 0, 0)),
+            BLOCK_H=BH, BLOCK_B=BB, BLOCK_K=BK, FUSE_DH=not has_proj, DOT_PRECISION=prec,
             num_warps=warps,
         )
-        if not fuse:
-            dh[:n_rows] = d_gates[t, :n_rows] @ w_hh_c
-    d_w_hh, d_w_hr = weight_grads(d_gates, out, h0, w_hh, bs, reverse, d_hs, hs, w_hr)
-    d_h0 = first_step_dh(d_gates, w_hh, bs, reverse) if fuse else dh
-    return d_gates.to(out.dtype), d_h0.to(h0.dtype), dc.to(c0.dtype), d_w_hh, d_w_hr
+        if has_proj:
+            for d in range(D):
+                t, n = ts[d], ns[d]
+                dh[d, :n] = d_gates[d, t, :n] @ w_hh_c[d]
+    d_w_hh, d_w_hr, d_h0 = [], [], []
+    for d in range(D):
+        rev = reverse != (d == 1)
+        dw, dwr = weight_grads(d_gates[d], out[d], h0[d], w_hh[d], bs, rev, d_hs[d] if has_proj else None,
+                               hs[d] if has_proj else hs, w_hr[d] if has_proj else None)
+        d_w_hh.append(dw)
+        d_w_hr.append(dwr)
+        d_h0.append(dh[d] if has_proj else first_step_dh(d_gates[d], w_hh[d], bs, rev))
+    return (d_gates.to(out.dtype), torch.stack(d_h0).to(h0.dtype), dc.to(c0.dtype), torch.stack(d_w_hh),
+            torch.stack(d_w_hr))
 
 
-scan = register_scan("fused_step", _forward, _backward)
+def register_tier_scans(name: str, launch_forward: Callable, launch_backward: Callable):
+    """Register a tier's direction-stacked launchers as its two scans; return
+    ``(scan, scan_bidirectional)``.
+
+    ``scan`` is the per-direction contract (``lstm_kernels::<name>_scan``), running the
+    launchers with D = 1; ``scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes)``
+    runs both directions of a layer (the two-element lists ``Backend.scan_layer`` receives,
+    direction 1 reversed) in the launches of one D = 2 call, through the direction-stacked
+    contract (``lstm_kernels::<name>_bidir_scan``). Both give the results of two ``scan`` calls.
+    """
+    def forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
+        check_scan_inputs(gx, h0, c0, w_hh, w_hr, name)
+        res = launch_forward(gx[None], h0[None], c0[None], w_hh[None], None if w_hr is None else w_hr[None],
+                             batch_sizes, reverse, save)
+        return tuple(r[0] if r.dim() > 1 else r for r in res)
+
+    def backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
+        one = lambda x: x if x.dim() == 1 else x[None]  # noqa: E731  (saved [0] placeholders stay as they are)
+        d_gx, d_h0, d_c0, d_w_hh, d_w_hr = launch_backward(
+            grad_out[None], grad_h_n[None], grad_c_n[None], h0[None], c0[None], w_hh[None],
+            None if w_hr is None else w_hr[None], batch_sizes, reverse, out[None], one(gates), one(cs), one(hs))
+        return d_gx[0], d_h0[0], d_c0[0], d_w_hh[0], (d_w_hr[0] if w_hr is not None else w_hh.new_empty(0))
+
+    def stacked_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
+        for d in range(gx.shape[0]):
+            check_scan_inputs(gx[d], h0[d], c0[d], w_hh[d], None if w_hr is None else w_hr[d], name)
+        return launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save)
+
+    scan = register_scan(name, forward, backward)
+    bidir = register_scan(f"{name}_bidir", stacked_forward, launch_backward, directions=2)
+
+    def scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes) -> list[tuple[Tensor, Tensor, Tensor]]:
+        has_proj = w_hrs[0] is not None
+        stack = torch.stack
+        out, h_n, c_n = bidir(stack(gxs), stack(h0s), stack(c0s), stack(w_hhs),
+                              stack(w_hrs) if has_proj else None, batch_sizes, False)
+        return [(out[d], h_n[d], c_n[d]) for d in range(2)]
+
+    return scan, scan_bidirectional
+
+
+def _graphed_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
+    """:func:`_launch_forward`, replayed as a CUDA graph inside ``lstm_kernels.cuda_graphs()``."""
+    tensors = (gx, h0, c0, w_hh, w_hr)
+    T, B = gx.shape[1], gx.shape[2]
+    if not (graphs.usable(tensors) and all_rows_full(batch_sizes_list(batch_sizes, T, B), B)):
+        return _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save)
+    key = ("fused_step forward", graphs.signature(tensors), reverse, save, dot_settings(gx.dtype))
+    return graphs.run(key, lambda *ts: _launch_forward(*ts, None, reverse, save), tensors)
+
+
+def _graphed_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
+    """:func:`_launch_backward`, replayed as a CUDA graph inside ``lstm_kernels.cuda_graphs()``."""
+    tensors = (grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, out, gates, cs, hs)
+    T, B = out.shape[1], out.shape[2]
+    if not (graphs.usable(tensors) and all_rows_full(batch_sizes_list(batch_sizes, T, B), B)):
+        return _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse,
+                                out, gates, cs, hs)
+    key = ("fused_step backward", graphs.signature(tensors), reverse, backward_precision(out.dtype))
+
+    def launch(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, out, gates, cs, hs):
+        return _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, None, reverse,
+                                out, gates, cs, hs)
+
+    return graphs.run(key, launch, tensors)
+
+
+scan, scan_bidirectional = register_tier_scans("fused_step", _graphed_forward, _graphed_backward)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,6 +598,10 @@ scan = register_scan("fused_step", _forward, _backward)
 # ---------------------------------------------------------------------------------------------
 
 _AOT_HIDDEN = (1, 16, 33, 128, 256, 512, 1024, 2048, 4096)
+
+
+def _i32(names: str) -> dict[str, str]:
+    return {name: "i32" for name in names.split()}
 
 
 def aot_specs(arch: int) -> list[KernelSpec]:
@@ -480,11 +625,10 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                         specs.append(KernelSpec(
                             kernel=_fwd_step_kernel,
                             signature={
-                                "p_gx": f"*{tdt}", "p_hsrc": f"*{tdt}", "p_h0": f"*{tdt}", "p_w": f"*{tdt}",
+                                "p_gx": f"*{tdt}", "p_out": f"*{tdt}", "p_h0": f"*{tdt}", "p_w": f"*{tdt}",
                                 "p_c": "*fp32", "p_hout": f"*{hout}", "p_gates": f"*{cdt}",
-                                "p_cs": f"*{cdt}", "t": "i32", "bs": "i32", "bs_prev": "i32",
-                                "B": "i32", "H": "i32", "P": "i32",
-                                "s_gx_t": "i32", "s_gx_b": "i32", "s_hsrc_b": "i32", "s_hout_b": "i32",
+                                "p_cs": f"*{cdt}", **_i32("t0 t1 tp0 tp1 bs0 bs1 bsp0 bsp1 T B H P"),
+                                **_i32("s_gx_d s_gx_t s_gx_b"),
                                 "BLOCK_H": "constexpr", "BLOCK_B": "constexpr", "BLOCK_K": "constexpr",
                                 "SAVE": "constexpr", "UPCAST_DOT": "constexpr", "DOT_PRECISION": "constexpr",
                             },
@@ -504,9 +648,8 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                                 "p_dgates": "*fp32", "p_wt": f"*{tdt}", "p_dout": f"*{tdt}",
                                 "p_dhn": f"*{tdt}",
                                 "p_dhr": "*fp32", "p_dc": "*fp32", "p_gates": f"*{cdt}", "p_cs": f"*{cdt}",
-                                "p_c0": f"*{tdt}", "t": "i32", "t_next": "i32", "t_prev": "i32",
-                                "bs": "i32", "bs_next": "i32", "bs_prev": "i32", "B": "i32", "H": "i32",
-                                "s_do_t": "i32", "s_do_b": "i32",
+                                "p_c0": f"*{tdt}", **_i32("t0 t1 tn0 tn1 tp0 tp1 bs0 bs1 bsn0 bsn1 bsp0 bsp1"),
+                                **_i32("T B H s_do_d s_do_t s_do_b"),
                                 "BLOCK_H": "constexpr", "BLOCK_B": "constexpr", "BLOCK_K": "constexpr",
                                 "FUSE_DH": "constexpr", "DOT_PRECISION": "constexpr",
                             },

@@ -56,10 +56,8 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch import Tensor
 
 from ..backends import triton_interpreting
-from ..ops import register_scan
 from ..reference import compute_dtype
 from .fused_step import (
     _TL_DTYPES,
@@ -67,11 +65,11 @@ from .fused_step import (
     backward_precision,
     batch_sizes_list,
     block_b,
-    check_scan_inputs,
     device_batch_sizes,
     dot_settings,
     finish_forward,
     first_step_dh,
+    register_tier_scans,
     step_warps,
     weight_grads,
 )
@@ -971,51 +969,9 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
             torch.stack(d_w_hr))
 
 
-def _forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
-    check_scan_inputs(gx, h0, c0, w_hh, w_hr, "persistent")
-    res = _launch_forward(gx[None], h0[None], c0[None], w_hh[None], None if w_hr is None else w_hr[None],
-                          batch_sizes, reverse, save)
-    return tuple(r[0] if r.dim() > 1 else r for r in res)
-
-
-def _backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
-    one = lambda x: x if x.dim() == 1 else x[None]  # noqa: E731  (saved [0] placeholders stay as they are)
-    res = _launch_backward(grad_out[None], grad_h_n[None], grad_c_n[None], h0[None], c0[None], w_hh[None],
-                           None if w_hr is None else w_hr[None], batch_sizes, reverse, out[None],
-                           one(gates), one(cs), one(hs))
-    d_gx, d_h0, d_c0, d_w_hh, d_w_hr = res
-    return d_gx[0], d_h0[0], d_c0[0], d_w_hh[0], (d_w_hr[0] if w_hr is not None else w_hh.new_empty(0))
-
-
-scan = register_scan("persistent", _forward, _backward)
-
-
-# Both directions of a bidirectional layer in one launch: the same kernels with D = 2, as the
-# direction-stacked variant of the scan contract (ops.py), registered the same way.
-def _stacked_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
-    for d in range(gx.shape[0]):
-        check_scan_inputs(gx[d], h0[d], c0[d], w_hh[d], None if w_hr is None else w_hr[d], "persistent")
-    return _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save)
-
-
-def _stacked_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
-    return _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse,
-                            out, gates, cs, hs)
-
-
-_bidir_scan = register_scan("persistent_bidir", _stacked_forward, _stacked_backward, directions=2)
-
-
-def scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """Both directions of one layer in one persistent launch; same results as two ``scan`` calls.
-
-    Arguments are the two-element lists ``Backend.scan_layer`` receives; direction 1 runs reversed.
-    """
-    has_proj = w_hrs[0] is not None
-    stack = torch.stack
-    out, h_n, c_n = _bidir_scan(stack(gxs), stack(h0s), stack(c0s), stack(w_hhs),
-                                stack(w_hrs) if has_proj else None, batch_sizes, False)
-    return [(out[d], h_n[d], c_n[d]) for d in range(2)]
+# The per-direction scan runs the launchers with D = 1; ``scan_bidirectional`` both directions
+# of a layer in one D = 2 launch (the direction-stacked contract, ops.py).
+scan, scan_bidirectional = register_tier_scans("persistent", _launch_forward, _launch_backward)
 
 
 # ---------------------------------------------------------------------------------------------
