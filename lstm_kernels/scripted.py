@@ -225,37 +225,62 @@ def _scan_forward(
     c = c0.to(cdt).clone()
 
     if not has_bs:
+        # Every per-step operand is taken from a list made before the loop (unbind): list
+        # indexing costs the interpreter far less than the select/slice/chunk ops it
+        # replaces, and the step is 7 ops (measured 8.2 -> 5.5 us/step at B=1, H=64).
+        gx_l = gx.unbind(0)
+        out_l = out.unbind(0)
+        if save:
+            a_l = gates_s.unbind(0)
+            i_l = gates_s[:, :, 0:H].unbind(0)
+            f_l = gates_s[:, :, H:2 * H].unbind(0)
+            g_l = gates_s[:, :, 2 * H:3 * H].unbind(0)
+            o_l = gates_s[:, :, 3 * H:4 * H].unbind(0)
+            c_l = cs.unbind(0)
+        else:
+            a_l = [act] * T
+            i_l = [act[:, 0:H]] * T
+            f_l = [act[:, H:2 * H]] * T
+            g_l = [act[:, 2 * H:3 * H]] * T
+            o_l = [act[:, 3 * H:4 * H]] * T
+            c_l = [c] * T  # c is updated in place (fc below holds f * c)
+        if save and w_hr is not None:
+            hr_l = hs.unbind(0)
+        else:
+            hr_l = [hr_buf] * T
+        pre = torch.empty(B, 4 * H, dtype=cdt, device=dev)  # pre-activations, when not from oneDNN
+        pre_g = pre[:, 2 * H:3 * H]
+        fc = torch.empty(B, H, dtype=cdt, device=dev)
+        order = [T - 1 - s for s in range(T)] if reverse else [s for s in range(T)]
         h = h0
-        for s in range(T):
-            t = T - 1 - s if reverse else s
+        for t in order:
             if dnn:
-                g = _linear_add(h, gx[t], w_step)
+                g = _linear_add(h, gx_l[t], w_step)
+                g_pre = g[:, 2 * H:3 * H]
+            elif low:
+                g = torch.addmm(gx_l[t], h, w_hh_t).to(cdt)
+                g_pre = g[:, 2 * H:3 * H]
             else:
-                g = torch.addmm(gx[t], h, w_hh_t)
-            if low:
-                g = g.to(cdt)
-            a = gates_s[t] if save else act
-            torch.sigmoid(g, out=a)
-            i, f, gg, o = a.chunk(4, 1)
-            torch.tanh(g[:, 2 * H:3 * H], out=gg)
-            if save:
-                c = torch.addcmul(f * c, i, gg, out=cs[t])
-            else:
-                c = torch.addcmul(f * c, i, gg)
+                g = torch.addmm(gx_l[t], h, w_hh_t, out=pre)
+                g_pre = pre_g
+            torch.sigmoid(g, out=a_l[t])
+            torch.tanh(g_pre, out=g_l[t])
+            torch.mul(f_l[t], c, out=fc)
+            c = torch.addcmul(fc, i_l[t], g_l[t], out=c_l[t])
             torch.tanh(c, out=tc)
             if w_hr is not None:
-                hr = torch.mul(o, tc, out=hs[t] if save else hr_buf)
+                hr = torch.mul(o_l[t], tc, out=hr_l[t])
                 if low:
-                    h = torch.mm(hr.to(dtype), w_hr_t, out=out[t])
+                    h = torch.mm(hr.to(dtype), w_hr_t, out=out_l[t])
                 elif dnn:
-                    h = out[t].copy_(_linear(hr, w_hr_c))
+                    h = out_l[t].copy_(_linear(hr, w_hr_c))
                 else:
-                    h = torch.mm(hr, w_hr_t, out=out[t])
+                    h = torch.mm(hr, w_hr_t, out=out_l[t])
             elif low:
-                h = out[t].copy_(o * tc)
+                h = out_l[t].copy_(o_l[t] * tc)
             else:
-                h = torch.mul(o, tc, out=out[t])
-        # h is a view of out, and with save c is one of cs: outputs must not alias.
+                h = torch.mul(o_l[t], tc, out=out_l[t])
+        # h is a view of out, and c one of cs or a scratch buffer: outputs must not alias.
         return out, h.clone(), c.to(c0.dtype, copy=True), gates_s, cs, hs
 
     # Packed: only the first batch_sizes[t] rows advance at step t; the others keep
@@ -374,21 +399,37 @@ def _scan_backward(
         d_hs_all = torch.empty(0, dtype=cdt, device=dev)
 
     if not has_bs:
-        for s in range(T):
-            t = s if reverse else T - 1 - s
+        # Per-step operands from lists made before the loop, as in the forward; dc and
+        # (without oneDNN) dh are updated in place, dc3 is a [B, 1, H] view of dc.
+        go_l = g_out.unbind(0)
+        r_l = r.unbind(0)
+        q_l = q.unbind(0)
+        k_l = k.unbind(0)
+        fa_l = f_a.unbind(0)
+        dg_l = d_gates.unbind(0)
+        difg_l = d_ifg.unbind(0)
+        do_l = d_o.unbind(0)
+        if w_hr is not None:
+            dhs_l = d_hs_all.unbind(0)
+        else:
+            dhs_l = go_l
+        dhr_buf = torch.empty(B, H, dtype=cdt, device=dev)
+        dc3 = dc.unsqueeze(1)
+        order = [s for s in range(T)] if reverse else [T - 1 - s for s in range(T)]
+        for t in order:
             if w_hr is not None:
-                dh_t = torch.add(dh, g_out[t], out=d_hs_all[t])
-                dhr = _linear(dh_t, w_hr_tc) if dnn else torch.mm(dh_t, w_hr_c)
+                dh_t = torch.add(dh, go_l[t], out=dhs_l[t])
+                dhr = _linear(dh_t, w_hr_tc) if dnn else torch.mm(dh_t, w_hr_c, out=dhr_buf)
             else:
-                dhr = dh + g_out[t]
-            dc = torch.addcmul(dc, dhr, r[t])
-            torch.mul(dc.unsqueeze(1), k[t], out=d_ifg[t])
-            torch.mul(dhr, q[t], out=d_o[t])
-            dc = dc * f_a[t]
+                dhr = torch.add(dh, go_l[t], out=dhr_buf)
+            dc.addcmul_(dhr, r_l[t])
+            torch.mul(dc3, k_l[t], out=difg_l[t])
+            torch.mul(dhr, q_l[t], out=do_l[t])
+            dc.mul_(fa_l[t])
             if dnn:
-                dh = _linear(d_gates[t], w_step)
+                dh = _linear(dg_l[t], w_step)
             else:
-                dh = torch.mm(d_gates[t], w_hh_c)
+                dh = torch.mm(dg_l[t], w_hh_c, out=dh)
     else:
         for s in range(T):
             t = s if reverse else T - 1 - s
@@ -468,24 +509,44 @@ def _paired_forward(
     tc = torch.empty(2, B, H, dtype=dtype, device=dev)
     hr_buf = torch.empty(2, B, H, dtype=dtype, device=dev)
     c = c0.clone()
+    # Per-step operands from lists made before the loop, as in _scan_forward.
+    gx_l = gx.unbind(1)
+    out_l = out.unbind(1)
+    if save:
+        a_l = gates_s.unbind(1)
+        i_l = gates_s[:, :, :, 0:H].unbind(1)
+        f_l = gates_s[:, :, :, H:2 * H].unbind(1)
+        g_l = gates_s[:, :, :, 2 * H:3 * H].unbind(1)
+        o_l = gates_s[:, :, :, 3 * H:4 * H].unbind(1)
+        c_l = cs.unbind(1)
+    else:
+        a_l = [act] * T
+        i_l = [act[:, :, 0:H]] * T
+        f_l = [act[:, :, H:2 * H]] * T
+        g_l = [act[:, :, 2 * H:3 * H]] * T
+        o_l = [act[:, :, 3 * H:4 * H]] * T
+        c_l = [c] * T
+    if save and w_hr is not None:
+        hr_l = hs.unbind(1)
+    else:
+        hr_l = [hr_buf] * T
+    pre = torch.empty(2, B, 4 * H, dtype=dtype, device=dev)
+    pre_g = pre[:, :, 2 * H:3 * H]
+    fc = torch.empty(2, B, H, dtype=dtype, device=dev)
     h = h0
     for t in range(T):
-        g = torch.baddbmm(gx[:, t], h, w_hh_t)
-        a = gates_s[:, t] if save else act
-        torch.sigmoid(g, out=a)
-        i, f, gg, o = a.chunk(4, 2)
-        torch.tanh(g[:, :, 2 * H:3 * H], out=gg)
-        if save:
-            c = torch.addcmul(f * c, i, gg, out=cs[:, t])
-        else:
-            c = torch.addcmul(f * c, i, gg)
+        torch.baddbmm(gx_l[t], h, w_hh_t, out=pre)
+        torch.sigmoid(pre, out=a_l[t])
+        torch.tanh(pre_g, out=g_l[t])
+        torch.mul(f_l[t], c, out=fc)
+        c = torch.addcmul(fc, i_l[t], g_l[t], out=c_l[t])
         torch.tanh(c, out=tc)
         if w_hr is not None:
-            hr = torch.mul(o, tc, out=hs[:, t] if save else hr_buf)
-            h = torch.bmm(hr, w_hr_t, out=out[:, t])
+            hr = torch.mul(o_l[t], tc, out=hr_l[t])
+            h = torch.bmm(hr, w_hr_t, out=out_l[t])
         else:
-            h = torch.mul(o, tc, out=out[:, t])
-    # h is a view of out, and with save c is one of cs: outputs must not alias.
+            h = torch.mul(o_l[t], tc, out=out_l[t])
+    # h is a view of out, and c one of cs or a scratch buffer: outputs must not alias.
     return out, h.clone(), c.clone(), gates_s, cs, hs
 
 
@@ -528,18 +589,33 @@ def _paired_backward(
         d_hs_all = torch.empty(2, T, B, P, dtype=dtype, device=dev)
     else:
         d_hs_all = torch.empty(0, dtype=dtype, device=dev)
+    # Per-step operands from lists made before the loop, as in _scan_backward.
+    go_l = grad_out.unbind(1)
+    r_l = r.unbind(1)
+    q_l = q.unbind(1)
+    k_l = k.unbind(1)
+    fa_l = f_a.unbind(1)
+    dg_l = d_gates.unbind(1)
+    difg_l = d_ifg.unbind(1)
+    do_l = d_o.unbind(1)
+    if w_hr is not None:
+        dhs_l = d_hs_all.unbind(1)
+    else:
+        dhs_l = go_l
+    dhr_buf = torch.empty(2, B, H, dtype=dtype, device=dev)
+    dc3 = dc.unsqueeze(2)
     for s in range(T):
         t = T - 1 - s
         if w_hr is not None:
-            dh_t = torch.add(dh, grad_out[:, t], out=d_hs_all[:, t])
-            dhr = torch.bmm(dh_t, w_hr)
+            dh_t = torch.add(dh, go_l[t], out=dhs_l[t])
+            dhr = torch.bmm(dh_t, w_hr, out=dhr_buf)
         else:
-            dhr = dh + grad_out[:, t]
-        dc = torch.addcmul(dc, dhr, r[:, t])
-        torch.mul(dc.unsqueeze(2), k[:, t], out=d_ifg[:, t])
-        torch.mul(dhr, q[:, t], out=d_o[:, t])
-        dc = dc * f_a[:, t]
-        dh = torch.bmm(d_gates[:, t], w_hh)
+            dhr = torch.add(dh, go_l[t], out=dhr_buf)
+        dc.addcmul_(dhr, r_l[t])
+        torch.mul(dc3, k_l[t], out=difg_l[t])
+        torch.mul(dhr, q_l[t], out=do_l[t])
+        dc.mul_(fa_l[t])
+        dh = torch.bmm(dg_l[t], w_hh, out=dh)
     # dW_hh[d] = sum_t d_gates[d, t]^T @ h[d, t-1] (h0[d] at t = 0); dW_hr[d] = sum_t d_hs[d, t]^T @ hs[d, t].
     d_w_hh = torch.empty(2, G, P, dtype=dtype, device=dev)
     if w_hr is not None:
