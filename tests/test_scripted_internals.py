@@ -205,6 +205,29 @@ def test_onednn_matmul_path_matches_oracle(case, reverse, blocked, monkeypatch):
         assert not lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, P)
 
 
+@pytest.mark.parametrize("dnn", [False, True], ids=["blas", "onednn"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[4]], ids=case_id)
+def test_tanh_through_sigmoid_matches_oracle(case, reverse, dnn, monkeypatch):
+    """tanh as 2 sigmoid(2x) - 1 (taken for large steps, forced here at tiny sizes) gives the
+    same scan and gradients, with and without a projection, padded and packed (the packed
+    forward keeps tanh; the backward's tanh(c) takes the sigmoid form in both)."""
+    monkeypatch.setattr(lstm_kernels.scripted, "SIGMOID_TANH_MIN", 1)
+    if dnn:
+        if not lstm_kernels.scripted.HAS_DNN_LINEAR:
+            pytest.skip("PyTorch built without oneDNN linear")
+        monkeypatch.setattr(lstm_kernels.scripted, "DNN_MIN_MACS", 1)
+    T, B, H, P, bs = case
+    inputs = _inputs(T, B, H, P, torch.float32)
+    bs_t = torch.tensor(bs, dtype=torch.int64) if bs else None
+    ours = scripted_scan(*inputs, bs_t, reverse)
+    ref = reference.lstm_scan(*inputs, bs, reverse)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, **tol(torch.float32, "out"))
+    for a, b in zip(_grads(ours, inputs), _grads(ref, inputs)):
+        torch.testing.assert_close(a, b, **tol(torch.float32, "grad"))
+
+
 def _spy(monkeypatch, name: str) -> list:
     """Replace ``lstm_kernels.scripted.<name>`` by a wrapper that records each call's arguments."""
     calls = []
