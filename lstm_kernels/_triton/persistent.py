@@ -758,7 +758,8 @@ def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype
     exactly one program per batch tile (programs run one after another: no barrier possible).
     On a GPU, H <= 64 also gets one program per batch tile (no barrier, so any grid size);
     larger H is split into the most hidden blocks of 16, 32 or 64 units for which all
-    NP x NM x ``directions`` programs of the launch can be resident at once.
+    NP x NM x ``directions`` programs of the launch can be resident at once (fp32 with a
+    projection takes blocks of 16 with a 64-row batch tile whatever B is).
     """
     interpreting = triton_interpreting() if interpreting is None else interpreting
     # Cached: every forward call asks several times, and its host time is on the critical
@@ -776,7 +777,8 @@ def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n
         if cfg is not None:
             return cfg
     # K chunk of every matmul: 16 keeps the operand tiles small enough that ptxas spills
-    # nothing (32 spills 8-56 B on sm_80 at 8 warps; 64 spills the fp16/bf16 forward on sm_90).
+    # nothing (32 spills 8-56 B on sm_80 at 8 warps; 64 spills the fp16/bf16 forward on sm_90),
+    # except for the one tile below that takes 32.
     BK = 16
     if interpreting:
         BH, BP, BB = _p2(H), (_p2(P) if has_proj else _p2(H)), block_b(B)
@@ -788,6 +790,14 @@ def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n
     else:
         for BH in (16, 32, MAX_BLOCK_H):
             BB = _tile_b(B, BH)
+            if BH == 16 and has_proj and dtype == torch.float32:
+                # With the barrier, fp32 with a projection spills 8-16 B on sm_90 under triton
+                # 3.9 in the forward of 16 x 16 (SAVE) and the backward of 16 x 32 at every warp
+                # count tried; K chunks of 32 only move the spill to other 16-unit tiles, and
+                # 32-unit blocks take BLOCK_P = 32 when P > H / 2, which spills too. The 16 x 64
+                # tile does not: batches of <= 32 rows run it with masked rows, still one batch
+                # tile, so the grid is no larger than with 16 x 16 or 16 x 32.
+                BB = 64
             NM = triton.cdiv(B, BB)
             slots = n_sm // (NM * directions) if n_sm is not None else 1 << 30
             nh = triton.cdiv(H, BH)
@@ -796,6 +806,12 @@ def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n
                 break
         else:
             return None  # the programs could not all be resident: the barrier would deadlock
+    if not interpreting and not has_proj and dtype != torch.float32 and (BH, BB) == (32, 16):
+        # The 16-bit forward of a 32 x 16 tile with the barrier spills 8 B with SAVE at K chunks
+        # of 16 (sm_90, triton 3.6) and nothing at 32; fp32 keeps 16 (at 32 its forward without
+        # the barrier spills 16 B, sm_90, triton 3.9). The backward streams chunks of 32 here
+        # either way (``backward_block_k``).
+        BK = 32
     NP = max(triton.cdiv(H, BH), triton.cdiv(P, BP))
     fwd_warps, bwd_warps = _warps(BH, BP, BB, has_proj)
     return PersistentConfig(BH, BP, BB, BK, NP, NM, fwd_warps, bwd_warps=bwd_warps)
@@ -831,11 +847,15 @@ def backward_block_k(cfg: PersistentConfig, has_proj: bool) -> int:
     32 without a projection: half the dependent chunk loads per step of the 16 the forward
     streams with (the step is latency-bound), and spill-free for the backward tilings
     (AOT, sm_80 and sm_90, TF32 operands) except 16 x 64, which spills 16 B under
-    triton 3.6; 64 spills. With a projection it stays 16.
+    triton 3.6, and 16 x 16, whose fp32 barrier tiling spills 16 B on sm_80 under triton
+    3.6; those two stay 16 (64 spills). With a projection it stays 16. A resident tiling
+    takes all of H.
     """
-    if cfg.resident or has_proj or (cfg.BLOCK_H, cfg.BLOCK_B) == (16, 64) or not BACKWARD_WIDE_K[0]:
+    if cfg.resident:
         return cfg.BLOCK_K
-    return max(cfg.BLOCK_K, 32)
+    if has_proj or (cfg.BLOCK_H, cfg.BLOCK_B) in ((16, 16), (16, 64)) or not BACKWARD_WIDE_K[0]:
+        return 16  # not cfg.BLOCK_K: the forward's chunk is 32 on one tile (``_config_cached``)
+    return 32
 
 
 def _h_on_chip(cfg: PersistentConfig, has_proj: bool) -> bool:
