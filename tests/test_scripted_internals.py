@@ -250,11 +250,13 @@ def _projection_calls(monkeypatch) -> list:
 @pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("strided", [False, True], ids=["contig", "strided"])
-def test_dnn_linear_op_matches_f_linear(bias, strided):
+@pytest.mark.parametrize("rows", [5, 437], ids=["one-block", "three-blocks"])
+def test_dnn_linear_op_matches_f_linear(bias, strided, rows):
     """The oneDNN projection op: values and all three gradients equal F.linear's, also for
-    non-contiguous input; and it passes torch.library.opcheck."""
+    non-contiguous input and for weight gradients summed over several 512-row blocks
+    (437 x 3 rows); and it passes torch.library.opcheck."""
     mk = lambda *s: torch.randn(*s).requires_grad_()  # noqa: E731
-    x = mk(3, 5, 7).transpose(0, 1) if strided else mk(5, 3, 7)
+    x = mk(3, rows, 7).transpose(0, 1) if strided else mk(rows, 3, 7)
     w = mk(11, 7)
     b = mk(11) if bias else None
     leaves = [t for t in (x, w, b) if t is not None]
@@ -267,6 +269,14 @@ def test_dnn_linear_op_matches_f_linear(bias, strided):
     fresh = (x.detach().requires_grad_(), w.detach().requires_grad_(),
                         None if b is None else b.detach().requires_grad_())
     torch.library.opcheck(torch.ops.lstm_kernels.dnn_linear.default, fresh)
+
+
+@pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
+@pytest.mark.parametrize("M", [1, 511, 512, 1300])
+def test_blocked_transposed_product_matches_mm(M):
+    """a^T @ b in 512-row blocks through oneDNN (the weight gradients) equals torch.mm."""
+    a, b = torch.randn(M, 12), torch.randn(M, 5)
+    torch.testing.assert_close(lstm_kernels.scripted._mm_tn(a, b, True), a.t() @ b, **tol(torch.float32, "grad"))
 
 
 def test_dnn_linear_double_backward():
