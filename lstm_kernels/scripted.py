@@ -202,6 +202,28 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
+def _unbind_all(xs: List[Tensor], dim: int) -> List[List[Tensor]]:
+    """Each tensor's per-step views along ``dim``, made before a time loop: indexing a list
+    costs the interpreter far less than the select/slice op it replaces."""
+    return [x.unbind(dim) for x in xs]
+
+
+def _gate_lists(gates: Tensor, dim: int, H: int) -> List[List[Tensor]]:
+    """Per-step views of [..., 4H] gates along ``dim``: all four, then i, f, g, o."""
+    return _unbind_all([gates, gates.narrow(-1, 0, H), gates.narrow(-1, H, H), gates.narrow(-1, 2 * H, H),
+                        gates.narrow(-1, 3 * H, H)], dim)
+
+
+def _every_step(full: Tensor, scratch: Tensor, use_full: bool, dim: int, T: int) -> Tensor:
+    """``full`` (one slot per step along ``dim``) when it is kept, else ``scratch`` seen T
+    times along ``dim`` (stride 0): every step's view is then the same scratch buffer."""
+    if use_full:
+        return full
+    shape = list(scratch.shape)
+    shape.insert(dim, T)
+    return scratch.unsqueeze(dim).expand(shape)
+
+
 def _scan_forward(
     gx: Tensor,  # [T, B, 4H] input projection plus biases, nn.LSTM gate order
     h0: Tensor,  # [B, P]
@@ -252,26 +274,11 @@ def _scan_forward(
         # Every per-step operand is taken from a list made before the loop (unbind): list
         # indexing costs the interpreter far less than the select/slice/chunk ops it
         # replaces, and the step is 7 ops (measured 8.2 -> 5.5 us/step at B=1, H=64).
-        gx_l = gx.unbind(0)
-        out_l = out.unbind(0)
-        if save:
-            a_l = gates_s.unbind(0)
-            i_l = gates_s[:, :, 0:H].unbind(0)
-            f_l = gates_s[:, :, H:2 * H].unbind(0)
-            g_l = gates_s[:, :, 2 * H:3 * H].unbind(0)
-            o_l = gates_s[:, :, 3 * H:4 * H].unbind(0)
-            c_l = cs.unbind(0)
-        else:
-            a_l = [act] * T
-            i_l = [act[:, 0:H]] * T
-            f_l = [act[:, H:2 * H]] * T
-            g_l = [act[:, 2 * H:3 * H]] * T
-            o_l = [act[:, 3 * H:4 * H]] * T
-            c_l = [c] * T  # c is updated in place (fc below holds f * c)
-        if save and w_hr is not None:
-            hr_l = hs.unbind(0)
-        else:
-            hr_l = [hr_buf] * T
+        gx_l, out_l = _unbind_all([gx, out], 0)
+        # Without save, every step writes the same scratch rows (c in place: fc holds f * c).
+        a_l, i_l, f_l, g_l, o_l = _gate_lists(_every_step(gates_s, act, save, 0, T), 0, H)
+        c_l = _every_step(cs, c, save, 0, T).unbind(0)
+        hr_l = _every_step(hs, hr_buf, save and w_hr is not None, 0, T).unbind(0)
         pre = torch.empty(B, 4 * H, dtype=cdt, device=dev)  # pre-activations, when not from oneDNN
         pre_g = pre[:, 2 * H:3 * H]
         fc = torch.empty(B, H, dtype=cdt, device=dev)
@@ -441,18 +448,8 @@ def _scan_backward(
     if not has_bs:
         # Per-step operands from lists made before the loop, as in the forward; dc and
         # (without oneDNN) dh are updated in place, dc3 is a [B, 1, H] view of dc.
-        go_l = g_out.unbind(0)
-        r_l = r.unbind(0)
-        q_l = q.unbind(0)
-        k_l = k.unbind(0)
-        fa_l = f_a.unbind(0)
-        dg_l = d_gates.unbind(0)
-        difg_l = d_ifg.unbind(0)
-        do_l = d_o.unbind(0)
-        if w_hr is not None:
-            dhs_l = d_hs_all.unbind(0)
-        else:
-            dhs_l = go_l
+        go_l, r_l, q_l, k_l, fa_l, dg_l, difg_l, do_l = _unbind_all([g_out, r, q, k, f_a, d_gates, d_ifg, d_o], 0)
+        dhs_l = d_hs_all.unbind(0) if w_hr is not None else go_l
         dhr_buf = torch.empty(B, H, dtype=cdt, device=dev)
         dc3 = dc.unsqueeze(1)
         order = [s for s in range(T)] if reverse else [T - 1 - s for s in range(T)]
@@ -550,26 +547,10 @@ def _paired_forward(
     hr_buf = torch.empty(2, B, H, dtype=dtype, device=dev)
     c = c0.clone()
     # Per-step operands from lists made before the loop, as in _scan_forward.
-    gx_l = gx.unbind(1)
-    out_l = out.unbind(1)
-    if save:
-        a_l = gates_s.unbind(1)
-        i_l = gates_s[:, :, :, 0:H].unbind(1)
-        f_l = gates_s[:, :, :, H:2 * H].unbind(1)
-        g_l = gates_s[:, :, :, 2 * H:3 * H].unbind(1)
-        o_l = gates_s[:, :, :, 3 * H:4 * H].unbind(1)
-        c_l = cs.unbind(1)
-    else:
-        a_l = [act] * T
-        i_l = [act[:, :, 0:H]] * T
-        f_l = [act[:, :, H:2 * H]] * T
-        g_l = [act[:, :, 2 * H:3 * H]] * T
-        o_l = [act[:, :, 3 * H:4 * H]] * T
-        c_l = [c] * T
-    if save and w_hr is not None:
-        hr_l = hs.unbind(1)
-    else:
-        hr_l = [hr_buf] * T
+    gx_l, out_l = _unbind_all([gx, out], 1)
+    a_l, i_l, f_l, g_l, o_l = _gate_lists(_every_step(gates_s, act, save, 1, T), 1, H)
+    c_l = _every_step(cs, c, save, 1, T).unbind(1)
+    hr_l = _every_step(hs, hr_buf, save and w_hr is not None, 1, T).unbind(1)
     pre = torch.empty(2, B, 4 * H, dtype=dtype, device=dev)
     pre_g = pre[:, :, 2 * H:3 * H]
     fc = torch.empty(2, B, H, dtype=dtype, device=dev)
@@ -630,18 +611,8 @@ def _paired_backward(
     else:
         d_hs_all = torch.empty(0, dtype=dtype, device=dev)
     # Per-step operands from lists made before the loop, as in _scan_backward.
-    go_l = grad_out.unbind(1)
-    r_l = r.unbind(1)
-    q_l = q.unbind(1)
-    k_l = k.unbind(1)
-    fa_l = f_a.unbind(1)
-    dg_l = d_gates.unbind(1)
-    difg_l = d_ifg.unbind(1)
-    do_l = d_o.unbind(1)
-    if w_hr is not None:
-        dhs_l = d_hs_all.unbind(1)
-    else:
-        dhs_l = go_l
+    go_l, r_l, q_l, k_l, fa_l, dg_l, difg_l, do_l = _unbind_all([grad_out, r, q, k, f_a, d_gates, d_ifg, d_o], 1)
+    dhs_l = d_hs_all.unbind(1) if w_hr is not None else go_l
     dhr_buf = torch.empty(2, B, H, dtype=dtype, device=dev)
     dc3 = dc.unsqueeze(2)
     for s in range(T):

@@ -58,6 +58,12 @@ def _grads(outs, inputs, seed=1):
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 def test_scan_matches_oracle_with_grads(case, reverse, dtype):
+    check_scan_against_reference(case, reverse, dtype)
+
+
+def check_scan_against_reference(case, reverse: bool, dtype=torch.float32) -> None:
+    """The scripted scan of ``case`` against ``reference.lstm_scan``: outputs, states and
+    the gradients of every input."""
     T, B, H, P, bs = case
     inputs = _inputs(T, B, H, P, dtype)
     bs_t = torch.tensor(bs, dtype=torch.int64) if bs else None
@@ -193,14 +199,7 @@ def test_onednn_matmul_path_matches_oracle(case, reverse, blocked, monkeypatch):
     monkeypatch.setattr(lstm_kernels.scripted, "PACK_MIN_T", 1 if blocked else 10**9)
     T, B, H, P, bs = case
     assert lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, P)
-    inputs = _inputs(T, B, H, P, torch.float32)
-    bs_t = torch.tensor(bs, dtype=torch.int64) if bs else None
-    ours = scripted_scan(*inputs, bs_t, reverse)
-    ref = reference.lstm_scan(*inputs, bs, reverse)
-    for a, b in zip(ours, ref):
-        torch.testing.assert_close(a, b, **tol(torch.float32, "out"))
-    for a, b in zip(_grads(ours, inputs), _grads(ref, inputs)):
-        torch.testing.assert_close(a, b, **tol(torch.float32, "grad"))
+    check_scan_against_reference(case, reverse)
     with torch.backends.mkldnn.flags(enabled=False):
         assert not lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, P)
 
@@ -217,15 +216,7 @@ def test_tanh_through_sigmoid_matches_oracle(case, reverse, dnn, monkeypatch):
         if not lstm_kernels.scripted.HAS_DNN_LINEAR:
             pytest.skip("PyTorch built without oneDNN linear")
         monkeypatch.setattr(lstm_kernels.scripted, "DNN_MIN_MACS", 1)
-    T, B, H, P, bs = case
-    inputs = _inputs(T, B, H, P, torch.float32)
-    bs_t = torch.tensor(bs, dtype=torch.int64) if bs else None
-    ours = scripted_scan(*inputs, bs_t, reverse)
-    ref = reference.lstm_scan(*inputs, bs, reverse)
-    for a, b in zip(ours, ref):
-        torch.testing.assert_close(a, b, **tol(torch.float32, "out"))
-    for a, b in zip(_grads(ours, inputs), _grads(ref, inputs)):
-        torch.testing.assert_close(a, b, **tol(torch.float32, "grad"))
+    check_scan_against_reference(case, reverse)
 
 
 def _spy(monkeypatch, name: str) -> list:

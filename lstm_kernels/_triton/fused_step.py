@@ -380,6 +380,22 @@ def weight_grads(d_gates: Tensor, out: Tensor, h0: Tensor, w_hh: Tensor, bs: lis
     return d_w_hh, d_w_hr
 
 
+def stacked_weight_grads(d_gates, out, h0, w_hh, w_hr, d_hs, hs, bs: list[int], reverse: bool, first_dh: bool):
+    """Per direction of [D, ...] launch tensors: ``weight_grads`` and (``first_dh``) the
+    gradient into h0 from ``first_step_dh``; returns (d_w_hh, d_w_hr, d_h0 or None), stacked."""
+    has_proj = w_hr is not None
+    d_w_hh, d_w_hr, d_h0 = [], [], []
+    for d in range(d_gates.shape[0]):
+        rev = reverse != (d == 1)
+        dw, dwr = weight_grads(d_gates[d], out[d], h0[d], w_hh[d], bs, rev, d_hs[d] if has_proj else None,
+                               hs[d] if has_proj else hs, w_hr[d] if has_proj else None)
+        d_w_hh.append(dw)
+        d_w_hr.append(dwr)
+        if first_dh:
+            d_h0.append(first_step_dh(d_gates[d], w_hh[d], bs, rev))
+    return torch.stack(d_w_hh), torch.stack(d_w_hr), (torch.stack(d_h0) if first_dh else None)
+
+
 def first_step_dh(d_gates: Tensor, w_hh: Tensor, bs: list[int], reverse: bool) -> Tensor:
     """Gradient into h0 [B, P]: each row's gate gradient at its first step, times W_hh."""
     B = d_gates.shape[1]
@@ -511,16 +527,11 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
             for d in range(D):
                 t, n = ts[d], ns[d]
                 dh[d, :n] = d_gates[d, t, :n] @ w_hh_c[d]
-    d_w_hh, d_w_hr, d_h0 = [], [], []
-    for d in range(D):
-        rev = reverse != (d == 1)
-        dw, dwr = weight_grads(d_gates[d], out[d], h0[d], w_hh[d], bs, rev, d_hs[d] if has_proj else None,
-                               hs[d] if has_proj else hs, w_hr[d] if has_proj else None)
-        d_w_hh.append(dw)
-        d_w_hr.append(dwr)
-        d_h0.append(dh[d] if has_proj else first_step_dh(d_gates[d], w_hh[d], bs, rev))
-    return (d_gates.to(out.dtype), torch.stack(d_h0).to(h0.dtype), dc.to(c0.dtype), torch.stack(d_w_hh),
-            torch.stack(d_w_hr))
+    d_w_hh, d_w_hr, d_h0 = stacked_weight_grads(d_gates, out, h0, w_hh, w_hr, d_hs, hs, bs, reverse,
+                                                first_dh=not has_proj)
+    if has_proj:
+        d_h0 = dh
+    return d_gates.to(out.dtype), d_h0.to(h0.dtype), dc.to(c0.dtype), d_w_hh, d_w_hr
 
 
 def register_tier_scans(name: str, launch_forward: Callable, launch_backward: Callable):

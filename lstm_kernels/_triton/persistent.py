@@ -68,10 +68,9 @@ from .fused_step import (
     device_batch_sizes,
     dot_settings,
     finish_forward,
-    first_step_dh,
     register_tier_scans,
+    stacked_weight_grads,
     step_warps,
-    weight_grads,
 )
 from .gates import activate_gates, gate_dots, store_gates
 from .math import tanh
@@ -977,16 +976,9 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
         RESIDENT=cfg.resident, LOW_DOT=low_dot,
         num_warps=cfg.backward_warps, **_cooperative(cfg),
     )
-    d_w_hh, d_w_hr, d_h0 = [], [], []
-    for d in range(D):
-        rev = reverse != (d == 1)
-        dw, dwr = weight_grads(d_gates[d], out[d], h0[d], w_hh[d], bs, rev, d_hs[d] if has_proj else None,
-                               hs[d] if has_proj else hs, w_hr[d] if has_proj else None)
-        d_w_hh.append(dw)
-        d_w_hr.append(dwr)
-        d_h0.append(first_step_dh(d_gates[d], w_hh[d], bs, rev))
-    return (d_gates.to(out.dtype), torch.stack(d_h0).to(h0.dtype), d_c0.to(c0.dtype), torch.stack(d_w_hh),
-            torch.stack(d_w_hr))
+    d_w_hh, d_w_hr, d_h0 = stacked_weight_grads(d_gates, out, h0, w_hh, w_hr, d_hs if has_proj else None, hs,
+                                                bs, reverse, first_dh=True)
+    return d_gates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_w_hh, d_w_hr
 
 
 # The per-direction scan runs the launchers with D = 1; ``scan_bidirectional`` both directions
