@@ -208,20 +208,17 @@ def _unbind_all(xs: List[Tensor], dim: int) -> List[List[Tensor]]:
     return [x.unbind(dim) for x in xs]
 
 
-def _gate_lists(gates: Tensor, dim: int, H: int) -> List[List[Tensor]]:
-    """Per-step views of [..., 4H] gates along ``dim``: all four, then i, f, g, o."""
-    return _unbind_all([gates, gates.narrow(-1, 0, H), gates.narrow(-1, H, H), gates.narrow(-1, 2 * H, H),
-                        gates.narrow(-1, 3 * H, H)], dim)
+def _gate_views(gates: Tensor, H: int) -> List[Tensor]:
+    """[..., 4H] gates, then its i, f, g, o slices."""
+    return [gates, gates.narrow(-1, 0, H), gates.narrow(-1, H, H), gates.narrow(-1, 2 * H, H),
+            gates.narrow(-1, 3 * H, H)]
 
 
-def _every_step(full: Tensor, scratch: Tensor, use_full: bool, dim: int, T: int) -> Tensor:
-    """``full`` (one slot per step along ``dim``) when it is kept, else ``scratch`` seen T
-    times along ``dim`` (stride 0): every step's view is then the same scratch buffer."""
-    if use_full:
-        return full
-    shape = list(scratch.shape)
-    shape.insert(dim, T)
-    return scratch.unsqueeze(dim).expand(shape)
+def _repeat(xs: List[Tensor], T: int) -> List[List[Tensor]]:
+    """Each scratch tensor as the view of all T steps (a list of T references to it). Views
+    of one expanded (stride-0) tensor would do the same, but measured 30% slower to write
+    into with out= (2.95 -> 4.0 ms at B=1, H=64, T=512)."""
+    return [[x] * T for x in xs]
 
 
 def _scan_forward(
@@ -276,9 +273,11 @@ def _scan_forward(
         # replaces, and the step is 7 ops (measured 8.2 -> 5.5 us/step at B=1, H=64).
         gx_l, out_l = _unbind_all([gx, out], 0)
         # Without save, every step writes the same scratch rows (c in place: fc holds f * c).
-        a_l, i_l, f_l, g_l, o_l = _gate_lists(_every_step(gates_s, act, save, 0, T), 0, H)
-        c_l = _every_step(cs, c, save, 0, T).unbind(0)
-        hr_l = _every_step(hs, hr_buf, save and w_hr is not None, 0, T).unbind(0)
+        if save:
+            a_l, i_l, f_l, g_l, o_l, c_l = _unbind_all(_gate_views(gates_s, H) + [cs], 0)
+        else:
+            a_l, i_l, f_l, g_l, o_l, c_l = _repeat(_gate_views(act, H) + [c], T)
+        hr_l = hs.unbind(0) if save and w_hr is not None else [hr_buf] * T
         pre = torch.empty(B, 4 * H, dtype=cdt, device=dev)  # pre-activations, when not from oneDNN
         pre_g = pre[:, 2 * H:3 * H]
         fc = torch.empty(B, H, dtype=cdt, device=dev)
@@ -548,9 +547,11 @@ def _paired_forward(
     c = c0.clone()
     # Per-step operands from lists made before the loop, as in _scan_forward.
     gx_l, out_l = _unbind_all([gx, out], 1)
-    a_l, i_l, f_l, g_l, o_l = _gate_lists(_every_step(gates_s, act, save, 1, T), 1, H)
-    c_l = _every_step(cs, c, save, 1, T).unbind(1)
-    hr_l = _every_step(hs, hr_buf, save and w_hr is not None, 1, T).unbind(1)
+    if save:
+        a_l, i_l, f_l, g_l, o_l, c_l = _unbind_all(_gate_views(gates_s, H) + [cs], 1)
+    else:
+        a_l, i_l, f_l, g_l, o_l, c_l = _repeat(_gate_views(act, H) + [c], T)
+    hr_l = hs.unbind(1) if save and w_hr is not None else [hr_buf] * T
     pre = torch.empty(2, B, 4 * H, dtype=dtype, device=dev)
     pre_g = pre[:, :, 2 * H:3 * H]
     fc = torch.empty(2, B, H, dtype=dtype, device=dev)
