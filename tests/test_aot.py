@@ -1,19 +1,24 @@
 """The ahead-of-time compile check: every kernel spec builds a cubin for sm_80 and sm_90
-without spills or too much shared memory, and the check fails when a kernel does not.
+without spills or too much shared memory, the check fails when a kernel does not, and the
+specs cover every tiling the dispatch can choose.
 
 Dimensions in the test kernel: M, N output tile, K reduction length.
 """
 import os
+import random
 import re
 import subprocess
 import sys
 
 import pytest
+import torch
 import triton
 import triton.language as tl
 
 from lstm_kernels import aot
+from lstm_kernels._triton import fused_step, persistent
 from lstm_kernels._triton.specs import KernelSpec
+from lstm_kernels.reference import compute_dtype
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.abspath(__file__)
@@ -158,3 +163,60 @@ def test_check_specs_refuses_to_compile_under_the_interpreter():
     # interpreter-patched triton.language, so the in-process entry point says so.
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
         aot.check_specs(small_and_oversized_specs(80)[:1], 80)
+
+
+def _random_shapes(seed: int, count: int):
+    """(B, H, P, has_proj, directions): uniform sizes mixed with sizes next to multiples of 16."""
+    rng = random.Random(seed)
+
+    def size(top):
+        if top < 16 or rng.random() < 0.5:
+            return rng.randint(1, top)
+        return min(top, max(1, 16 * rng.randint(1, top // 16) + rng.choice((-1, 0, 1))))
+
+    for _ in range(count):
+        H = size(rng.choice((64, 256, 4096)))
+        has_proj = H > 1 and rng.random() < 0.5
+        P = size(H - 1) if has_proj else H
+        B = size(rng.choice((64, 1024, 10000)))
+        yield B, H, P, has_proj, rng.choice((1, 2))
+
+
+def test_persistent_sweep_reaches_every_tiling_the_dispatch_can_send():
+    # The sweep takes one shape per piece on which the config functions are constant
+    # (persistent.py, above _aot_hidden); shapes drawn anywhere must land on a swept tiling.
+    for n_sm, major in ((132, 9), (108, 8)):
+        swept = set(persistent._aot_configs(n_sm))
+        swept_bwd = set(persistent._aot_backward_configs(n_sm, major))
+        for k, (B, H, P, has_proj, directions) in enumerate(_random_shapes(n_sm, 4000)):
+            dtype = (torch.float32, torch.float16, torch.bfloat16)[k % 3]
+            for resident in (True, False):
+                cfg = persistent.persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False,
+                                                   resident=resident, directions=directions)
+                if cfg is not None:
+                    assert persistent._aot_key(dtype, has_proj, cfg) in swept, (B, H, P, dtype, directions)
+            cfg = persistent._resident_backward_config(B, H, P, has_proj, dtype, n_sm, False, directions,
+                                                       major)
+            if cfg is not None:
+                assert persistent._aot_backward_key(dtype, cfg) in swept_bwd, (B, H, dtype, directions)
+
+
+def test_fused_step_sweep_reaches_every_block_choice():
+    fwd, bwd = set(), set()
+    for spec in fused_step.aot_specs(90):
+        c = spec.constexprs
+        if spec.kernel is fused_step._fwd_step_kernel:
+            fwd.add((spec.signature["p_w"], spec.signature["p_hout"], c["BLOCK_H"], c["BLOCK_B"],
+                     c["BLOCK_K"], spec.num_warps))
+        else:
+            bwd.add((spec.signature["p_wt"], c["BLOCK_H"], c["BLOCK_B"], c["BLOCK_K"], spec.num_warps))
+    for k, (B, H, P, has_proj, _) in enumerate(_random_shapes(0, 4000)):
+        dtype = (torch.float32, torch.float16, torch.bfloat16)[k % 3]
+        tdt = fused_step._TL_DTYPES[dtype]
+        # Without a projection h goes to out (storage dtype), with one to hs (compute dtype).
+        hout = fused_step._TL_DTYPES[compute_dtype(dtype)] if has_proj else tdt
+        BB = fused_step.block_b(B)
+        BH, BK, warps = fused_step.forward_blocks(H, P, BB, dtype)
+        assert (f"*{tdt}", f"*{hout}", BH, BB, BK, warps) in fwd, (B, H, P, dtype)
+        BH, BK, warps = fused_step.backward_blocks(H, BB)
+        assert (f"*{tdt}", BH, BB, BK, warps) in bwd, (B, H, dtype)

@@ -611,6 +611,15 @@ scan, scan_bidirectional = register_tier_scans("fused_step", _graphed_forward, _
 _AOT_HIDDEN = (1, 16, 33, 128, 256, 512, 1024, 2048, 4096)
 
 
+def _aot_shapes() -> list[tuple[int, int]]:
+    """(H, P) for every block choice: P = H, and projections (P < H) on either side of the
+    K chunk's step at 16."""
+    shapes = []
+    for H in _AOT_HIDDEN:
+        shapes += [(H, H)] + [(H, P) for P in sorted({min(16, H - 1), H - 1}) if P >= 1]
+    return shapes
+
+
 def _i32(names: str) -> dict[str, str]:
     return {name: "i32" for name in names.split()}
 
@@ -625,11 +634,13 @@ def aot_specs(arch: int) -> list[KernelSpec]:
         cdt = _TL_DTYPES[compute_dtype(dtype)]
         upcast = dtype not in (torch.float16, torch.bfloat16)
         prec = "tf32" if dtype == torch.float32 else "ieee"  # the forward's default
-        for H in _AOT_HIDDEN:
+        for H, P in _aot_shapes():
+            # Without a projection (P == H) the kernel writes h to out, with one to hs.
+            hout = tdt if P == H else cdt
             for B in (1, 32, 64, 128):
                 BB = block_b(B)
-                BH, BK, warps = forward_blocks(H, H, BB, dtype)
-                for save, hout in ((False, tdt), (True, tdt), (False, cdt), (True, cdt)):
+                BH, BK, warps = forward_blocks(H, P, BB, dtype)
+                for save in (False, True):
                     key = ("fwd", tdt, BH, BB, BK, warps, save, hout)
                     if key not in seen:
                         seen.add(key)

@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import itertools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -571,17 +570,26 @@ class PersistentConfig:
 # Warps per (BLOCK_H, BLOCK_B) tile of the GPU tilings, forward and backward, as measured by the
 # AOT check (python -m lstm_kernels.aot, sm_80 and sm_90): with fewer warps ptxas spills at
 # 255 registers, with more it caps the registers (64 or 128) and spills a few loop-invariant
-# values, so each tile has its own spill-free count on both architectures. The backward of a
-# 16 x 32 tile needs 4 warps without a projection and 8 with one.
+# values, so each tile has its own spill-free count on both architectures. With a projection
+# the backward differs on three tiles (``_warps``).
 _FWD_WARPS = {(16, 16): 8, (16, 32): 8, (16, 64): 16, (32, 16): 4, (32, 32): 8, (64, 16): 8}
 _BWD_WARPS = {(16, 16): 4, (16, 32): 4, (16, 64): 16, (32, 16): 8, (32, 32): 8, (64, 16): 8}
 
 
-def _warps(BH: int, BP: int, BB: int, has_proj: bool) -> tuple[int, int]:
+def _warps(BH: int, BP: int, BB: int, has_proj: bool, barrier: bool = False) -> tuple[int, int]:
     """(forward, backward) warps of a BH x BB tile; tiles outside the tables (interpreter) use step_warps."""
     default = step_warps(max(BH, BP), BB)
     fwd = _FWD_WARPS.get((BH, BB), default)
-    bwd = 8 if (BH, BB) == (16, 32) and has_proj else _BWD_WARPS.get((BH, BB), default)
+    bwd = _BWD_WARPS.get((BH, BB), default)
+    if has_proj:
+        # The backward with a projection, where the table's count spills: 16 x 32 at 4 warps;
+        # with BLOCK_P = BLOCK_H (P > H / 2), 32 x 32 with the barrier at 8 (8 B in every
+        # dtype, triton 3.9, sm_80; at 16 the barrier-free 16-bit one spills instead) and
+        # 64 x 16 at 8 (fp32: 8 B, 3.9, sm_80; at 16 fp32 with BLOCK_P = 16 spills instead).
+        if (BH, BB) == (16, 32):
+            bwd = 8
+        elif (BH, BP, BB) == (32, 32, 32) and barrier or (BH, BP, BB) == (64, 64, 16):
+            bwd = 16
     return fwd, bwd
 
 
@@ -589,9 +597,15 @@ def _p2(n: int) -> int:
     return max(16, triton.next_power_of_2(max(int(n), 1)))
 
 
-def _tile_b(B: int, BH: int) -> int:
+def _tile_b(B: int, BH: int, fp32_proj: bool = False) -> int:
     # The cell state and four gate accumulators of a BLOCK_H x BLOCK_B tile live in registers
     # for the whole time loop; past 1024 elements they spill (ptxas, sm_90).
+    if fp32_proj and BH == 32:
+        # fp32 with a projection on 32-unit blocks: the 32 x 16 forward spills 8 B at 4 warps
+        # (with SAVE and the barrier under triton 3.9 on sm_90 and 3.6 on sm_80, without
+        # either under 3.6 on sm_80), 32 x 32 nowhere. Batches of <= 16 rows run it with
+        # masked rows, still one batch tile, so the grid is the same.
+        return 32
     return max(16, min(block_b(B), 1024 // BH))
 
 
@@ -758,7 +772,8 @@ def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype
     On a GPU, H <= 64 also gets one program per batch tile (no barrier, so any grid size);
     larger H is split into the most hidden blocks of 16, 32 or 64 units for which all
     NP x NM x ``directions`` programs of the launch can be resident at once (fp32 with a
-    projection takes blocks of 16 with a 64-row batch tile whatever B is).
+    projection takes blocks of 16 with a 64-row batch tile whatever B is, and blocks of 32,
+    at any H, with a 32-row one).
     """
     interpreting = triton_interpreting() if interpreting is None else interpreting
     # Cached: every forward call asks several times, and its host time is on the critical
@@ -784,18 +799,18 @@ def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n
         NM = triton.cdiv(B, BB)
     elif H <= MAX_BLOCK_H and P <= MAX_BLOCK_H:
         BH, BP = _p2(H), (_p2(P) if has_proj else _p2(H))
-        BB = _tile_b(B, BH)
+        BB = _tile_b(B, BH, has_proj and dtype == torch.float32)
         NM = triton.cdiv(B, BB)
     else:
         for BH in (16, 32, MAX_BLOCK_H):
-            BB = _tile_b(B, BH)
+            BB = _tile_b(B, BH, has_proj and dtype == torch.float32)
             if BH == 16 and has_proj and dtype == torch.float32:
                 # With the barrier, fp32 with a projection spills 8-16 B on sm_90 under triton
                 # 3.9 in the forward of 16 x 16 (SAVE) and the backward of 16 x 32 at every warp
-                # count tried; K chunks of 32 only move the spill to other 16-unit tiles, and
-                # 32-unit blocks take BLOCK_P = 32 when P > H / 2, which spills too. The 16 x 64
-                # tile does not: batches of <= 32 rows run it with masked rows, still one batch
-                # tile, so the grid is no larger than with 16 x 16 or 16 x 32.
+                # count tried; K chunks of 32 only move the spill to other 16-unit tiles. The
+                # 16 x 64 tile does not: batches of <= 32 rows run it with masked rows, still one
+                # batch tile, so the grid is no larger than with 16 x 16 or 16 x 32 (32-unit
+                # blocks take their widest batch tile likewise, in ``_tile_b``).
                 BB = 64
             NM = triton.cdiv(B, BB)
             slots = n_sm // (NM * directions) if n_sm is not None else 1 << 30
@@ -812,7 +827,7 @@ def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n
         # either way (``backward_block_k``).
         BK = 32
     NP = max(triton.cdiv(H, BH), triton.cdiv(P, BP))
-    fwd_warps, bwd_warps = _warps(BH, BP, BB, has_proj)
+    fwd_warps, bwd_warps = _warps(BH, BP, BB, has_proj, barrier=NP > 1)
     return PersistentConfig(BH, BP, BB, BK, NP, NM, fwd_warps, bwd_warps=bwd_warps)
 
 
@@ -846,13 +861,16 @@ def backward_block_k(cfg: PersistentConfig, has_proj: bool) -> int:
     32 without a projection: half the dependent chunk loads per step of the 16 the forward
     streams with (the step is latency-bound), and spill-free for the backward tilings
     (AOT, sm_80 and sm_90, TF32 operands) except 16 x 64, which spills 16 B under
-    triton 3.6, and 16 x 16, whose fp32 barrier tiling spills 16 B on sm_80 under triton
-    3.6; those two stay 16 (64 spills). With a projection it stays 16. A resident tiling
-    takes all of H.
+    triton 3.6, 16 x 16, whose fp32 barrier tiling spills 16 B on sm_80 under triton
+    3.6, and 32 x 32 without the barrier (H <= 32), whose fp32 tiling spills 16 B on sm_90
+    under triton 3.6; those stay 16 (64 spills). With a projection it stays 16. A resident
+    tiling takes all of H.
     """
     if cfg.resident:
         return cfg.BLOCK_K
-    if has_proj or (cfg.BLOCK_H, cfg.BLOCK_B) in ((16, 16), (16, 64)) or not BACKWARD_WIDE_K[0]:
+    tile = (cfg.BLOCK_H, cfg.BLOCK_B)
+    if has_proj or tile in ((16, 16), (16, 64)) or tile == (32, 32) and not cfg.use_barrier \
+            or not BACKWARD_WIDE_K[0]:
         return 16  # not cfg.BLOCK_K: the forward's chunk is 32 on one tile (``_config_cached``)
     return 32
 
@@ -990,26 +1008,83 @@ scan, scan_bidirectional = register_tier_scans("persistent", _launch_forward, _l
 # Ahead-of-time compile specs
 # ---------------------------------------------------------------------------------------------
 
-# Hidden sizes the check sweeps (projections at half width); every size up to 4096 maps to one
-# of the tilings these produce, because the tiling depends only on powers of two of H and P.
-_AOT_HIDDEN = (1, 16, 33, 64, 128, 256, 512, 1024, 2048, 4096)
-_AOT_BATCH = (1, 32, 64, 128)
+# The sweep: every tiling the config functions can return for H, P <= 4096 and any batch, on a
+# GPU with the given SM count. Each config function is piecewise constant in every size, with
+# breakpoints that can be listed, so one representative per piece reaches all of them:
+#
+# - H enters only through cdiv(H, 16) (every hidden block, 16..128, is a multiple of 16, and
+#   so is every power of two >= 16 that _p2 rounds to) and whether 16 divides H. A size not
+#   divisible by 16 gets no resident tiling and a streamed one equal to that of the next
+#   multiple of 16, so the multiples of 16 up to 4096 cover every hidden size.
+# - P (projection, 1 <= P < H) enters through _p2(P) and P <= 64 for small H, and through
+#   _p2(cdiv(P, nh)) for nh = cdiv(H, 16 | 32 | 64) hidden blocks: the tiling changes only
+#   where P passes 16, 32, 64, 16 * nh or 32 * nh (``_aot_projections``).
+# - B enters through block_b(B) (16, 32, 64 rows) and through comparisons of the batch-tile
+#   count cdiv(B, BB) with n_sm // (directions * blocks), blocks being a hidden-block count
+#   cdiv(H, 16 | 32 | 64 | 128): the tiling changes only where B passes 16, 32 or
+#   BB * (n_sm // (directions * blocks)) for BB in 16, 32, 64 (``_aot_batches``), and beyond
+#   64 * n_sm rows every comparison is settled.
+#
+# A piece ends at its breakpoint (each test is "size <= bound"), so the breakpoints inside the
+# range plus its largest size hit every piece. tests/test_aot.py checks the sweep against
+# shapes drawn at random.
+_AOT_MAX = 4096
 
 
+def _aot_hidden() -> range:
+    return range(16, _AOT_MAX + 1, 16)
+
+
+def _aot_projections(H: int) -> list[int]:
+    """One projection size 1 <= P < H per piece on which the tilings for hidden size H are constant."""
+    bounds = {16, 32, MAX_BLOCK_H, H - 1}
+    for BH in (16, 32, MAX_BLOCK_H):
+        nh = triton.cdiv(H, BH)
+        bounds |= {16 * nh, 32 * nh}
+    return sorted(x for x in bounds if 1 <= x < H)
+
+
+def _aot_batches(H: int, n_sm: int, directions: int) -> list[int]:
+    """One batch size per piece on which the tilings for hidden size H are constant."""
+    bounds = {16, 32, 64 * n_sm + 64}
+    for BH in (16, 32, 64, 128):
+        tiles = n_sm // (directions * triton.cdiv(H, BH))  # most batch tiles beside these blocks
+        bounds |= {BB * tiles for BB in (16, 32, 64) if tiles}
+    return sorted(bounds)
+
+
+def _aot_shapes(n_sm: int):
+    """(B, H, P, has_proj, directions) covering every piece of the config functions."""
+    for H in _aot_hidden():
+        shapes = [(H, False)] + [(P, True) for P in _aot_projections(H)]
+        for directions in (1, 2):
+            for B in _aot_batches(H, n_sm, directions):
+                for P, has_proj in shapes:
+                    yield B, H, P, has_proj, directions
+
+
+def _aot_key(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig) -> tuple:
+    # The grid (NP, NM) is not compiled in: one spec per block choice (whether NP is 1 is:
+    # it decides H_ON_CHIP).
+    return dtype, has_proj, dataclasses.replace(cfg, NP=min(cfg.NP, 2), NM=0, barrier=cfg.use_barrier)
+
+
+def _aot_backward_key(dtype: torch.dtype, cfg: PersistentConfig) -> tuple:
+    return dtype, dataclasses.replace(cfg, NP=0, NM=0, barrier=cfg.use_barrier)
+
+
+@functools.lru_cache(maxsize=None)
 def _aot_configs(n_sm: int) -> list[tuple[torch.dtype, bool, PersistentConfig]]:
     found = {}
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        for H in _AOT_HIDDEN:
-            for P, has_proj in ((H, False), (max(1, H // 2), True)):
-                for B, resident, directions in itertools.product(_AOT_BATCH, (True, False), (1, 2)):
-                    cfg = persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False,
-                                            resident=resident, directions=directions)
-                    if cfg is not None:
-                        # The grid (NP, NM) is not compiled in: one spec per block choice
-                        # (whether NP is 1 is: it decides H_ON_CHIP).
-                        key = (dtype, has_proj, dataclasses.replace(cfg, NP=min(cfg.NP, 2), NM=0,
-                                                                    barrier=cfg.use_barrier))
-                        found[key] = None
+        for B, H, P, has_proj, directions in _aot_shapes(n_sm):
+            for resident in (True, False):
+                cfg = persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False,
+                                        resident=resident, directions=directions)
+                if cfg is not None:
+                    found[_aot_key(dtype, has_proj, cfg)] = None
+                if has_proj or cfg is None or not cfg.resident:
+                    break  # resident=False would return the same streamed tiling
     return list(found)
 
 
@@ -1093,14 +1168,16 @@ def _tiles_specs(dtype: torch.dtype, cfg: PersistentConfig, upcast: bool, prec: 
     ) for save in (False, True)]
 
 
+@functools.lru_cache(maxsize=None)
 def _aot_backward_configs(n_sm: int, major: int) -> list[tuple[torch.dtype, PersistentConfig]]:
     found = {}
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        for H in _AOT_HIDDEN:
-            for B in _AOT_BATCH:
-                cfg = _resident_backward_config(B, H, H, False, dtype, n_sm, False, 1, major)
-                if cfg is not None:
-                    found[(dtype, dataclasses.replace(cfg, NP=0, NM=0, barrier=cfg.use_barrier))] = None
+        for B, H, P, has_proj, directions in _aot_shapes(n_sm):
+            if has_proj:
+                continue  # the resident backward takes no projection
+            cfg = _resident_backward_config(B, H, H, False, dtype, n_sm, False, directions, major)
+            if cfg is not None:
+                found[_aot_backward_key(dtype, cfg)] = None
     return list(found)
 
 
