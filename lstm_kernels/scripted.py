@@ -49,7 +49,7 @@ Why it is written the way it is (measurements in ``benchmarks/NOTES.md``, CPU se
 from __future__ import annotations
 
 import warnings
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -102,6 +102,14 @@ PROJ_MIN_MACS = 1 << 22
 # break-even near 1500). Padded forward steps use it from B * H elements, the backward for
 # tanh(c) of the whole sequence. The result differs from tanh by at most ~2e-7.
 SIGMOID_TANH_MIN = 2048
+
+
+# The padded backward computes its gradient-independent factors (five [steps, B, H]-sized
+# tensors and their temporaries) in blocks of steps of about this many B x H elements each,
+# small enough to stay in cache; small layers take all T steps in one block, as before.
+# Measured (1 thread, training of one layer): T=512, B=64, H=256 1335 ms in one block,
+# 927-944 ms with blocks of 2^14-2^18 elements; T=128 shapes unchanged within noise.
+BACKWARD_BLOCK_ELEMS = 1 << 17
 
 
 # Both directions of a bidirectional layer share one scripted loop (``use_paired``) up to
@@ -363,6 +371,28 @@ def _scan_forward(
     return out, h, c.to(c0.dtype), gates_s, cs, hs
 
 
+def _step_factors(gates: Tensor, cs: Tensor, c_prev: Tensor, sig_tanh: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """The backward's factors that do not depend on the incoming gradient, for the steps of
+    ``gates`` [n, B, 4H] (activated), ``cs`` and ``c_prev`` [n, B, H]:
+    k [n, B, 3, H] (dL/d pre-activation of i, f, g = dc * k[:, :, j]), q and r [n, B, H]
+    (dL/d pre-activation of o = dhr * q; dc gains dhr * r)."""
+    n = gates.size(0)
+    B = gates.size(1)
+    H = cs.size(2)
+    i_a, f_a, g_a, o_a = gates.chunk(4, 2)
+    if sig_tanh:
+        tanh_c = torch.sigmoid(cs * 2.0).mul_(2.0).sub_(1.0)  # tanh, at sigmoid's speed
+    else:
+        tanh_c = torch.tanh(cs)
+    k = torch.empty(n, B, 3, H, dtype=gates.dtype, device=gates.device)
+    torch.mul(g_a, i_a * (1.0 - i_a), out=k[:, :, 0])
+    torch.mul(c_prev, f_a * (1.0 - f_a), out=k[:, :, 1])
+    torch.mul(i_a, 1.0 - g_a * g_a, out=k[:, :, 2])
+    q = tanh_c * o_a * (1.0 - o_a)
+    r = o_a * (1.0 - tanh_c * tanh_c)
+    return k, q, r
+
+
 def _scan_backward(
     grad_out: Tensor,  # [T, B, P]
     grad_h_n: Tensor,  # [B, P]
@@ -381,6 +411,7 @@ def _scan_backward(
     w_step: Tensor,  # [P, 4H] w_hh^T as the step matmul takes it under dnn (maybe oneDNN-blocked)
     dnn_w: bool,  # the weight-gradient matmuls after the loop through oneDNN (float32 only)
     sig_tanh: bool,  # tanh(c) as 2 sigmoid(2c) - 1 (see SIGMOID_TANH_MIN)
+    chunk: int,  # padded: steps per block of precomputed factors (see BACKWARD_BLOCK_ELEMS)
 ):
     T = out.size(0)
     B = out.size(1)
@@ -406,20 +437,7 @@ def _scan_backward(
         started = (rows >= nxt.unsqueeze(1)).unsqueeze(2)  # [T, B, 1]
         c_prev = torch.where(started, c0c.unsqueeze(0), c_prev)
 
-    # Every factor that does not depend on the incoming gradient, for all steps at once.
-    i_a, f_a, g_a, o_a = gates.chunk(4, 2)
-    if sig_tanh:
-        tanh_c = torch.sigmoid(cs * 2.0).mul_(2.0).sub_(1.0)  # tanh, at sigmoid's speed
-    else:
-        tanh_c = torch.tanh(cs)
-    # dL/d(pre-activation) of i, f, g = dc * k[:, :, j]
-    k = torch.empty(T, B, 3, H, dtype=cdt, device=dev)
-    torch.mul(g_a, i_a * (1.0 - i_a), out=k[:, :, 0])
-    torch.mul(c_prev, f_a * (1.0 - f_a), out=k[:, :, 1])
-    torch.mul(i_a, 1.0 - g_a * g_a, out=k[:, :, 2])
-    # dL/d(pre-activation) of o = dhr * q ; dc gains dhr * r
-    q = tanh_c * o_a * (1.0 - o_a)
-    r = o_a * (1.0 - tanh_c * tanh_c)
+    f_a = gates[:, :, H:2 * H]
 
     # With batch_sizes, rows inactive at a step are never written and must read as zero.
     if has_bs:
@@ -445,28 +463,40 @@ def _scan_backward(
         d_hs_all = torch.empty(0, dtype=cdt, device=dev)
 
     if not has_bs:
-        # Per-step operands from lists made before the loop, as in the forward; dc and
+        # Blocks of ``chunk`` steps, in loop order: each block's gradient-independent
+        # factors are computed just before its steps, so they are small and in cache (as
+        # whole-sequence tensors they were fresh 34-100 MB allocations at T=512, B=64).
+        # Per-step operands come from lists made per block, as in the forward; dc and
         # (without oneDNN) dh are updated in place, dc3 is a [B, 1, H] view of dc.
-        go_l, r_l, q_l, k_l, fa_l, dg_l, difg_l, do_l = _unbind_all([g_out, r, q, k, f_a, d_gates, d_ifg, d_o], 0)
-        dhs_l = d_hs_all.unbind(0) if w_hr is not None else go_l
         dhr_buf = torch.empty(B, H, dtype=cdt, device=dev)
         dc3 = dc.unsqueeze(1)
-        order = [s for s in range(T)] if reverse else [T - 1 - s for s in range(T)]
-        for t in order:
-            if w_hr is not None:
-                dh_t = torch.add(dh, go_l[t], out=dhs_l[t])
-                dhr = _linear(dh_t, w_hr_tc) if dnn else torch.mm(dh_t, w_hr_c, out=dhr_buf)
-            else:
-                dhr = torch.add(dh, go_l[t], out=dhr_buf)
-            dc.addcmul_(dhr, r_l[t])
-            torch.mul(dc3, k_l[t], out=difg_l[t])
-            torch.mul(dhr, q_l[t], out=do_l[t])
-            dc.mul_(fa_l[t])
-            if dnn:
-                dh = _linear(dg_l[t], w_step)
-            else:
-                dh = torch.mm(dg_l[t], w_hh_c, out=dh)
+        starts = [lo for lo in range(0, T, chunk)]
+        if not reverse:
+            starts.reverse()
+        for lo in starts:
+            hi = min(lo + chunk, T)
+            n = hi - lo
+            k, q, r = _step_factors(gates[lo:hi], cs[lo:hi], c_prev[lo:hi], sig_tanh)
+            go_l, r_l, q_l, k_l, fa_l, dg_l, difg_l, do_l = _unbind_all(
+                [g_out[lo:hi], r, q, k, f_a[lo:hi], d_gates[lo:hi], d_ifg[lo:hi], d_o[lo:hi]], 0)
+            dhs_l = d_hs_all[lo:hi].unbind(0) if w_hr is not None else go_l
+            order = [s for s in range(n)] if reverse else [n - 1 - s for s in range(n)]
+            for t in order:
+                if w_hr is not None:
+                    dh_t = torch.add(dh, go_l[t], out=dhs_l[t])
+                    dhr = _linear(dh_t, w_hr_tc) if dnn else torch.mm(dh_t, w_hr_c, out=dhr_buf)
+                else:
+                    dhr = torch.add(dh, go_l[t], out=dhr_buf)
+                dc.addcmul_(dhr, r_l[t])
+                torch.mul(dc3, k_l[t], out=difg_l[t])
+                torch.mul(dhr, q_l[t], out=do_l[t])
+                dc.mul_(fa_l[t])
+                if dnn:
+                    dh = _linear(dg_l[t], w_step)
+                else:
+                    dh = torch.mm(dg_l[t], w_hh_c, out=dh)
     else:
+        k, q, r = _step_factors(gates, cs, c_prev, sig_tanh)
         for s in range(T):
             t = s if reverse else T - 1 - s
             bs = batch_sizes[t]
@@ -594,14 +624,13 @@ def _paired_backward(
     dtype = out.dtype
     dev = out.device
     c_prev = torch.cat([c0.unsqueeze(1), cs[:, :-1]], 1)
-    i_a, f_a, g_a, o_a = gates.chunk(4, 3)
-    tanh_c = torch.tanh(cs)
-    k = torch.empty(2, T, B, 3, H, dtype=dtype, device=dev)
-    torch.mul(g_a, i_a * (1.0 - i_a), out=k[:, :, :, 0])
-    torch.mul(c_prev, f_a * (1.0 - f_a), out=k[:, :, :, 1])
-    torch.mul(i_a, 1.0 - g_a * g_a, out=k[:, :, :, 2])
-    q = tanh_c * o_a * (1.0 - o_a)
-    r = o_a * (1.0 - tanh_c * tanh_c)
+    # Both directions' steps as one [2T, B, .] sequence for the factors (small layers only).
+    k, q, r = _step_factors(gates.reshape(2 * T, B, G), cs.reshape(2 * T, B, H), c_prev.reshape(2 * T, B, H),
+                            False)
+    k = k.view(2, T, B, 3, H)
+    q = q.view(2, T, B, H)
+    r = r.view(2, T, B, H)
+    f_a = gates[:, :, :, H:2 * H]
     d_gates = torch.empty(2, T, B, G, dtype=dtype, device=dev)
     d_ifg = d_gates[:, :, :, 0:3 * H].view(2, T, B, 3, H)
     d_o = d_gates[:, :, :, 3 * H:4 * H]
@@ -695,6 +724,7 @@ def _backward_impl(
         return scan_backward_scripted(
             grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse,
             out, gates, cs, hs, dnn, w_step, dnn_w, cs.numel() >= SIGMOID_TANH_MIN,
+            max(1, BACKWARD_BLOCK_ELEMS // max(1, B * c0.shape[1])),
         )
 
 

@@ -262,6 +262,17 @@ def test_dnn_linear_op_matches_f_linear(bias, strided, rows):
     torch.library.opcheck(torch.ops.lstm_kernels.dnn_linear.default, fresh)
 
 
+@pytest.mark.parametrize("steps", [1, 2, 4])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("case", [CASES[1], CASES[2]], ids=case_id)
+def test_backward_in_blocks_of_steps_matches_oracle(case, reverse, steps, monkeypatch):
+    """The padded backward's precomputed factors in blocks of 1, 2 and 4 steps (T = 5 and 6:
+    blocks that do and do not divide T) give the same gradients as one block over all steps."""
+    T, B, H, P, bs = case
+    monkeypatch.setattr(lstm_kernels.scripted, "BACKWARD_BLOCK_ELEMS", steps * B * H)
+    check_scan_against_reference(case, reverse)
+
+
 @pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
 @pytest.mark.parametrize("M", [1, 511, 512, 1300])
 def test_blocked_transposed_product_matches_mm(M):
