@@ -393,6 +393,17 @@ def _step_factors(gates: Tensor, cs: Tensor, c_prev: Tensor, sig_tanh: bool) -> 
     return k, q, r
 
 
+def _gate_grads_step(dc: Tensor, dc3: Tensor, dhr: Tensor, r: Tensor, k: Tensor, q: Tensor, f: Tensor,
+                     d_ifg: Tensor, d_o: Tensor):
+    """One backward step's pointwise part (inlined by TorchScript): dc gains dhr * r, the
+    gate gradients are written (d_ifg = dc * k, d_o = dhr * q), and dc becomes dc * f for
+    the step before. ``dc3`` is ``dc`` viewed with a size-1 gate axis."""
+    dc.addcmul_(dhr, r)
+    torch.mul(dc3, k, out=d_ifg)
+    torch.mul(dhr, q, out=d_o)
+    dc.mul_(f)
+
+
 def _scan_backward(
     grad_out: Tensor,  # [T, B, P]
     grad_h_n: Tensor,  # [B, P]
@@ -487,10 +498,7 @@ def _scan_backward(
                     dhr = _linear(dh_t, w_hr_tc) if dnn else torch.mm(dh_t, w_hr_c, out=dhr_buf)
                 else:
                     dhr = torch.add(dh, go_l[t], out=dhr_buf)
-                dc.addcmul_(dhr, r_l[t])
-                torch.mul(dc3, k_l[t], out=difg_l[t])
-                torch.mul(dhr, q_l[t], out=do_l[t])
-                dc.mul_(fa_l[t])
+                _gate_grads_step(dc, dc3, dhr, r_l[t], k_l[t], q_l[t], fa_l[t], difg_l[t], do_l[t])
                 if dnn:
                     dh = _linear(dg_l[t], w_step)
                 else:
@@ -652,10 +660,7 @@ def _paired_backward(
             dhr = torch.bmm(dh_t, w_hr, out=dhr_buf)
         else:
             dhr = torch.add(dh, go_l[t], out=dhr_buf)
-        dc.addcmul_(dhr, r_l[t])
-        torch.mul(dc3, k_l[t], out=difg_l[t])
-        torch.mul(dhr, q_l[t], out=do_l[t])
-        dc.mul_(fa_l[t])
+        _gate_grads_step(dc, dc3, dhr, r_l[t], k_l[t], q_l[t], fa_l[t], difg_l[t], do_l[t])
         dh = torch.bmm(dg_l[t], w_hh, out=dh)
     # dW_hh[d] = sum_t d_gates[d, t]^T @ h[d, t-1] (h0[d] at t = 0); dW_hr[d] = sum_t d_hs[d, t]^T @ hs[d, t].
     d_w_hh = torch.empty(2, G, P, dtype=dtype, device=dev)
