@@ -202,21 +202,25 @@ def test_persistent_sweep_reaches_every_tiling_the_dispatch_can_send():
 
 
 def test_fused_step_sweep_reaches_every_block_choice():
+    # fp32 takes TF32 or IEEE (cudnn.allow_tf32); both precisions must be swept.
     fwd, bwd = set(), set()
     for spec in fused_step.aot_specs(90):
         c = spec.constexprs
         if spec.kernel is fused_step._fwd_step_kernel:
             fwd.add((spec.signature["p_w"], spec.signature["p_hout"], c["BLOCK_H"], c["BLOCK_B"],
-                     c["BLOCK_K"], spec.num_warps))
+                     c["BLOCK_K"], spec.num_warps, c["DOT_PRECISION"]))
         else:
-            bwd.add((spec.signature["p_wt"], c["BLOCK_H"], c["BLOCK_B"], c["BLOCK_K"], spec.num_warps))
+            bwd.add((spec.signature["p_wt"], c["BLOCK_H"], c["BLOCK_B"], c["BLOCK_K"], spec.num_warps,
+                     c["DOT_PRECISION"]))
     for k, (B, H, P, has_proj, _) in enumerate(_random_shapes(0, 4000)):
         dtype = (torch.float32, torch.float16, torch.bfloat16)[k % 3]
         tdt = fused_step._TL_DTYPES[dtype]
         # Without a projection h goes to out (storage dtype), with one to hs (compute dtype).
         hout = fused_step._TL_DTYPES[compute_dtype(dtype)] if has_proj else tdt
         BB = fused_step.block_b(B)
-        BH, BK, warps = fused_step.forward_blocks(H, P, BB, dtype)
-        assert (f"*{tdt}", f"*{hout}", BH, BB, BK, warps) in fwd, (B, H, P, dtype)
-        BH, BK, warps = fused_step.backward_blocks(H, BB)
-        assert (f"*{tdt}", BH, BB, BK, warps) in bwd, (B, H, dtype)
+        for prec in (("tf32", "ieee") if dtype == torch.float32 else ("ieee",)):
+            BH, BK, warps = fused_step.forward_blocks(H, P, BB, dtype, prec)
+            assert (f"*{tdt}", f"*{hout}", BH, BB, BK, warps, prec) in fwd, (B, H, P, dtype, prec)
+        for prec in (("tf32", "ieee") if dtype == torch.float32 else ("tf32",)):
+            BH, BK, warps = fused_step.backward_blocks(H, BB, prec)
+            assert (f"*{tdt}", BH, BB, BK, warps, prec) in bwd, (B, H, dtype, prec)

@@ -237,26 +237,30 @@ def step_warps(BH: int, BB: int) -> int:
     return 8 if BH * BB >= 512 else 4
 
 
-def forward_blocks(H: int, P: int, BB: int, dtype: Optional[torch.dtype] = None) -> tuple[int, int, int]:
+def forward_blocks(H: int, P: int, BB: int, dtype: Optional[torch.dtype] = None,
+                   precision: str = "tf32") -> tuple[int, int, int]:
     """(BLOCK_H, BLOCK_K, num_warps) of the forward step kernel.
 
     8 warps, 16 for 32 x 64 tiles: with 4, ptxas spills every 32 x 64 fp16/bf16 tile, and
     with 8 the 32 x 64 tiles spill 8-16 B (fp32 under triton 3.9; fp16/bf16 with the gates
     saved under 3.6, sm_80, since the kernel also serves both directions). fp32 16 x 16
-    tiles take 4 (AOT check, sm_80 and sm_90, triton 3.6 and 3.9).
+    tiles take 4 with TF32 (AOT check, sm_80 and sm_90, triton 3.6 and 3.9); with IEEE
+    (``cudnn.allow_tf32`` off) 4 warps spill 32 B on sm_80 under both, so they keep 8.
     """
     BH = _pow2(H, 16, 32)
     warps = 16 if BH * BB >= 2048 else 8
-    if dtype == torch.float32:
+    if dtype == torch.float32 and precision == "tf32":
         warps = 4 if BH * BB <= 256 else warps
     return BH, _pow2(P, 16, 32), warps
 
 
-def backward_blocks(H: int, BB: int) -> tuple[int, int, int]:
+def backward_blocks(H: int, BB: int, precision: str = "tf32") -> tuple[int, int, int]:
     """(BLOCK_H, BLOCK_K, num_warps) of the backward step kernel.
 
     16 warps from 1024-element tiles: at 8, ptxas caps the fused-dh 32 x 32 tile at 80
-    registers and spills (sm_80); at 4 the 32 x 64 tile spills.
+    registers and spills (sm_80); at 4 the 32 x 64 tile spills. ``precision`` (the dh
+    matmul's DOT_PRECISION) changes nothing: the fp32 IEEE tiles are spill-free with the
+    same counts (AOT check, sm_80 and sm_90, triton 3.6 and 3.9).
     """
     BH = _pow2(H, 16, 32)
     return BH, 64, 16 if BH * BB >= 1024 else step_warps(BH, BB)
@@ -450,8 +454,8 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     hs = alloc(D, T, B, H, dtype=cdt, device=dev) if has_proj else gx.new_empty(0, dtype=cdt)
     hout = hs if has_proj else out
     BB = block_b(B)
-    BH, BK, warps = forward_blocks(H, P, BB, dtype)
     upcast, prec = dot_settings(dtype)
+    BH, BK, warps = forward_blocks(H, P, BB, dtype, prec)
     w_hr_t = w_hr.transpose(1, 2) if has_proj else None
     orders = [step_order(T, reverse != (d == 1)) for d in range(D)]
     for s in range(T):
@@ -491,8 +495,8 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     c0c = c0.contiguous()
     gates, cs = gates.contiguous(), cs.contiguous()
     BB = block_b(B)
-    BH, BK, warps = backward_blocks(H, BB)
     prec = backward_precision(out.dtype)
+    BH, BK, warps = backward_blocks(H, BB, prec)
     if not has_proj:
         wt = w_hh.transpose(1, 2).contiguous()  # [D, P, G]: the rows one program needs are contiguous
         g_out = grad_out if grad_out.stride(3) == 1 else grad_out.contiguous()
@@ -624,8 +628,21 @@ def _i32(names: str) -> dict[str, str]:
     return {name: "i32" for name in names.split()}
 
 
+def _aot_precisions(dtype: torch.dtype) -> tuple[str, ...]:
+    """DOT_PRECISION values a GPU launch can pass for ``dtype``: fp32 runs TF32 while
+    ``cudnn.allow_tf32`` is on (the default) and IEEE when it is off; fp16/bf16 operands
+    take the forward's "ieee" (no setting applies) and the backward's TF32."""
+    return ("tf32", "ieee") if dtype == torch.float32 else ("ieee",)
+
+
+def _aot_backward_precisions(dtype: torch.dtype) -> tuple[str, ...]:
+    # backward_precision: 16-bit models always take TF32, fp32 follows allow_tf32.
+    return ("tf32", "ieee") if dtype == torch.float32 else ("tf32",)
+
+
 def aot_specs(arch: int) -> list[KernelSpec]:
-    """Every (dtype, BLOCK_H, BLOCK_B, BLOCK_K, warps, flags) the launchers produce for H, P <= 4096."""
+    """Every (dtype, BLOCK_H, BLOCK_B, BLOCK_K, warps, flags, precision) the launchers produce for
+    H, P <= 4096."""
     del arch  # the block choice does not depend on the architecture
     specs = []
     seen = set()
@@ -633,51 +650,52 @@ def aot_specs(arch: int) -> list[KernelSpec]:
         tdt = _TL_DTYPES[dtype]
         cdt = _TL_DTYPES[compute_dtype(dtype)]
         upcast = dtype not in (torch.float16, torch.bfloat16)
-        prec = "tf32" if dtype == torch.float32 else "ieee"  # the forward's default
         for H, P in _aot_shapes():
             # Without a projection (P == H) the kernel writes h to out, with one to hs.
             hout = tdt if P == H else cdt
             for B in (1, 32, 64, 128):
                 BB = block_b(B)
-                BH, BK, warps = forward_blocks(H, P, BB, dtype)
-                for save in (False, True):
-                    key = ("fwd", tdt, BH, BB, BK, warps, save, hout)
-                    if key not in seen:
-                        seen.add(key)
-                        specs.append(KernelSpec(
-                            kernel=_fwd_step_kernel,
-                            signature={
-                                "p_gx": f"*{tdt}", "p_out": f"*{tdt}", "p_h0": f"*{tdt}", "p_w": f"*{tdt}",
-                                "p_c": "*fp32", "p_hout": f"*{hout}", "p_gates": f"*{cdt}",
-                                "p_cs": f"*{cdt}", **_i32("t0 t1 tp0 tp1 bs0 bs1 bsp0 bsp1 T B H P"),
-                                **_i32("s_gx_d s_gx_t s_gx_b"),
-                                "BLOCK_H": "constexpr", "BLOCK_B": "constexpr", "BLOCK_K": "constexpr",
-                                "SAVE": "constexpr", "UPCAST_DOT": "constexpr", "DOT_PRECISION": "constexpr",
-                            },
-                            constexprs=dict(BLOCK_H=BH, BLOCK_B=BB, BLOCK_K=BK, SAVE=save,
-                                            UPCAST_DOT=upcast, DOT_PRECISION=prec),
-                            num_warps=warps,
-                            label=f"fused_step fwd {tdt} BH{BH} BB{BB} BK{BK} save={save}",
-                        ))
-                BH, BK, warps = backward_blocks(H, BB)
-                for fuse in (False, True):
-                    key = ("bwd", tdt, BH, BB, BK, warps, fuse)
-                    if key not in seen:
-                        seen.add(key)
-                        specs.append(KernelSpec(
-                            kernel=_bwd_step_kernel,
-                            signature={
-                                "p_dgates": "*fp32", "p_wt": f"*{tdt}", "p_dout": f"*{tdt}",
-                                "p_dhn": f"*{tdt}",
-                                "p_dhr": "*fp32", "p_dc": "*fp32", "p_gates": f"*{cdt}", "p_cs": f"*{cdt}",
-                                "p_c0": f"*{tdt}", **_i32("t0 t1 tn0 tn1 tp0 tp1 bs0 bs1 bsn0 bsn1 bsp0 bsp1"),
-                                **_i32("T B H s_do_d s_do_t s_do_b"),
-                                "BLOCK_H": "constexpr", "BLOCK_B": "constexpr", "BLOCK_K": "constexpr",
-                                "FUSE_DH": "constexpr", "DOT_PRECISION": "constexpr",
-                            },
-                            constexprs=dict(BLOCK_H=BH, BLOCK_B=BB, BLOCK_K=BK, FUSE_DH=fuse,
-                                            DOT_PRECISION="tf32"),
-                            num_warps=warps,
-                            label=f"fused_step bwd {tdt} BH{BH} BB{BB} BK{BK} fuse_dh={fuse}",
-                        ))
+                for prec in _aot_precisions(dtype):
+                    BH, BK, warps = forward_blocks(H, P, BB, dtype, prec)
+                    for save in (False, True):
+                        key = ("fwd", tdt, BH, BB, BK, warps, save, hout, prec)
+                        if key not in seen:
+                            seen.add(key)
+                            specs.append(KernelSpec(
+                                kernel=_fwd_step_kernel,
+                                signature={
+                                    "p_gx": f"*{tdt}", "p_out": f"*{tdt}", "p_h0": f"*{tdt}", "p_w": f"*{tdt}",
+                                    "p_c": "*fp32", "p_hout": f"*{hout}", "p_gates": f"*{cdt}",
+                                    "p_cs": f"*{cdt}", **_i32("t0 t1 tp0 tp1 bs0 bs1 bsp0 bsp1 T B H P"),
+                                    **_i32("s_gx_d s_gx_t s_gx_b"),
+                                    "BLOCK_H": "constexpr", "BLOCK_B": "constexpr", "BLOCK_K": "constexpr",
+                                    "SAVE": "constexpr", "UPCAST_DOT": "constexpr", "DOT_PRECISION": "constexpr",
+                                },
+                                constexprs=dict(BLOCK_H=BH, BLOCK_B=BB, BLOCK_K=BK, SAVE=save,
+                                                UPCAST_DOT=upcast, DOT_PRECISION=prec),
+                                num_warps=warps,
+                                label=f"fused_step fwd {tdt} BH{BH} BB{BB} BK{BK} save={save} {prec}",
+                            ))
+                for prec in _aot_backward_precisions(dtype):
+                    BH, BK, warps = backward_blocks(H, BB, prec)
+                    for fuse in (False, True):
+                        key = ("bwd", tdt, BH, BB, BK, warps, fuse, prec)
+                        if key not in seen:
+                            seen.add(key)
+                            specs.append(KernelSpec(
+                                kernel=_bwd_step_kernel,
+                                signature={
+                                    "p_dgates": "*fp32", "p_wt": f"*{tdt}", "p_dout": f"*{tdt}",
+                                    "p_dhn": f"*{tdt}",
+                                    "p_dhr": "*fp32", "p_dc": "*fp32", "p_gates": f"*{cdt}", "p_cs": f"*{cdt}",
+                                    "p_c0": f"*{tdt}", **_i32("t0 t1 tn0 tn1 tp0 tp1 bs0 bs1 bsn0 bsn1 bsp0 bsp1"),
+                                    **_i32("T B H s_do_d s_do_t s_do_b"),
+                                    "BLOCK_H": "constexpr", "BLOCK_B": "constexpr", "BLOCK_K": "constexpr",
+                                    "FUSE_DH": "constexpr", "DOT_PRECISION": "constexpr",
+                                },
+                                constexprs=dict(BLOCK_H=BH, BLOCK_B=BB, BLOCK_K=BK, FUSE_DH=fuse,
+                                                DOT_PRECISION=prec),
+                                num_warps=warps,
+                                label=f"fused_step bwd {tdt} BH{BH} BB{BB} BK{BK} fuse_dh={fuse} {prec}",
+                            ))
     return specs
