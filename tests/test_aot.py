@@ -190,11 +190,15 @@ def test_persistent_sweep_reaches_every_tiling_the_dispatch_can_send():
         swept_bwd = set(persistent._aot_backward_configs(n_sm, major))
         for k, (B, H, P, has_proj, directions) in enumerate(_random_shapes(n_sm, 4000)):
             dtype = (torch.float32, torch.float16, torch.bfloat16)[k % 3]
-            for resident in (True, False):
-                cfg = persistent.persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False,
-                                                   resident=resident, directions=directions)
-                if cfg is not None:
-                    assert persistent._aot_key(dtype, has_proj, cfg) in swept, (B, H, P, dtype, directions)
+            # fp32 runs TF32 or IEEE dots (cudnn.allow_tf32); IEEE takes other tilings.
+            for prec in ("tf32", "ieee") if dtype == torch.float32 else ("",):
+                for resident in (True, False):
+                    cfg = persistent.persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False,
+                                                       resident=resident, directions=directions,
+                                                       precision=prec or None)
+                    if cfg is not None:
+                        assert persistent._aot_key(dtype, has_proj, cfg, prec) in swept, \
+                            (B, H, P, dtype, directions, prec)
             cfg = persistent._resident_backward_config(B, H, P, has_proj, dtype, n_sm, False, directions,
                                                        major)
             if cfg is not None:

@@ -84,7 +84,7 @@ def test_persistent_multi_program_tiling_single_step(cfg, resident, monkeypatch)
     The resident forward holds all of P per program, the resident backward all 4H rows
     of its columns.
     """
-    def config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True):
+    def config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True, precision=None):
         BB = 16
         res = resident and wanted_resident
         return persistent.PersistentConfig(BLOCK_H=16, BLOCK_P=16, BLOCK_B=BB,
@@ -92,7 +92,8 @@ def test_persistent_multi_program_tiling_single_step(cfg, resident, monkeypatch)
                                            NP=triton.cdiv(H, 16), NM=triton.cdiv(B, BB), num_warps=4,
                                            barrier=False, resident=res)
 
-    def backward_config(B, H, P, has_proj, dtype, n_sm, interpreting=None, directions=1, major=None):
+    def backward_config(B, H, P, has_proj, dtype, n_sm, interpreting=None, directions=1, major=None,
+                        precision=None):
         BB = 16
         res = wanted_resident and not has_proj
         return persistent.PersistentConfig(BLOCK_H=16, BLOCK_P=16, BLOCK_B=BB,
@@ -107,6 +108,28 @@ def test_persistent_multi_program_tiling_single_step(cfg, resident, monkeypatch)
     assert triton.cdiv(cfg.hidden_size, 16) > 1
     with force_tier("persistent"):
         check_lstm_against_torch(cfg, "triton", torch.float32)
+
+
+def test_persistent_fp32_ieee_takes_narrow_streamed_tilings():
+    # IEEE dots hold their operands in registers: no resident forward, tiles of <= 512
+    # elements (16 x 16 with a projection) at 4 warps (8 for the 16 x 16 forward with one);
+    # a barrier tiling that is returned fits its grid.
+    for n_sm in (132, 108):
+        for B in (1, 16, 40, 300):
+            for H in (16, 48, 256, 1024):
+                for P, has_proj in ((H, False), (max(1, H // 2), True)):
+                    for directions in (1, 2):
+                        args = (B, H, P, has_proj, torch.float32, n_sm)
+                        cfg = persistent.persistent_config(*args, interpreting=False, directions=directions,
+                                                           precision="ieee")
+                        if cfg is None:
+                            continue
+                        assert not cfg.resident and not cfg.batch_loop
+                        assert cfg.BLOCK_H * cfg.BLOCK_B <= (256 if has_proj else 512)
+                        assert cfg.NP * cfg.NM * directions <= n_sm or cfg.NP == 1
+                        assert cfg.backward_warps == 4
+                        assert cfg.num_warps == (8 if has_proj else 4)
+                        assert persistent.backward_block_k(cfg, has_proj, True) == 16
 
 
 def test_persistent_rejects_shapes_it_cannot_hold():
@@ -301,7 +324,7 @@ def test_persistent_batch_loop_matches_nn_lstm(cfg, monkeypatch):
     to be resident at once), its fp32 cell state kept in a scratch buffer between steps."""
     real = persistent._config_for
 
-    def config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True):
+    def config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True, precision=None):
         if not resident or has_proj:
             return real(B, H, P, has_proj, dtype, device, directions, resident)
         BB, HK = 16, triton.next_power_of_2(max(H, 16))

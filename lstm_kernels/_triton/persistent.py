@@ -576,8 +576,17 @@ _FWD_WARPS = {(16, 16): 8, (16, 32): 8, (16, 64): 16, (32, 16): 4, (32, 32): 8, 
 _BWD_WARPS = {(16, 16): 4, (16, 32): 4, (16, 64): 16, (32, 16): 8, (32, 32): 8, (64, 16): 8}
 
 
-def _warps(BH: int, BP: int, BB: int, has_proj: bool, barrier: bool = False) -> tuple[int, int]:
-    """(forward, backward) warps of a BH x BB tile; tiles outside the tables (interpreter) use step_warps."""
+def _warps(BH: int, BP: int, BB: int, has_proj: bool, barrier: bool = False,
+           ieee: bool = False) -> tuple[int, int]:
+    """(forward, backward) warps of a BH x BB tile; tiles outside the tables (interpreter) use step_warps.
+
+    ``ieee``: fp32 with IEEE dots (``_fp32_ieee``), whose FMA dots hold both operand tiles in
+    registers: at the tables' 8 and 16 warps ptxas caps the registers and spills 8-40 B on the
+    16- and 32-unit tiles (sm_80 and sm_90, triton 3.6 and 3.9); at 4 those of <= 512
+    elements (``_tile_b``) spill nothing, but for the 16 x 16 forward with a projection (8 B,
+    sm_90, triton 3.6), which takes 8."""
+    if ieee:
+        return (8 if (BH, BB) == (16, 16) and has_proj else 4), 4
     default = step_warps(max(BH, BP), BB)
     fwd = _FWD_WARPS.get((BH, BB), default)
     bwd = _BWD_WARPS.get((BH, BB), default)
@@ -597,9 +606,17 @@ def _p2(n: int) -> int:
     return max(16, triton.next_power_of_2(max(int(n), 1)))
 
 
-def _tile_b(B: int, BH: int, fp32_proj: bool = False) -> int:
+def _tile_b(B: int, BH: int, fp32_proj: bool = False, ieee: bool = False) -> int:
     # The cell state and four gate accumulators of a BLOCK_H x BLOCK_B tile live in registers
     # for the whole time loop; past 1024 elements they spill (ptxas, sm_90).
+    if ieee:
+        # fp32 IEEE dots (``_fp32_ieee``) hold their operand tiles in registers as well: at
+        # 1024 elements (16 x 64, 32 x 32, with or without a projection) they spill 8-64 B at
+        # 4 warps (sm_90, triton 3.9), and 8-40 B at the tables' 8 or 16; 512 spill nothing
+        # without a projection. With one, 16 x 32 and 32 x 16 still spill 8-16 B at 4 warps
+        # (the backward with the barrier on sm_80, the 32 x 16 forward on sm_80 and sm_90 under
+        # triton 3.6; 8 warps spills more), so it runs 16 x 16 tiles (``_config_cached``).
+        return 16 if fp32_proj else max(16, min(block_b(B), 512 // BH))
     if fp32_proj and BH == 32:
         # fp32 with a projection on 32-unit blocks: the 32 x 16 forward spills 8 B at 4 warps
         # (with SAVE and the barrier under triton 3.9 on sm_90 and 3.6 on sm_80, without
@@ -746,21 +763,32 @@ def _resident_backward_config(B: int, H: int, P: int, has_proj: bool, dtype: tor
 
 def backward_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
                     interpreting: Optional[bool] = None, directions: int = 1,
-                    major: Optional[int] = None) -> Optional[PersistentConfig]:
+                    major: Optional[int] = None, precision: Optional[str] = None) -> Optional[PersistentConfig]:
     """The backward kernel's tiling: resident where the slice fits (sm_90 and later), else the
-    streamed one."""
+    streamed one. ``precision``: the backward's DOT_PRECISION (see ``persistent_config``)."""
     interpreting = triton_interpreting() if interpreting is None else interpreting
     if RESIDENT_BACKWARD[0]:
         cfg = _resident_backward_config(B, H, P, has_proj, dtype, n_sm, interpreting, directions, major)
         if cfg is not None:
             return cfg
     return persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=interpreting, directions=directions,
-                             resident=False)
+                             resident=False, precision=precision)
+
+
+def _fp32_ieee(dtype: torch.dtype, precision: Optional[str], interpreting: bool) -> bool:
+    """Whether a GPU launch runs fp32 dots in IEEE (FMA units, not tensor cores): their operand
+    tiles live in registers, so some tilings need other warp counts or batch tiles.
+    ``precision`` None: what ``dot_settings`` chooses on a GPU now (``cudnn.allow_tf32``)."""
+    if interpreting or dtype != torch.float32:
+        return False
+    if precision is None:
+        return not torch.backends.cudnn.allow_tf32
+    return precision == "ieee"
 
 
 def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
                       interpreting: Optional[bool] = None, directions: int = 1,
-                      resident: bool = True) -> Optional[PersistentConfig]:
+                      resident: bool = True, precision: Optional[str] = None) -> Optional[PersistentConfig]:
     """The tiling for this shape, or None when the persistent kernel cannot run it.
 
     With ``resident`` (the forward kernel), a tiling that holds the W_hh slice in shared
@@ -774,19 +802,27 @@ def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype
     NP x NM x ``directions`` programs of the launch can be resident at once (fp32 with a
     projection takes blocks of 16 with a 64-row batch tile whatever B is, and blocks of 32,
     at any H, with a 32-row one).
+
+    ``precision`` is the kernel's DOT_PRECISION ("tf32" or "ieee"; None: the one
+    ``dot_settings`` picks now); only fp32 IEEE changes the tiling (``_fp32_ieee``).
     """
     interpreting = triton_interpreting() if interpreting is None else interpreting
     # Cached: every forward call asks several times, and its host time is on the critical
     # path of short sequences.
     return _config_cached(B, H, P, has_proj, dtype, n_sm, interpreting, directions,
-                          resident and RESIDENT_FORWARD[0], RESIDENT_BATCH_LOOP[0])
+                          resident and RESIDENT_FORWARD[0], RESIDENT_BATCH_LOOP[0],
+                          _fp32_ieee(dtype, precision, interpreting))
 
 
 @functools.lru_cache(maxsize=4096)
 def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
                    interpreting: bool, directions: int, resident: bool,
-                   batch_loop_allowed: bool) -> Optional[PersistentConfig]:
-    if resident:
+                   batch_loop_allowed: bool, ieee: bool = False) -> Optional[PersistentConfig]:
+    if resident and not ieee:
+        # fp32 IEEE dots run on the FMA units with the whole [BLOCK_B, P] x [P, BLOCK_H] K range
+        # of the resident dot in registers: 64 x 32 tiles spill 64-88 B (h on chip) and 6-7 KB
+        # (barrier), 32 x 16 ones with P = 256 8 B at 8 warps and 7 KB at 4 (sm_80 and sm_90,
+        # triton 3.6 and 3.9). They stream in K chunks instead.
         cfg = _resident_config(B, H, P, has_proj, dtype, n_sm, interpreting, directions, batch_loop_allowed)
         if cfg is not None:
             return cfg
@@ -794,17 +830,21 @@ def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n
     # nothing (32 spills 8-56 B on sm_80 at 8 warps; 64 spills the fp16/bf16 forward on sm_90),
     # except for the one tile below that takes 32.
     BK = 16
+    # fp32 IEEE: 64-unit blocks spill at every warp count tried (8-104 B at 4 warps, sm_80,
+    # triton 3.6), so hidden blocks stop at 32 units.
+    # With a projection they stop at 16 (``_tile_b``).
+    max_bh = (16 if has_proj else 32) if ieee else MAX_BLOCK_H
     if interpreting:
         BH, BP, BB = _p2(H), (_p2(P) if has_proj else _p2(H)), block_b(B)
         NM = triton.cdiv(B, BB)
-    elif H <= MAX_BLOCK_H and P <= MAX_BLOCK_H:
+    elif H <= max_bh and P <= max_bh:
         BH, BP = _p2(H), (_p2(P) if has_proj else _p2(H))
-        BB = _tile_b(B, BH, has_proj and dtype == torch.float32)
+        BB = _tile_b(B, BH, has_proj and dtype == torch.float32, ieee)
         NM = triton.cdiv(B, BB)
     else:
-        for BH in (16, 32, MAX_BLOCK_H):
-            BB = _tile_b(B, BH, has_proj and dtype == torch.float32)
-            if BH == 16 and has_proj and dtype == torch.float32:
+        for BH in (bh for bh in (16, 32, MAX_BLOCK_H) if bh <= max_bh):
+            BB = _tile_b(B, BH, has_proj and dtype == torch.float32, ieee)
+            if BH == 16 and has_proj and dtype == torch.float32 and not ieee:
                 # With the barrier, fp32 with a projection spills 8-16 B on sm_90 under triton
                 # 3.9 in the forward of 16 x 16 (SAVE) and the backward of 16 x 32 at every warp
                 # count tried; K chunks of 32 only move the spill to other 16-unit tiles. The
@@ -816,7 +856,7 @@ def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n
             slots = n_sm // (NM * directions) if n_sm is not None else 1 << 30
             nh = triton.cdiv(H, BH)
             BP = _p2(triton.cdiv(P, nh)) if has_proj else BH
-            if max(nh, triton.cdiv(P, BP)) <= slots and BP <= MAX_BLOCK_H:
+            if max(nh, triton.cdiv(P, BP)) <= slots and BP <= max_bh:
                 break
         else:
             return None  # the programs could not all be resident: the barrier would deadlock
@@ -827,7 +867,7 @@ def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n
         # either way (``backward_block_k``).
         BK = 32
     NP = max(triton.cdiv(H, BH), triton.cdiv(P, BP))
-    fwd_warps, bwd_warps = _warps(BH, BP, BB, has_proj, barrier=NP > 1)
+    fwd_warps, bwd_warps = _warps(BH, BP, BB, has_proj, barrier=NP > 1, ieee=ieee)
     return PersistentConfig(BH, BP, BB, BK, NP, NM, fwd_warps, bwd_warps=bwd_warps)
 
 
@@ -855,7 +895,7 @@ def fits(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, device: tor
     return fwd is not None and bwd is not None
 
 
-def backward_block_k(cfg: PersistentConfig, has_proj: bool) -> int:
+def backward_block_k(cfg: PersistentConfig, has_proj: bool, ieee: bool = False) -> int:
     """K chunk of the backward's dh matmul.
 
     32 without a projection: half the dependent chunk loads per step of the 16 the forward
@@ -864,12 +904,13 @@ def backward_block_k(cfg: PersistentConfig, has_proj: bool) -> int:
     triton 3.6, 16 x 16, whose fp32 barrier tiling spills 16 B on sm_80 under triton
     3.6, and 32 x 32 without the barrier (H <= 32), whose fp32 tiling spills 16 B on sm_90
     under triton 3.6; those stay 16 (64 spills). With a projection it stays 16. A resident
-    tiling takes all of H.
+    tiling takes all of H. fp32 with IEEE dots (``ieee``, ``_fp32_ieee``) stays 16 too: its
+    16 x 32 tiling spills 8 B at 32 (sm_80, triton 3.6).
     """
     if cfg.resident:
         return cfg.BLOCK_K
     tile = (cfg.BLOCK_H, cfg.BLOCK_B)
-    if has_proj or tile in ((16, 16), (16, 64)) or tile == (32, 32) and not cfg.use_barrier \
+    if has_proj or ieee or tile in ((16, 16), (16, 64)) or tile == (32, 32) and not cfg.use_barrier \
             or not BACKWARD_WIDE_K[0]:
         return 16  # not cfg.BLOCK_K: the forward's chunk is 32 on one tile (``_config_cached``)
     return 32
@@ -899,8 +940,9 @@ def _does_not_fit(B, H, P, dtype, device) -> RuntimeError:
     )
 
 
-def _config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True) -> PersistentConfig:
-    cfg = persistent_config(B, H, P, has_proj, dtype, sm_count(device), directions=directions, resident=resident)
+def _config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True, precision=None) -> PersistentConfig:
+    cfg = persistent_config(B, H, P, has_proj, dtype, sm_count(device), directions=directions, resident=resident,
+                            precision=precision)
     if cfg is None:
         raise _does_not_fit(B, H, P, dtype, device)
     return cfg
@@ -921,7 +963,8 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     H, P = c0.shape[2], h0.shape[2]
     dtype, cdt, dev = gx.dtype, compute_dtype(gx.dtype), gx.device
     has_proj = w_hr is not None
-    cfg = _config_for(B, H, P, has_proj, dtype, dev, D)
+    upcast, prec = dot_settings(dtype)
+    cfg = _config_for(B, H, P, has_proj, dtype, dev, D, precision=prec)
     if gx.stride(3) != 1:
         gx = gx.contiguous()
     bs = batch_sizes_list(batch_sizes, T, B)
@@ -936,7 +979,6 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     # Zeroed when packed: d_w_hr multiplies all rows, active or not.
     hr = alloc(D, T, B, H, dtype=cdt, device=dev) if has_proj else gx.new_empty(0, dtype=cdt)
     sync = torch.zeros(D, cfg.grid_m, dtype=torch.int32, device=dev)
-    upcast, prec = dot_settings(dtype)
     w_hh_c = w_hh.contiguous()
     if cfg.batch_loop:
         c_f = c0.to(torch.float32).contiguous().clone()
@@ -968,7 +1010,9 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     H = c0.shape[2]
     cdt, dev = gates.dtype, out.device
     has_proj = w_hr is not None
-    cfg = backward_config(B, H, P, has_proj, out.dtype, sm_count(dev), directions=D, major=capability_major(dev))
+    prec = backward_precision(out.dtype)
+    cfg = backward_config(B, H, P, has_proj, out.dtype, sm_count(dev), directions=D, major=capability_major(dev),
+                          precision=prec)
     if cfg is None:
         raise _does_not_fit(B, H, P, out.dtype, dev)
     bs = batch_sizes_list(batch_sizes, T, B)
@@ -980,7 +1024,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     sync = torch.zeros(D, cfg.NM, dtype=torch.int32, device=dev)
     g_out = grad_out if grad_out.stride(3) == 1 else grad_out.contiguous()
     w_hh_c = w_hh.contiguous()
-    prec = backward_precision(out.dtype)
+    ieee = _fp32_ieee(out.dtype, prec, triton_interpreting())
     low_dot = cfg.resident and _low_dot(out.dtype) and not triton_interpreting()
     if low_dot:
         prec = "ieee"  # 16-bit operands: the precision setting does not apply
@@ -990,7 +1034,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
         bs_dev, gates.contiguous(), cs.contiguous(), c0.contiguous(), d_gates, d_hs, d_c0, sync,
         T, B, H, P, g_out.stride(0), g_out.stride(1), g_out.stride(2), cfg.NP,
         int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
-        BLOCK_B=cfg.BLOCK_B, BLOCK_K=backward_block_k(cfg, has_proj), HAS_PROJ=has_proj, DOT_PRECISION=prec,
+        BLOCK_B=cfg.BLOCK_B, BLOCK_K=backward_block_k(cfg, has_proj, ieee), HAS_PROJ=has_proj, DOT_PRECISION=prec,
         RESIDENT=cfg.resident, LOW_DOT=low_dot,
         num_warps=cfg.backward_warps, **_cooperative(cfg),
     )
@@ -1063,10 +1107,10 @@ def _aot_shapes(n_sm: int):
                     yield B, H, P, has_proj, directions
 
 
-def _aot_key(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig) -> tuple:
+def _aot_key(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, prec: str = "") -> tuple:
     # The grid (NP, NM) is not compiled in: one spec per block choice (whether NP is 1 is:
-    # it decides H_ON_CHIP).
-    return dtype, has_proj, dataclasses.replace(cfg, NP=min(cfg.NP, 2), NM=0, barrier=cfg.use_barrier)
+    # it decides H_ON_CHIP). ``prec``: fp32's "tf32" or "ieee" ("" for fp16/bf16).
+    return dtype, has_proj, dataclasses.replace(cfg, NP=min(cfg.NP, 2), NM=0, barrier=cfg.use_barrier), prec
 
 
 def _aot_backward_key(dtype: torch.dtype, cfg: PersistentConfig) -> tuple:
@@ -1074,75 +1118,88 @@ def _aot_backward_key(dtype: torch.dtype, cfg: PersistentConfig) -> tuple:
 
 
 @functools.lru_cache(maxsize=None)
-def _aot_configs(n_sm: int) -> list[tuple[torch.dtype, bool, PersistentConfig]]:
+def _aot_configs(n_sm: int) -> list[tuple[torch.dtype, bool, PersistentConfig, str]]:
     found = {}
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        for B, H, P, has_proj, directions in _aot_shapes(n_sm):
-            for resident in (True, False):
-                cfg = persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False,
-                                        resident=resident, directions=directions)
-                if cfg is not None:
-                    found[_aot_key(dtype, has_proj, cfg)] = None
-                if has_proj or cfg is None or not cfg.resident:
-                    break  # resident=False would return the same streamed tiling
+        for prec in _aot_precisions(dtype):
+            for B, H, P, has_proj, directions in _aot_shapes(n_sm):
+                for resident in (True, False):
+                    cfg = persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=False,
+                                            resident=resident, directions=directions, precision=prec or None)
+                    if cfg is not None:
+                        found[_aot_key(dtype, has_proj, cfg, prec)] = None
+                    if has_proj or cfg is None or not cfg.resident:
+                        break  # resident=False would return the same streamed tiling
     return list(found)
 
 
 def aot_specs(arch: int) -> list[KernelSpec]:
     """Every specialization ``persistent_config`` can send to the kernels on a GPU of ``arch``.
 
-    The SM count bounds the grid; 132 (H100/H200) for sm_90, 108 (A100) for sm_80.
+    The SM count bounds the grid; 132 (H100/H200) for sm_90, 108 (A100) for sm_80. fp32
+    runs TF32 by default (``cudnn.allow_tf32``) and IEEE when that is off: both compile.
     """
     n_sm = 132 if arch >= 90 else 108
     specs = []
-    for dtype, has_proj, cfg in _aot_configs(n_sm):
-        tdt = _TL_DTYPES[dtype]
-        cdt = _TL_DTYPES[compute_dtype(dtype)]
-        upcast = dtype not in (torch.float16, torch.bfloat16)
-        # fp32 runs TF32 by default (cudnn.allow_tf32), IEEE when that is off.
-        prec = "tf32" if dtype == torch.float32 else "ieee"
-        common = dict(USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
-                      BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj,
-                      DOT_PRECISION=prec)
-        tiling = (f"BH{cfg.BLOCK_H} BP{cfg.BLOCK_P} BB{cfg.BLOCK_B} BK{cfg.BLOCK_K}"
-                  f"{' barrier' if cfg.use_barrier else ''}"
-                  f"{' proj' if has_proj else ''}")
-        if cfg.resident:
-            tiling += " resident" + (" h-on-chip" if _h_on_chip(cfg, has_proj) else "")
-        if cfg.batch_loop:
-            specs += _tiles_specs(dtype, cfg, upcast, prec, tiling)
-            continue
-        for save in (False, True):
-            if cfg.resident and cfg.BLOCK_K > 16:  # the launcher sends only sizes divisible by 16
-                div16 = ("p_gx", "p_h0", "p_c0", "p_w", "p_wr", "p_bs", "p_out", "p_hr", "p_gates", "p_cs",
-                         "p_cn", "p_sync", "H", "P", "s_gx_d", "s_gx_t", "s_gx_b")
-            else:
-                div16 = ()
-            specs.append(KernelSpec(
-                kernel=_fwd_kernel,
-                signature={
-                    "p_gx": f"*{tdt}", "p_h0": f"*{tdt}", "p_c0": f"*{tdt}", "p_w": f"*{tdt}",
-                    "p_wr": f"*{tdt}", "p_bs": "*i32", "p_out": f"*{tdt}", "p_hr": f"*{cdt}",
-                    "p_gates": f"*{cdt}", "p_cs": f"*{cdt}", "p_cn": f"*{tdt}", "p_sync": "*i32",
-                    "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_gx_d": "i32", "s_gx_t": "i32",
-                    "s_gx_b": "i32", "NUM_PROGRAMS": "i32", "reverse": "i32",
-                    **{k: "constexpr" for k in (*common, "SAVE", "UPCAST_DOT", "RESIDENT", "H_ON_CHIP")},
-                },
-                constexprs=dict(SAVE=save, UPCAST_DOT=upcast, RESIDENT=cfg.resident,
-                                H_ON_CHIP=_h_on_chip(cfg, has_proj), **common),
-                num_warps=cfg.num_warps,
-                label=f"persistent fwd {tdt} {tiling} save={save}",
-                divisible_by_16=div16,
-            ))
-        if cfg.resident:
-            continue  # the backward never runs a resident tiling
-        specs.append(_bwd_spec(dtype, has_proj, cfg, common, tiling))
+    for dtype, has_proj, cfg, prec in _aot_configs(n_sm):
+        specs += _forward_specs(dtype, has_proj, cfg, prec)
     for dtype, cfg in _aot_backward_configs(n_sm, arch // 10):
-        common = dict(USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
-                      BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=False)
-        tiling = (f"BH{cfg.BLOCK_H} BP{cfg.BLOCK_P} BB{cfg.BLOCK_B} BK{cfg.BLOCK_K}"
-                  f"{' barrier' if cfg.use_barrier else ''} resident")
-        specs.append(_bwd_spec(dtype, False, cfg, common, tiling))
+        for prec in _aot_precisions(dtype):
+            common = dict(USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
+                          BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=False)
+            tiling = (f"BH{cfg.BLOCK_H} BP{cfg.BLOCK_P} BB{cfg.BLOCK_B} BK{cfg.BLOCK_K}"
+                      f"{' barrier' if cfg.use_barrier else ''} resident")
+            specs.append(_bwd_spec(dtype, False, cfg, common, tiling, prec))
+    return specs
+
+
+def _aot_precisions(dtype: torch.dtype) -> tuple[str, ...]:
+    # fp32 follows cudnn.allow_tf32 (dot_settings, backward_precision); 16-bit models have one
+    # precision per kernel (see _forward_specs and _bwd_spec).
+    return ("tf32", "ieee") if dtype == torch.float32 else ("",)
+
+
+def _forward_specs(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, prec: str) -> list[KernelSpec]:
+    """The forward kernels' specs of one tiling (and the streamed backward's), for fp32 ``prec``."""
+    tdt = _TL_DTYPES[dtype]
+    cdt = _TL_DTYPES[compute_dtype(dtype)]
+    upcast = dtype not in (torch.float16, torch.bfloat16)
+    fwd_prec = prec or "ieee"  # 16-bit operands: the forward's dot takes no precision setting
+    common = dict(USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
+                  BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj,
+                  DOT_PRECISION=fwd_prec)
+    tiling = (f"BH{cfg.BLOCK_H} BP{cfg.BLOCK_P} BB{cfg.BLOCK_B} BK{cfg.BLOCK_K}"
+              f"{' barrier' if cfg.use_barrier else ''}"
+              f"{' proj' if has_proj else ''}")
+    if cfg.resident:
+        tiling += " resident" + (" h-on-chip" if _h_on_chip(cfg, has_proj) else "")
+    if cfg.batch_loop:
+        return _tiles_specs(dtype, cfg, upcast, fwd_prec, tiling + (f" {prec}" if prec else ""))
+    specs = []
+    for save in (False, True):
+        if cfg.resident and cfg.BLOCK_K > 16:  # the launcher sends only sizes divisible by 16
+            div16 = ("p_gx", "p_h0", "p_c0", "p_w", "p_wr", "p_bs", "p_out", "p_hr", "p_gates", "p_cs",
+                     "p_cn", "p_sync", "H", "P", "s_gx_d", "s_gx_t", "s_gx_b")
+        else:
+            div16 = ()
+        specs.append(KernelSpec(
+            kernel=_fwd_kernel,
+            signature={
+                "p_gx": f"*{tdt}", "p_h0": f"*{tdt}", "p_c0": f"*{tdt}", "p_w": f"*{tdt}",
+                "p_wr": f"*{tdt}", "p_bs": "*i32", "p_out": f"*{tdt}", "p_hr": f"*{cdt}",
+                "p_gates": f"*{cdt}", "p_cs": f"*{cdt}", "p_cn": f"*{tdt}", "p_sync": "*i32",
+                "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_gx_d": "i32", "s_gx_t": "i32",
+                "s_gx_b": "i32", "NUM_PROGRAMS": "i32", "reverse": "i32",
+                **{k: "constexpr" for k in (*common, "SAVE", "UPCAST_DOT", "RESIDENT", "H_ON_CHIP")},
+            },
+            constexprs=dict(SAVE=save, UPCAST_DOT=upcast, RESIDENT=cfg.resident,
+                            H_ON_CHIP=_h_on_chip(cfg, has_proj), **common),
+            num_warps=cfg.num_warps,
+            label=f"persistent fwd {tdt} {tiling} save={save}" + (f" {prec}" if prec else ""),
+            divisible_by_16=div16,
+        ))
+    if not cfg.resident:  # the backward never runs a resident forward tiling
+        specs.append(_bwd_spec(dtype, has_proj, cfg, common, tiling, prec))
     return specs
 
 
@@ -1181,14 +1238,18 @@ def _aot_backward_configs(n_sm: int, major: int) -> list[tuple[torch.dtype, Pers
     return list(found)
 
 
-def _bwd_spec(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, common: dict, tiling: str) -> KernelSpec:
-    """The backward kernel's spec for a streamed or resident tiling, with the launcher's flags."""
+def _bwd_spec(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, common: dict, tiling: str,
+              prec: str = "") -> KernelSpec:
+    """The backward kernel's spec for a streamed or resident tiling, with the launcher's flags.
+
+    ``prec``: fp32's "tf32" or "ieee"; "" for fp16/bf16 (backward_precision's TF32)."""
     tdt = _TL_DTYPES[dtype]
     cdt = _TL_DTYPES[compute_dtype(dtype)]
     low_dot = cfg.resident and _low_dot(dtype)
-    # backward_precision's GPU default; 16-bit operands of the resident dot take none.
-    consts = dict(common, DOT_PRECISION="ieee" if low_dot else "tf32", BLOCK_K=backward_block_k(cfg, has_proj),
-                  RESIDENT=cfg.resident, LOW_DOT=low_dot)
+    # backward_precision; 16-bit operands of the resident dot take none.
+    consts = dict(common, DOT_PRECISION="ieee" if low_dot else (prec or "tf32"),
+                  BLOCK_K=backward_block_k(cfg, has_proj, prec == "ieee"), RESIDENT=cfg.resident,
+                  LOW_DOT=low_dot)
     div16 = ("p_dout", "p_dhn", "p_dcn", "p_w", "p_wr", "p_bs", "p_gates", "p_cs", "p_c0", "p_dgates", "p_dhs",
              "p_dc0", "p_sync", "H", "P", "s_do_d", "s_do_t", "s_do_b") if cfg.resident else ()
     return KernelSpec(
@@ -1203,6 +1264,6 @@ def _bwd_spec(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, common:
         },
         constexprs=consts,
         num_warps=cfg.backward_warps,
-        label=f"persistent bwd {tdt} {tiling} bwd-BK{consts['BLOCK_K']}",
+        label=f"persistent bwd {tdt} {tiling} bwd-BK{consts['BLOCK_K']}" + (f" {prec}" if prec else ""),
         divisible_by_16=div16,
     )
