@@ -229,6 +229,22 @@ def _repeat(xs: List[Tensor], T: int) -> List[List[Tensor]]:
     return [[x] * T for x in xs]
 
 
+def _forward_lists(gx: Tensor, out: Tensor, gates: Tensor, cs: Tensor, hs: Tensor, act: Tensor, c: Tensor,
+                   hr_buf: Tensor, save: bool, has_proj: bool, dim: int, H: int) -> List[List[Tensor]]:
+    """Per-step views (time along ``dim``) of a padded forward's operands: gx, out, the
+    activated gates (all four, then i, f, g, o), the cell state and the unprojected h.
+    Without ``save`` every step writes the same scratch rows (``act``, ``c`` in place,
+    ``hr_buf``) instead of the saved tensors."""
+    T = gx.size(dim)
+    lists = _unbind_all([gx, out], dim)
+    if save:
+        lists += _unbind_all(_gate_views(gates, H) + [cs], dim)
+    else:
+        lists += _repeat(_gate_views(act, H) + [c], T)
+    lists.append(hs.unbind(dim) if save and has_proj else [hr_buf] * T)
+    return lists
+
+
 def _scan_forward(
     gx: Tensor,  # [T, B, 4H] input projection plus biases, nn.LSTM gate order
     h0: Tensor,  # [B, P]
@@ -279,13 +295,8 @@ def _scan_forward(
         # Every per-step operand is taken from a list made before the loop (unbind): list
         # indexing costs the interpreter far less than the select/slice/chunk ops it
         # replaces, and the step is 7 ops (measured 8.2 -> 5.5 us/step at B=1, H=64).
-        gx_l, out_l = _unbind_all([gx, out], 0)
-        # Without save, every step writes the same scratch rows (c in place: fc holds f * c).
-        if save:
-            a_l, i_l, f_l, g_l, o_l, c_l = _unbind_all(_gate_views(gates_s, H) + [cs], 0)
-        else:
-            a_l, i_l, f_l, g_l, o_l, c_l = _repeat(_gate_views(act, H) + [c], T)
-        hr_l = hs.unbind(0) if save and w_hr is not None else [hr_buf] * T
+        gx_l, out_l, a_l, i_l, f_l, g_l, o_l, c_l, hr_l = _forward_lists(
+            gx, out, gates_s, cs, hs, act, c, hr_buf, save, w_hr is not None, 0, H)
         pre = torch.empty(B, 4 * H, dtype=cdt, device=dev)  # pre-activations, when not from oneDNN
         pre_g = pre[:, 2 * H:3 * H]
         fc = torch.empty(B, H, dtype=cdt, device=dev)
@@ -584,12 +595,8 @@ def _paired_forward(
     hr_buf = torch.empty(2, B, H, dtype=dtype, device=dev)
     c = c0.clone()
     # Per-step operands from lists made before the loop, as in _scan_forward.
-    gx_l, out_l = _unbind_all([gx, out], 1)
-    if save:
-        a_l, i_l, f_l, g_l, o_l, c_l = _unbind_all(_gate_views(gates_s, H) + [cs], 1)
-    else:
-        a_l, i_l, f_l, g_l, o_l, c_l = _repeat(_gate_views(act, H) + [c], T)
-    hr_l = hs.unbind(1) if save and w_hr is not None else [hr_buf] * T
+    gx_l, out_l, a_l, i_l, f_l, g_l, o_l, c_l, hr_l = _forward_lists(
+        gx, out, gates_s, cs, hs, act, c, hr_buf, save, w_hr is not None, 1, H)
     pre = torch.empty(2, B, 4 * H, dtype=dtype, device=dev)
     pre_g = pre[:, :, 2 * H:3 * H]
     fc = torch.empty(2, B, H, dtype=dtype, device=dev)
