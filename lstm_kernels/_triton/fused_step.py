@@ -414,13 +414,17 @@ def first_step_dh(d_gates: Tensor, w_hh: Tensor, bs: list[int], reverse: bool) -
 # ---------------------------------------------------------------------------------------------
 
 
-def _per_direction(orders: list[list[int]], bs: list[int], s: int) -> tuple[list[int], list[int]]:
-    """Each direction's time index at scan step ``s`` (``(t, 0)`` before the first and after the
-    last step) and its active rows; ``orders[d]`` lists direction d's time indices in order."""
+def _step_table(orders: list[list[int]], bs: list[int]) -> list[tuple[list[int], list[int]]]:
+    """Entry ``s + 1`` for scan steps ``s = -1 .. T``: each direction's time index at step
+    ``s`` (``(t, 0)`` before the first and after the last step) and its active rows;
+    ``orders[d]`` lists direction d's time indices in order. Built once per launcher, so
+    the per-step host loop (the tier's bottleneck) only indexes it."""
     T = len(bs)
-    ts = [order[s] if 0 <= s < T else order[min(max(s, 0), T - 1)] for order in orders]
-    ns = [bs[t] if 0 <= s < T else 0 for t in ts]
-    return ts, ns
+    table = []
+    for s in range(-1, T + 1):
+        ts = [order[min(max(s, 0), T - 1)] for order in orders]
+        table.append((ts, [bs[t] if 0 <= s < T else 0 for t in ts]))
+    return table
 
 
 def _pair(values: list[int]) -> tuple[int, int]:
@@ -457,10 +461,10 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     upcast, prec = dot_settings(dtype)
     BH, BK, warps = forward_blocks(H, P, BB, dtype, prec)
     w_hr_t = w_hr.transpose(1, 2) if has_proj else None
-    orders = [step_order(T, reverse != (d == 1)) for d in range(D)]
+    table = _step_table([step_order(T, reverse != (d == 1)) for d in range(D)], bs)
     for s in range(T):
-        ts, ns = _per_direction(orders, bs, s)
-        tps, nps = _per_direction(orders, bs, s - 1)
+        ts, ns = table[s + 1]
+        tps, nps = table[s]
         grid = (triton.cdiv(H, BH), triton.cdiv(max(ns), BB), D)
         _fwd_step_kernel[grid](
             gx, out, h0c, w, c_state, hout, gates, cs,
@@ -489,7 +493,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     has_proj = w_hr is not None
     bs = batch_sizes_list(batch_sizes, T, B)
     alloc = torch.empty if all_rows_full(bs, B) else torch.zeros  # inactive rows stay zero
-    orders = [step_order(T, reverse != (d == 1)) for d in range(D)]
+    table = _step_table([step_order(T, reverse != (d == 1)) for d in range(D)], bs)
     d_gates = alloc(D, T, B, G, dtype=cdt, device=dev)
     dc = grad_c_n.to(torch.float32).contiguous().clone()
     c0c = c0.contiguous()
@@ -510,9 +514,9 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
         dhr = torch.empty(D, B, H, dtype=torch.float32, device=dev)
         wt = g_out = g_hn = dc  # unused placeholder pointers
     for s in range(T - 1, -1, -1):
-        ts, ns = _per_direction(orders, bs, s)
-        tns, nns = _per_direction(orders, bs, s + 1)
-        tps, nps = _per_direction(orders, bs, s - 1)
+        ts, ns = table[s + 1]
+        tns, nns = table[s + 2]
+        tps, nps = table[s]
         if has_proj:
             for d in range(D):
                 t, n = ts[d], ns[d]
