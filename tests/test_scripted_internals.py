@@ -273,6 +273,22 @@ def test_backward_in_blocks_of_steps_matches_oracle(case, reverse, steps, monkey
     check_scan_against_reference(case, reverse)
 
 
+@pytest.mark.parametrize("cfg", [
+    Config(T=40, B=15, input_size=5, hidden_size=7, num_layers=2, bidirectional=True),
+    Config(T=40, B=15, input_size=5, hidden_size=7, proj_size=3, mode="packed-unsorted"),
+], ids=config_id)
+def test_large_step_paths_match_nn_lstm(cfg, monkeypatch):
+    """The paths large layers take, all forced at a small size, against nn.LSTM with copied
+    weights: tanh through sigmoid, the backward's factors in blocks of 3 steps, oneDNN step
+    matmuls, and weight gradients over 600 rows (two 512-row blocks)."""
+    monkeypatch.setattr(lstm_kernels.scripted, "SIGMOID_TANH_MIN", 1)
+    monkeypatch.setattr(lstm_kernels.scripted, "BACKWARD_BLOCK_ELEMS", 3 * cfg.B * cfg.hidden_size)
+    if lstm_kernels.scripted.HAS_DNN_LINEAR:
+        monkeypatch.setattr(lstm_kernels.scripted, "DNN_MIN_MACS", 1)
+        monkeypatch.setattr(lstm_kernels.scripted, "PROJ_MIN_MACS", 1)
+    check_lstm_against_torch(cfg, "torchscript", torch.float32, training=True)
+
+
 @pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
 @pytest.mark.parametrize("M", [1, 511, 512, 1300])
 def test_blocked_transposed_product_matches_mm(M):
