@@ -18,12 +18,15 @@ Why it is written the way it is (measurements in ``benchmarks/NOTES.md``, CPU se
   ``torch.stack``), the hidden state is a view of the previous output row, and the
   padded (no ``batch_sizes``) loop is separate from the packed one so it carries no
   row slicing.
-* The gates stay in nn.LSTM's order. An internal (i, f, o, g) order would let one
-  sigmoid cover 3H instead of 4H, but ``gx`` arrives in nn.LSTM's order from the loop,
-  and reordering it costs a pass over T*B*4H, about what the smaller sigmoid saves (not
-  measured separately; see NOTES).
-  With no reordered weights there is nothing to cache, so nothing can go stale when a
-  parameter changes in place or through ``load_state_dict``.
+* The gates stay in nn.LSTM's order, and no converted copy of the weights is kept.
+  A layout with the weights reordered (and the g rows doubled) saves at most one op per
+  step over the in-place doubling below, but a copy cached across calls cannot see
+  changes made through ``p.data`` (gradcheck perturbs inputs that way, and target-network
+  soft updates do too), and one made per call costs more than it saves at small T*B
+  (NOTES, CPU change 11). With nothing cached, nothing can go stale.
+* The cell input's tanh comes from the one sigmoid over all four gate blocks for steps of
+  ``GATE_SIGMOID_MIN`` elements or more: the g block of the pre-activations is doubled in
+  place first, and tanh(g) = 2 sigmoid(2g) - 1 is one op after it.
 * Large float32 step matmuls go through oneDNN's linear (``DNN_MIN_MACS`` below), with
   w_hh reordered once per call into oneDNN's blocked layout for long scans; small ones
   use ``torch.addmm`` with ``w_hh.t()`` (a transposed view): BLAS is faster with the
@@ -103,6 +106,15 @@ PROJ_MIN_MACS = 1 << 22
 # break-even near 1500). Padded forward steps use it from B * H elements, the backward for
 # tanh(c) of the whole sequence. The result differs from tanh by at most ~2e-7.
 SIGMOID_TANH_MIN = 2048
+
+# The cell input's tanh needs no sigmoid of its own: its pre-activation block is doubled in
+# place before the one sigmoid over all four gate blocks, and tanh(g) = 2 sigmoid(2g) - 1
+# follows in one op, three ops for sigmoid and tanh instead of two. From this many B x H
+# elements that is faster than ATen's tanh (measured, 1 thread, the two activations of a
+# step in the scripted loop: 4.1 -> 3.6 us at 1024 elements, but 2.5 -> 3.0 at 512; against
+# the three-op sigmoid form used before from 2048 elements: 6.2 -> 4.5 us at 2048, 8.6 ->
+# 6.4 at 4096, 24 -> 18 at 16384). The doubling is exact, so the result is that form's.
+GATE_SIGMOID_MIN = 1024
 
 
 # The padded backward computes its gradient-independent factors (five [steps, B, H]-sized
@@ -256,8 +268,9 @@ def _scan_forward(
     reverse: bool,
     save: bool,
     dnn: bool,  # step matmuls through oneDNN (float32 only)
-    w_step: Tensor,  # [4H, P] w_hh as the step matmul takes it under dnn (maybe oneDNN-blocked)
-    sig_tanh: bool,  # padded steps compute tanh as 2 sigmoid(2x) - 1 (see SIGMOID_TANH_MIN)
+    w_step: Tensor,  # [4H, P] w_hh as the step matmul takes it (see _step_weight)
+    sig_tanh: bool,  # padded steps compute tanh(c) as 2 sigmoid(2c) - 1 (see SIGMOID_TANH_MIN)
+    g_sig: bool,  # padded steps take tanh(g) from the gates' sigmoid (see GATE_SIGMOID_MIN)
 ):
     T = gx.size(0)
     B = gx.size(1)
@@ -283,7 +296,7 @@ def _scan_forward(
         hs = torch.empty(T, B, H, dtype=cdt, device=dev)
     else:
         hs = torch.empty(0, dtype=cdt, device=dev)
-    w_hh_t = w_hh.t()
+    w_hh_t = w_hh.t() if dnn else w_step.t()
     w_hr_t = w_hr.t() if w_hr is not None else w_hh_t
     w_hr_c = w_hr.contiguous() if w_hr is not None else w_hh
     # Scratch rows reused every step; only the batch rows active at a step are used.
@@ -315,14 +328,16 @@ def _scan_forward(
             else:
                 g = torch.addmm(gx_l[t], h, w_hh_t, out=pre)
                 g_pre = pre_g
-            torch.sigmoid(g, out=a_l[t])
             # tanh(g) and tanh(c) written out in place: as a called helper the step measured
             # ~8% slower at B=1, H=64 (2.85 -> 3.2 ms at T=512).
-            if sig_tanh:
-                torch.mul(g_pre, 2.0, out=x2)
-                torch.sigmoid(x2, out=g_l[t])
+            if g_sig:
+                # The g block doubled in place, so the one sigmoid of all four blocks
+                # yields sigmoid(2g), and tanh(g) = 2 sigmoid(2g) - 1 is one op more.
+                g_pre.mul_(2.0)
+                torch.sigmoid(g, out=a_l[t])
                 torch.add(minus_one, g_l[t], alpha=2.0, out=g_l[t])
             else:
+                torch.sigmoid(g, out=a_l[t])
                 torch.tanh(g_pre, out=g_l[t])
             torch.mul(f_l[t], c, out=fc)
             c = torch.addcmul(fc, i_l[t], g_l[t], out=c_l[t])
@@ -569,6 +584,7 @@ def _paired_forward(
     w_hh: Tensor,  # [2, 4H, P]
     w_hr: Optional[Tensor],  # [2, P, H] or None
     save: bool,
+    g_sig: bool,  # tanh(g) from the gates' sigmoid (GATE_SIGMOID_MIN, counting both directions)
 ):
     """Two padded scans at once (a bidirectional layer, direction 1 time-reversed by the
     caller): one batched matmul and one set of pointwise ops per step serve both."""
@@ -603,11 +619,17 @@ def _paired_forward(
     pre = torch.empty(2, B, 4 * H, dtype=dtype, device=dev)
     pre_g = pre[:, :, 2 * H:3 * H]
     fc = torch.empty(2, B, H, dtype=dtype, device=dev)
+    minus_one = torch.full((2, B, H), -1.0, dtype=dtype, device=dev)
     h = h0
     for t in range(T):
         torch.baddbmm(gx_l[t], h, w_hh_t, out=pre)
-        torch.sigmoid(pre, out=a_l[t])
-        torch.tanh(pre_g, out=g_l[t])
+        if g_sig:  # as in _scan_forward
+            pre_g.mul_(2.0)
+            torch.sigmoid(pre, out=a_l[t])
+            torch.add(minus_one, g_l[t], alpha=2.0, out=g_l[t])
+        else:
+            torch.sigmoid(pre, out=a_l[t])
+            torch.tanh(pre_g, out=g_l[t])
         torch.mul(f_l[t], c, out=fc)
         c = torch.addcmul(fc, i_l[t], g_l[t], out=c_l[t])
         torch.tanh(c, out=tc)
@@ -714,14 +736,28 @@ def _step_weight(w: Tensor, T: int, B: int, dnn: bool) -> Tensor:
     return w
 
 
+# With a single batch row, BLAS's product h @ w_hh^T runs faster from a contiguous copy of
+# w_hh^T than from the transposed view (measured, 1 thread: 14.6 -> 12.2 us at H=256, 2.2
+# -> 1.9 at H=64; none from B=4 on, and none at H=512, where whole scans got 2-7% slower).
+# The copy costs about 40 such steps at H=256 (105 us; 8 us at H=64), so the forward makes
+# it only for scans of this many steps and weights of up to MATVEC_COPY_MAX_WEIGHT elements.
+# Measured, one layer, B=1: T=128 H=256 5% faster in inference, 2.5% in training; T=512 6%
+# and 5%; T=128 H=64 2%; T=64 H=256 unchanged.
+MATVEC_COPY_MIN_T = 128
+MATVEC_COPY_MAX_WEIGHT = 1 << 18
+
+
 def _forward_impl(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     T, B, G = gx.shape
     dnn = _use_dnn(gx, B, G, h0.shape[1])
     w_step = _step_weight(w_hh, T, B, dnn)
+    if (not dnn and B == 1 and T >= MATVEC_COPY_MIN_T and G * h0.shape[1] <= MATVEC_COPY_MAX_WEIGHT
+            and gx.dtype in (torch.float32, torch.float64)):
+        w_step = w_hh.t().contiguous().t()  # column-major [4H, P]: its transpose is contiguous
     with torch.jit.optimized_execution(False):
         return scan_forward_scripted(
             gx, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse, save, dnn, w_step,
-            B * c0.shape[1] >= SIGMOID_TANH_MIN,
+            B * c0.shape[1] >= SIGMOID_TANH_MIN, B * c0.shape[1] >= GATE_SIGMOID_MIN,
         )
 
 
@@ -769,7 +805,8 @@ def _bidir_forward_impl(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
                              rev[d], save) for d in range(2)]
         return tuple(_stack([r[k] for r in res]) for k in range(6))
     with torch.jit.optimized_execution(False):
-        out, h_n, c_n, gates, cs, hs = paired_forward_scripted(_time_order(gx, rev), h0, c0, w_hh, w_hr, save)
+        out, h_n, c_n, gates, cs, hs = paired_forward_scripted(
+            _time_order(gx, rev), h0, c0, w_hh, w_hr, save, 2 * h0.shape[1] * c0.shape[2] >= GATE_SIGMOID_MIN)
     return _time_order(out, rev), h_n, c_n, _time_order(gates, rev), _time_order(cs, rev), _time_order(hs, rev)
 
 

@@ -67,7 +67,10 @@ def check_scan_against_reference(case, reverse: bool, dtype=torch.float32) -> No
     T, B, H, P, bs = case
     inputs = _inputs(T, B, H, P, dtype)
     bs_t = torch.tensor(bs, dtype=torch.int64) if bs else None
+    before = [t.detach().clone() for t in inputs if t is not None]
     ours = scripted_scan(*inputs, bs_t, reverse)
+    for a, b in zip([t for t in inputs if t is not None], before):
+        assert torch.equal(a, b), "the scan changed one of its inputs"
     ref = reference.lstm_scan(*inputs, bs, reverse)
     for a, b, what in zip(ours, ref, ("out", "h_n", "c_n")):
         torch.testing.assert_close(a, b, **tol(dtype, "out"), msg=lambda m: f"{what}: {m}")
@@ -76,10 +79,14 @@ def check_scan_against_reference(case, reverse: bool, dtype=torch.float32) -> No
         torch.testing.assert_close(a, b, **tol(dtype, "grad"), msg=lambda m: f"d_{what}: {m}")
 
 
+@pytest.mark.parametrize("gate_sigmoid", [False, True], ids=["tanh-g", "sigmoid-g"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
 @pytest.mark.parametrize("proj", [False, True], ids=["noproj", "proj"])
-def test_low_precision_storage_matches_oracle(dtype, proj):
-    """Half storage: compare with the oracle on the same (rounded) inputs."""
+def test_low_precision_storage_matches_oracle(dtype, proj, gate_sigmoid, monkeypatch):
+    """Half storage: compare with the oracle on the same (rounded) inputs; tanh(g) both
+    ways (``GATE_SIGMOID_MIN``: the doubled g block is the float32 upcast, never gx)."""
+    if gate_sigmoid:
+        monkeypatch.setattr(lstm_kernels.scripted, "GATE_SIGMOID_MIN", 1)
     T, B, H = 4, 3, 8
     P = 5 if proj else H
     inputs = _inputs(T, B, H, P, dtype)
@@ -208,10 +215,12 @@ def test_onednn_matmul_path_matches_oracle(case, reverse, blocked, monkeypatch):
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[4]], ids=case_id)
 def test_tanh_through_sigmoid_matches_oracle(case, reverse, dnn, monkeypatch):
-    """tanh as 2 sigmoid(2x) - 1 (taken for large steps, forced here at tiny sizes) gives the
-    same scan and gradients, with and without a projection, padded and packed (the packed
+    """tanh as 2 sigmoid(2x) - 1 (taken for large steps, forced here at tiny sizes: tanh(c)
+    in three ops, tanh(g) from the gates' sigmoid of the doubled g block) gives the same
+    scan and gradients, with and without a projection, padded and packed (the packed
     forward keeps tanh; the backward's tanh(c) takes the sigmoid form in both)."""
     monkeypatch.setattr(lstm_kernels.scripted, "SIGMOID_TANH_MIN", 1)
+    monkeypatch.setattr(lstm_kernels.scripted, "GATE_SIGMOID_MIN", 1)
     if dnn:
         if not lstm_kernels.scripted.HAS_DNN_LINEAR:
             pytest.skip("PyTorch built without oneDNN linear")
@@ -262,6 +271,18 @@ def test_dnn_linear_op_matches_f_linear(bias, strided, rows):
     torch.library.opcheck(torch.ops.lstm_kernels.dnn_linear.default, fresh)
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("case", [(5, 1, 7, 7, None), (5, 1, 6, 4, None), (4, 1, 5, 5, [1, 1, 1, 1])], ids=case_id)
+def test_single_row_column_major_weight_matches_oracle(case, reverse, monkeypatch):
+    """A single-row forward with w_hh copied column-major (``MATVEC_COPY_MIN_T``, forced
+    here at T = 4 and 5) gives the same scan and gradients, with a projection and packed."""
+    monkeypatch.setattr(lstm_kernels.scripted, "MATVEC_COPY_MIN_T", 1)
+    calls = _spy(monkeypatch, "scan_forward_scripted")
+    check_scan_against_reference(case, reverse)
+    w_step = calls[0][9]
+    assert w_step.t().is_contiguous() and not w_step.is_contiguous()
+
+
 @pytest.mark.parametrize("steps", [1, 2, 4])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("case", [CASES[1], CASES[2]], ids=case_id)
@@ -282,6 +303,7 @@ def test_large_step_paths_match_nn_lstm(cfg, monkeypatch):
     weights: tanh through sigmoid, the backward's factors in blocks of 3 steps, oneDNN step
     matmuls, and weight gradients over 600 rows (two 512-row blocks)."""
     monkeypatch.setattr(lstm_kernels.scripted, "SIGMOID_TANH_MIN", 1)
+    monkeypatch.setattr(lstm_kernels.scripted, "GATE_SIGMOID_MIN", 1)
     monkeypatch.setattr(lstm_kernels.scripted, "BACKWARD_BLOCK_ELEMS", 3 * cfg.B * cfg.hidden_size)
     if lstm_kernels.scripted.HAS_DNN_LINEAR:
         monkeypatch.setattr(lstm_kernels.scripted, "DNN_MIN_MACS", 1)
@@ -349,12 +371,16 @@ def test_onednn_input_projection_frozen_and_disabled(monkeypatch):
     assert len(calls) == 4
 
 
+@pytest.mark.parametrize("gate_sigmoid", [False, True], ids=["tanh-g", "sigmoid-g"])
 @pytest.mark.parametrize("T", [1, 5])
 @pytest.mark.parametrize("proj", [False, True], ids=["noproj", "proj"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_paired_scan_matches_two_oracle_scans(T, proj, dtype):
+def test_paired_scan_matches_two_oracle_scans(T, proj, dtype, gate_sigmoid, monkeypatch):
     """Both directions in one loop (``scan_bidirectional``) equal the oracle run per
-    direction, direction 1 reversed: outputs, states and the gradients of every input."""
+    direction, direction 1 reversed: outputs, states and the gradients of every input,
+    with tanh(g) both ways (``GATE_SIGMOID_MIN``)."""
+    if gate_sigmoid:
+        monkeypatch.setattr(lstm_kernels.scripted, "GATE_SIGMOID_MIN", 1)
     B, H = 3, 7
     P = 4 if proj else H
     fwd, rev = _inputs(T, B, H, P, dtype), _inputs(T, B, H, P, dtype)
