@@ -209,3 +209,38 @@ def test_triton_tier_providers_run_their_tier():
             out = bench.make_step(provider, shape, "inference", device)()
         torch.testing.assert_close(out, expected, **tol(torch.float32), msg=tier)
     assert triton_backend._forced[0] is None
+
+
+CPU_RATIOS = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "cpu_ratios.py")
+
+
+def test_cpu_ratios_classes_cover_the_grid():
+    """Every grid shape has exactly one miss class, and every class is used."""
+    sys.path.insert(0, os.path.dirname(CPU_RATIOS))
+    try:
+        import cpu_ratios
+    finally:
+        sys.path.pop(0)
+    from dataclasses import asdict
+
+    classes = [cpu_ratios.shape_class(asdict(s)) for s in cpu_ratios.shapes_of(cpu_ratios.GRID)]
+    assert set(classes) == set(cpu_ratios.SHAPE_CLASSES)
+
+
+def test_cpu_ratios_cli_and_merge(tmp_path):
+    """One tiny shape measured (one round), then the merge of its JSON: both write a table
+    with the class column and per-class geometric means."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    run = [sys.executable, CPU_RATIOS, "--threads", "1", "--rounds", "1", "--min-rounds", "1",
+           "--only", "T16-B1-H64-L1-uni", "--modes", "inference", "--no-packed", "--out", str(tmp_path / "r")]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(tmp_path / "r.json") as f:
+        doc = json.load(f)
+    assert [r["id"] for r in doc["grid"]] == ["T16-B1-H64-L1-uni"]
+    assert doc["summary"]["inference/onednn class A"]["n"] == 1
+    proc = subprocess.run([sys.executable, CPU_RATIOS, "--merge", str(tmp_path / "r.json"), "--out",
+                           str(tmp_path / "m")], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    md = (tmp_path / "m.md").read_text()
+    assert "| T16-B1-H64-L1-uni | A |" in md and "inference/onednn class A" in md
