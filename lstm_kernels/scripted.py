@@ -117,7 +117,7 @@ SIGMOID_TANH_MIN = 2048
 GATE_SIGMOID_MIN = 1024
 
 
-# The padded backward computes its gradient-independent factors (five [steps, B, H]-sized
+# The backward (padded and packed) computes its gradient-independent factors (five [steps, B, H]-sized
 # tensors and their temporaries) in blocks of steps of about this many B x H elements each,
 # small enough to stay in cache; small layers take all T steps in one block, as before.
 # Measured (1 thread, training of one layer): T=512, B=64, H=256 1335 ms in one block,
@@ -303,6 +303,7 @@ def _scan_forward(
     act = torch.empty(B, 4 * H, dtype=cdt, device=dev)
     tc = torch.empty(B, H, dtype=cdt, device=dev)
     hr_buf = torch.empty(B, H, dtype=cdt, device=dev)
+    minus_one = torch.full((B, H), -1.0, dtype=cdt, device=dev)
     c = c0.to(cdt).clone()
 
     if not has_bs:
@@ -315,7 +316,6 @@ def _scan_forward(
         pre_g = pre[:, 2 * H:3 * H]
         fc = torch.empty(B, H, dtype=cdt, device=dev)
         x2 = torch.empty(B, H, dtype=cdt, device=dev)
-        minus_one = torch.full((B, H), -1.0, dtype=cdt, device=dev)
         order = [T - 1 - s for s in range(T)] if reverse else [s for s in range(T)]
         h = h0
         for t in order:
@@ -377,9 +377,15 @@ def _scan_forward(
         if low:
             g = g.to(cdt)
         a = gates_s[t, :bs] if save else act[:bs]
-        torch.sigmoid(g, out=a)
-        i, f, gg, o = a.chunk(4, 1)
-        torch.tanh(g[:, 2 * H:3 * H], out=gg)
+        if g_sig:  # as in the padded loop; g is a fresh tensor here
+            g[:, 2 * H:3 * H].mul_(2.0)
+            torch.sigmoid(g, out=a)
+            i, f, gg, o = a.chunk(4, 1)
+            torch.add(minus_one[:bs], gg, alpha=2.0, out=gg)
+        else:
+            torch.sigmoid(g, out=a)
+            i, f, gg, o = a.chunk(4, 1)
+            torch.tanh(g[:, 2 * H:3 * H], out=gg)
         cb.mul_(f).addcmul_(i, gg)
         if save:
             cs[t, :bs] = cb
@@ -451,7 +457,7 @@ def _scan_backward(
     w_step: Tensor,  # [P, 4H] w_hh^T as the step matmul takes it under dnn (maybe oneDNN-blocked)
     dnn_w: bool,  # the weight-gradient matmuls after the loop through oneDNN (float32 only)
     sig_tanh: bool,  # tanh(c) as 2 sigmoid(2c) - 1 (see SIGMOID_TANH_MIN)
-    chunk: int,  # padded: steps per block of precomputed factors (see BACKWARD_BLOCK_ELEMS)
+    chunk: int,  # steps per block of precomputed factors (see BACKWARD_BLOCK_ELEMS)
 ):
     T = out.size(0)
     B = out.size(1)
@@ -533,25 +539,34 @@ def _scan_backward(
                 else:
                     dh = torch.mm(dg_l[t], w_hh_c, out=dh)
     else:
-        k, q, r = _step_factors(gates, cs, c_prev, sig_tanh)
-        for s in range(T):
-            t = s if reverse else T - 1 - s
-            bs = batch_sizes[t]
-            dhb = dh[:bs]
-            if w_hr is not None:
-                dh_t = torch.add(dhb, g_out[t, :bs], out=d_hs_all[t, :bs])
-                dhr = _linear(dh_t, w_hr_tc) if dnn else torch.mm(dh_t, w_hr_c)
-            else:
-                dhr = dhb + g_out[t, :bs]
-            dcb = dc[:bs]
-            dcb.addcmul_(dhr, r[t, :bs])
-            torch.mul(dcb.unsqueeze(1), k[t, :bs], out=d_ifg[t, :bs])
-            torch.mul(dhr, q[t, :bs], out=d_o[t, :bs])
-            dcb.mul_(f_a[t, :bs])
-            if dnn:
-                dhb.copy_(_linear(d_gates[t, :bs], w_step))
-            else:
-                torch.mm(d_gates[t, :bs], w_hh_c, out=dhb)
+        # Packed: the same blocks of steps (the factors of finished rows are zero and unused),
+        # each step slicing its active rows.
+        starts = [lo for lo in range(0, T, chunk)]
+        if not reverse:
+            starts.reverse()
+        for lo in starts:
+            hi = min(lo + chunk, T)
+            n = hi - lo
+            k, q, r = _step_factors(gates[lo:hi], cs[lo:hi], c_prev[lo:hi], sig_tanh)
+            order = [lo + s for s in range(n)] if reverse else [hi - 1 - s for s in range(n)]
+            for t in order:
+                j = t - lo
+                bs = batch_sizes[t]
+                dhb = dh[:bs]
+                if w_hr is not None:
+                    dh_t = torch.add(dhb, g_out[t, :bs], out=d_hs_all[t, :bs])
+                    dhr = _linear(dh_t, w_hr_tc) if dnn else torch.mm(dh_t, w_hr_c)
+                else:
+                    dhr = dhb + g_out[t, :bs]
+                dcb = dc[:bs]
+                dcb.addcmul_(dhr, r[j, :bs])
+                torch.mul(dcb.unsqueeze(1), k[j, :bs], out=d_ifg[t, :bs])
+                torch.mul(dhr, q[j, :bs], out=d_o[t, :bs])
+                dcb.mul_(f_a[t, :bs])
+                if dnn:
+                    dhb.copy_(_linear(d_gates[t, :bs], w_step))
+                else:
+                    torch.mm(d_gates[t, :bs], w_hh_c, out=dhb)
 
     # dW_hh = sum_t d_gates[t]^T @ h[t-1]; h[t-1] is out one step earlier in step order,
     # or h0 at the first step. Inactive rows of d_gates are zero, so out's zero rows and

@@ -218,7 +218,8 @@ def test_tanh_through_sigmoid_matches_oracle(case, reverse, dnn, monkeypatch):
     """tanh as 2 sigmoid(2x) - 1 (taken for large steps, forced here at tiny sizes: tanh(c)
     in three ops, tanh(g) from the gates' sigmoid of the doubled g block) gives the same
     scan and gradients, with and without a projection, padded and packed (the packed
-    forward keeps tanh; the backward's tanh(c) takes the sigmoid form in both)."""
+    forward takes tanh(g) from the sigmoid too but keeps tanh(c); the backward's tanh(c)
+    takes the sigmoid form in both)."""
     monkeypatch.setattr(lstm_kernels.scripted, "SIGMOID_TANH_MIN", 1)
     monkeypatch.setattr(lstm_kernels.scripted, "GATE_SIGMOID_MIN", 1)
     if dnn:
@@ -285,10 +286,11 @@ def test_single_row_column_major_weight_matches_oracle(case, reverse, monkeypatc
 
 @pytest.mark.parametrize("steps", [1, 2, 4])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-@pytest.mark.parametrize("case", [CASES[1], CASES[2]], ids=case_id)
+@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[3], CASES[4]], ids=case_id)
 def test_backward_in_blocks_of_steps_matches_oracle(case, reverse, steps, monkeypatch):
-    """The padded backward's precomputed factors in blocks of 1, 2 and 4 steps (T = 5 and 6:
-    blocks that do and do not divide T) give the same gradients as one block over all steps."""
+    """The backward's precomputed factors in blocks of 1, 2 and 4 steps (T = 5 and 6: blocks
+    that do and do not divide T), padded and packed (sequences ending or, in reverse,
+    starting inside a block), give the same gradients as one block over all steps."""
     T, B, H, P, bs = case
     monkeypatch.setattr(lstm_kernels.scripted, "BACKWARD_BLOCK_ELEMS", steps * B * H)
     check_scan_against_reference(case, reverse)
