@@ -66,6 +66,14 @@ from .ops import register_scan
 # so it is used only from DNN_MIN_MACS multiply-adds per matmul. Where PyTorch lacks the op
 # (built without oneDNN) the helpers fall back to BLAS, and the scripted code is the same.
 DNN_MIN_MACS = 1 << 21
+# Below that, MKL is still the slower one where the summed dimension P is 256 or more and the
+# product has a few rows (1 thread, us per step product, MKL / oneDNN with the blocked
+# weight: B=4, H=256 43 / 26; B=2, H=512 106 / 57; but B=1, H=512 57 / 65 and every H=128
+# shape a tie or MKL's). With 2 threads MKL's single-row and few-row products stay on one
+# thread while oneDNN's use both (B=1, H=512 57 / 42; B=2, H=256 28 / 19; B=1, H=256 14 /
+# 19), so there the bound halves and B=1 qualifies.
+DNN_SMALL_MIN_MACS = 1 << 20
+DNN_SMALL_MIN_K = 256
 HAS_DNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 # A weight reordered once into oneDNN's blocked layout makes each step's matmul ~30% faster
 # at B=16, H=256 (less at larger B); the reorder costs 2-3 steps, so it pays from this T.
@@ -737,8 +745,18 @@ def _batch_sizes_list(batch_sizes: Optional[Tensor]) -> List[int]:
 
 
 def _use_dnn(x: Tensor, B: int, G: int, P: int) -> bool:
-    """Whether the per-step matmuls [B, .] x [., G] go through oneDNN (see DNN_MIN_MACS)."""
-    return _dnn_eligible(x) and B * G * P >= DNN_MIN_MACS
+    """Whether the per-step matmuls [B, .] x [., G] go through oneDNN (see DNN_MIN_MACS and
+    DNN_SMALL_MIN_MACS)."""
+    if not _dnn_eligible(x):
+        return False
+    macs = B * G * P
+    if macs >= DNN_MIN_MACS:
+        return True
+    if P < DNN_SMALL_MIN_K:
+        return False
+    if torch.get_num_threads() == 1:
+        return B >= 2 and macs >= DNN_SMALL_MIN_MACS
+    return macs >= DNN_SMALL_MIN_MACS // 2
 
 
 def _step_weight(w: Tensor, T: int, B: int, dnn: bool) -> Tensor:

@@ -211,6 +211,27 @@ def test_onednn_matmul_path_matches_oracle(case, reverse, blocked, monkeypatch):
         assert not lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, P)
 
 
+@pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_step_matmul_choice_follows_the_measured_rule(threads):
+    """oneDNN for the step matmul from DNN_MIN_MACS; below it only where the summed
+    dimension is >= DNN_SMALL_MIN_K and MKL measured slower: a few rows with 1 thread, from
+    half the bound (single rows included) with more threads."""
+    use = lambda B, H: lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, H)  # noqa: E731
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert use(64, 256) and use(16, 512)  # from DNN_MIN_MACS, any thread count
+        assert use(4, 256) and not use(16, 128) and not use(64, 64) and not use(1, 256)
+        assert use(1, 512) == (threads > 1)
+        assert use(2, 256) == (threads > 1)
+        with torch.backends.mkldnn.flags(enabled=False):
+            assert not use(64, 512)
+        assert not lstm_kernels.scripted._use_dnn(torch.ones(1, dtype=torch.float64), 64, 4 * 512, 512)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dnn", [False, True], ids=["blas", "onednn"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[4]], ids=case_id)
