@@ -276,7 +276,7 @@ def _scan_forward(
     reverse: bool,
     save: bool,
     dnn: bool,  # step matmuls through oneDNN (float32 only)
-    w_step: Tensor,  # [4H, P] w_hh as the step matmul takes it (see _step_weight)
+    w_step: Tensor,  # [4H, P] w_hh as the step matmul takes it (_step_weight), or [4, P, H]: gate-split (_split_rows)
     sig_tanh: bool,  # padded steps compute tanh(c) as 2 sigmoid(2c) - 1 (see SIGMOID_TANH_MIN)
     g_sig: bool,  # padded steps take tanh(g) from the gates' sigmoid (see GATE_SIGMOID_MIN)
 ):
@@ -304,7 +304,8 @@ def _scan_forward(
         hs = torch.empty(T, B, H, dtype=cdt, device=dev)
     else:
         hs = torch.empty(0, dtype=cdt, device=dev)
-    w_hh_t = w_hh.t() if dnn else w_step.t()
+    split = w_step.dim() == 3
+    w_hh_t = w_hh.t() if dnn or split else w_step.t()
     w_hr_t = w_hr.t() if w_hr is not None else w_hh_t
     w_hr_c = w_hr.contiguous() if w_hr is not None else w_hh
     # Scratch rows reused every step; only the batch rows active at a step are used.
@@ -324,12 +325,24 @@ def _scan_forward(
         pre_g = pre[:, 2 * H:3 * H]
         fc = torch.empty(B, H, dtype=cdt, device=dev)
         x2 = torch.empty(B, H, dtype=cdt, device=dev)
+        if split:
+            # B = 1: [1, 4H] rows are [4, 1, H] gate blocks, so one batched product over the
+            # four gates writes pre in place (see _split_rows).
+            gx4_l = gx.squeeze(1).view(T, 4, H).unsqueeze(2).unbind(0)
+            pre4 = pre.view(4, 1, H)
+        else:
+            gx4_l = gx_l
+            pre4 = pre
         order = [T - 1 - s for s in range(T)] if reverse else [s for s in range(T)]
         h = h0
         for t in order:
             if dnn:
                 g = _linear_add(h, gx_l[t], w_step)
                 g_pre = g[:, 2 * H:3 * H]
+            elif split:
+                torch.baddbmm(gx4_l[t], h.expand(4, 1, P), w_step, out=pre4)
+                g = pre
+                g_pre = pre_g
             elif low:
                 g = torch.addmm(gx_l[t], h, w_hh_t).to(cdt)
                 g_pre = g[:, 2 * H:3 * H]
@@ -462,7 +475,8 @@ def _scan_backward(
     cs: Tensor,  # [T, B, H] cell state after each step, compute dtype
     hs: Tensor,  # [T, B, H] unprojected hidden state (w_hr only), compute dtype
     dnn: bool,  # matmuls through oneDNN (float32 only)
-    w_step: Tensor,  # [P, 4H] w_hh^T as the step matmul takes it under dnn (maybe oneDNN-blocked)
+    w_step: Tensor,  # [P, 4H] w_hh^T as the step matmul takes it under dnn (maybe oneDNN-blocked),
+    #   or [S, 4H, P/S]: w_hh split by columns for single-row steps (_split_rows)
     dnn_w: bool,  # the weight-gradient matmuls after the loop through oneDNN (float32 only)
     sig_tanh: bool,  # tanh(c) as 2 sigmoid(2c) - 1 (see SIGMOID_TANH_MIN)
     chunk: int,  # steps per block of precomputed factors (see BACKWARD_BLOCK_ELEMS)
@@ -524,6 +538,9 @@ def _scan_backward(
         # (without oneDNN) dh are updated in place, dc3 is a [B, 1, H] view of dc.
         dhr_buf = torch.empty(B, H, dtype=cdt, device=dev)
         dc3 = dc.unsqueeze(1)
+        split = w_step.dim() == 3
+        S = w_step.size(0) if split else 1
+        dh_s = dh.view(S, 1, P // S) if split else dh  # B = 1 under split: dh's columns in S blocks
         starts = [lo for lo in range(0, T, chunk)]
         if not reverse:
             starts.reverse()
@@ -544,6 +561,8 @@ def _scan_backward(
                 _gate_grads_step(dc, dc3, dhr, r_l[t], k_l[t], q_l[t], fa_l[t], difg_l[t], do_l[t])
                 if dnn:
                     dh = _linear(dg_l[t], w_step)
+                elif split:
+                    torch.bmm(dg_l[t].expand(S, 1, 4 * H), w_step, out=dh_s)
                 else:
                     dh = torch.mm(dg_l[t], w_hh_c, out=dh)
     else:
@@ -780,9 +799,34 @@ MATVEC_COPY_MIN_T = 128
 MATVEC_COPY_MAX_WEIGHT = 1 << 18
 
 
+# With more than one thread, a single-row step product [1, P] x [P, 4H] runs as a batched
+# product over S column blocks of the result (the four gates in the forward, two blocks of
+# dh's columns in the backward), with w_hh as strided views (no copy): MKL runs a single-row
+# product on one thread, the batched one on all (2 threads, us per product, plain / batched:
+# forward 14.8 / 10.3 at H=256, 54.8 / 29.9 at H=512, where oneDNN's takes 42; backward
+# ~11 / 10.7 and ~54 / 41). With one thread it gains nothing (forward 14.8 / 14.4, 53.4 /
+# 52.7) and the backward loses at H=512 (59.5), so it is not used there. From this P.
+SPLIT_ROWS_MIN_P = 256
+
+
+def _split_rows(x: Tensor, B: int, P: int, batch_sizes: Optional[Tensor]) -> bool:
+    """Whether a padded single-row scan runs its step products gate-split (SPLIT_ROWS_MIN_P)."""
+    if B != 1 or batch_sizes is not None or x.dtype not in (torch.float32, torch.float64):
+        return False
+    return torch.get_num_threads() > 1 and P >= SPLIT_ROWS_MIN_P
+
+
 def _forward_impl(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     T, B, G = gx.shape
-    dnn = _use_dnn(gx, B, G, h0.shape[1])
+    H, P = c0.shape[1], h0.shape[1]
+    if _split_rows(gx, B, P, batch_sizes):
+        w_split = w_hh.contiguous().view(4, H, P).transpose(1, 2)  # [4, P, H] view: gate k's w_hh^T
+        with torch.jit.optimized_execution(False):
+            return scan_forward_scripted(
+                gx, h0, c0, w_hh, w_hr, [], reverse, save, False, w_split,
+                H >= SIGMOID_TANH_MIN, H >= GATE_SIGMOID_MIN,
+            )
+    dnn = _use_dnn(gx, B, G, P)
     w_step = _step_weight(w_hh, T, B, dnn)
     if (not dnn and B == 1 and T >= MATVEC_COPY_MIN_T and G * h0.shape[1] <= MATVEC_COPY_MAX_WEIGHT
             and gx.dtype in (torch.float32, torch.float64)):
@@ -799,8 +843,12 @@ def _backward_impl(
 ):
     T, B = out.shape[0], out.shape[1]
     G, P = 4 * c0.shape[1], h0.shape[1]
-    dnn = _use_dnn(gates, B, G, P)
-    w_step = _step_weight(w_hh.t(), T, B, dnn)
+    if _split_rows(gates, B, P, batch_sizes) and P % 2 == 0:
+        dnn = False
+        w_step = w_hh.contiguous().view(G, 2, P // 2).transpose(0, 1)  # [2, G, P/2] view: column blocks
+    else:
+        dnn = _use_dnn(gates, B, G, P)
+        w_step = _step_weight(w_hh.t(), T, B, dnn)
     # dW_hh and dW_hr: one [G or P, (T-1)*B] x [(T-1)*B, P or H] matmul each, like the input
     # projection (oneDNN from PROJ_MIN_MACS; T > 1 keeps the summed dimension non-empty).
     dnn_w = _dnn_eligible(gates) and T > 1 and T * B * G * P >= PROJ_MIN_MACS

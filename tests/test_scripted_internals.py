@@ -305,6 +305,48 @@ def test_single_row_column_major_weight_matches_oracle(case, reverse, monkeypatc
     assert w_step.t().is_contiguous() and not w_step.is_contiguous()
 
 
+@pytest.fixture
+def two_threads():
+    """Two intra-op threads for the test (the gate split is a multi-thread path), then back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("gate_sigmoid", [False, True], ids=["tanh-g", "sigmoid-g"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("case", [(5, 1, 7, 7, None), (5, 1, 6, 4, None), (6, 1, 8, 8, None)], ids=case_id)
+def test_single_row_gate_split_matches_oracle(case, reverse, gate_sigmoid, two_threads, monkeypatch):
+    """Single-row step products as batched products over column blocks (``_split_rows``,
+    forced here at tiny sizes and as if with 2 threads): the forward over the four gates,
+    the backward over two blocks of dh's columns (only for even P; P = 7 keeps the plain
+    product there), both from strided views of w_hh."""
+    monkeypatch.setattr(lstm_kernels.scripted, "SPLIT_ROWS_MIN_P", 1)
+    if gate_sigmoid:
+        monkeypatch.setattr(lstm_kernels.scripted, "GATE_SIGMOID_MIN", 1)
+    fwd = _spy(monkeypatch, "scan_forward_scripted")
+    bwd = _spy(monkeypatch, "scan_backward_scripted")
+    check_scan_against_reference(case, reverse)
+    T, B, H, P, _ = case
+    assert fwd[0][9].shape == (4, P, H)
+    assert bwd[0][14].shape == ((2, 4 * H, P // 2) if P % 2 == 0 else (P, 4 * H))
+
+
+@pytest.mark.parametrize("cfg", [
+    Config(T=6, B=1, input_size=5, hidden_size=8, num_layers=2, bidirectional=True),
+    Config(T=6, B=1, input_size=5, hidden_size=8, proj_size=4, mode="unbatched"),
+], ids=config_id)
+def test_single_row_gate_split_matches_nn_lstm(cfg, two_threads, monkeypatch):
+    """The gate-split single-row path through the module against nn.LSTM, all gradients
+    (bidirectional layers unpaired, as they are at the sizes that split)."""
+    monkeypatch.setattr(lstm_kernels.scripted, "PAIRED_MAX_MACS", 0)
+    monkeypatch.setattr(lstm_kernels.scripted, "SPLIT_ROWS_MIN_P", 1)
+    calls = _spy(monkeypatch, "scan_forward_scripted")
+    check_lstm_against_torch(cfg, "torchscript", torch.float32, training=True)
+    assert calls and all(c[9].dim() == 3 for c in calls)
+
+
 @pytest.mark.parametrize("steps", [1, 2, 4])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[3], CASES[4]], ids=case_id)
