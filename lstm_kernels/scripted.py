@@ -449,6 +449,15 @@ def _step_factors(gates: Tensor, cs: Tensor, c_prev: Tensor, sig_tanh: bool) -> 
     return k, q, r
 
 
+def _block_starts(T: int, chunk: int, reverse: bool) -> List[int]:
+    """First steps of the backward's blocks of ``chunk`` steps, in the order it visits them
+    (the reverse of the scan's)."""
+    starts = [lo for lo in range(0, T, chunk)]
+    if not reverse:
+        starts.reverse()
+    return starts
+
+
 def _gate_grads_step(dc: Tensor, dc3: Tensor, dhr: Tensor, r: Tensor, k: Tensor, q: Tensor, f: Tensor,
                      d_ifg: Tensor, d_o: Tensor):
     """One backward step's pointwise part (inlined by TorchScript): dc gains dhr * r, the
@@ -541,10 +550,7 @@ def _scan_backward(
         split = w_step.dim() == 3
         S = w_step.size(0) if split else 1
         dh_s = dh.view(S, 1, P // S) if split else dh  # B = 1 under split: dh's columns in S blocks
-        starts = [lo for lo in range(0, T, chunk)]
-        if not reverse:
-            starts.reverse()
-        for lo in starts:
+        for lo in _block_starts(T, chunk, reverse):
             hi = min(lo + chunk, T)
             n = hi - lo
             k, q, r = _step_factors(gates[lo:hi], cs[lo:hi], c_prev[lo:hi], sig_tanh)
@@ -568,10 +574,7 @@ def _scan_backward(
     else:
         # Packed: the same blocks of steps (the factors of finished rows are zero and unused),
         # each step slicing its active rows.
-        starts = [lo for lo in range(0, T, chunk)]
-        if not reverse:
-            starts.reverse()
-        for lo in starts:
+        for lo in _block_starts(T, chunk, reverse):
             hi = min(lo + chunk, T)
             n = hi - lo
             k, q, r = _step_factors(gates[lo:hi], cs[lo:hi], c_prev[lo:hi], sig_tanh)
