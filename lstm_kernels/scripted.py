@@ -328,7 +328,7 @@ def _scan_forward(
         if split:
             # B = 1: [1, 4H] rows are [4, 1, H] gate blocks, so one batched product over the
             # four gates writes pre in place (see _split_rows).
-            gx4_l = gx.squeeze(1).view(T, 4, H).unsqueeze(2).unbind(0)
+            gx4_l = gx.squeeze(1).reshape(T, 4, H).unsqueeze(2).unbind(0)
             pre4 = pre.view(4, 1, H)
         else:
             gx4_l = gx_l
