@@ -27,12 +27,16 @@ Why it is written the way it is (measurements in ``benchmarks/NOTES.md``, CPU se
 * The cell input's tanh comes from the one sigmoid over all four gate blocks for steps of
   ``GATE_SIGMOID_MIN`` elements or more: the g block of the pre-activations is doubled in
   place first, and tanh(g) = 2 sigmoid(2g) - 1 is one op after it.
-* Large float32 step matmuls go through oneDNN's linear (``DNN_MIN_MACS`` below), with
-  w_hh reordered once per call into oneDNN's blocked layout for long scans; small ones
-  use ``torch.addmm`` with ``w_hh.t()`` (a transposed view): BLAS is faster with the
-  transposed flag than with a contiguous transposed copy. The layer's input projection
-  (computed by ``loop.py`` through ``Backend.input_projection``) goes through oneDNN's
-  linear too, as the custom op ``lstm_kernels::dnn_linear`` (``input_projection``).
+* Large float32 step matmuls go through oneDNN's linear (``DNN_MIN_MACS`` below, lower
+  for few-row products with P >= 256), with w_hh reordered once per call into oneDNN's
+  blocked layout for long scans; small ones use ``torch.addmm`` with ``w_hh.t()`` (a
+  transposed view): BLAS is faster with the transposed flag than with a contiguous
+  transposed copy, except for single rows (``MATVEC_COPY_MIN_T``). With more than one
+  thread, single-row products run as one batched product over gate blocks
+  (``_split_rows``), since MKL keeps a single-row product on one thread. The layer's
+  input projection (computed by ``loop.py`` through ``Backend.input_projection``) goes
+  through oneDNN's linear too, as the custom op ``lstm_kernels::dnn_linear``
+  (``input_projection``).
 * A small padded bidirectional layer runs both directions in one loop
   (``_paired_forward``/``_paired_backward``, registered as the direction-stacked op pair
   ``lstm_kernels::torchscript_bidir_scan[_backward]``): one ``baddbmm`` over both
