@@ -129,9 +129,10 @@ SIGMOID_TANH_MIN = 2048
 GATE_SIGMOID_MIN = 1024
 
 
-# The backward (padded and packed) computes its gradient-independent factors (five [steps, B, H]-sized
-# tensors and their temporaries) in blocks of steps of about this many B x H elements each,
-# small enough to stay in cache; small layers take all T steps in one block, as before.
+# The backward (padded and packed) computes its gradient-independent factors (five
+# [steps, B, H]-sized tensors and their temporaries) in blocks of steps of about this many
+# B x H elements each, small enough to stay in cache; small layers take all T steps in one
+# block, as before.
 # Measured (1 thread, training of one layer): T=512, B=64, H=256 1335 ms in one block,
 # 927-944 ms with blocks of 2^14-2^18 elements; T=128 shapes unchanged within noise.
 BACKWARD_BLOCK_ELEMS = 1 << 17
@@ -827,21 +828,18 @@ def _forward_impl(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     T, B, G = gx.shape
     H, P = c0.shape[1], h0.shape[1]
     if _split_rows(gx, B, P, batch_sizes):
-        w_split = w_hh.contiguous().view(4, H, P).transpose(1, 2)  # [4, P, H] view: gate k's w_hh^T
-        with torch.jit.optimized_execution(False):
-            return scan_forward_scripted(
-                gx, h0, c0, w_hh, w_hr, [], reverse, save, False, w_split,
-                H >= SIGMOID_TANH_MIN, H >= GATE_SIGMOID_MIN,
-            )
-    dnn = _use_dnn(gx, B, G, P)
-    w_step = _step_weight(w_hh, T, B, dnn)
-    if (not dnn and B == 1 and T >= MATVEC_COPY_MIN_T and G * h0.shape[1] <= MATVEC_COPY_MAX_WEIGHT
-            and gx.dtype in (torch.float32, torch.float64)):
-        w_step = w_hh.t().contiguous().t()  # column-major [4H, P]: its transpose is contiguous
+        dnn = False
+        w_step = w_hh.contiguous().view(4, H, P).transpose(1, 2)  # [4, P, H] view: gate k's w_hh^T
+    else:
+        dnn = _use_dnn(gx, B, G, P)
+        w_step = _step_weight(w_hh, T, B, dnn)
+        if (not dnn and B == 1 and T >= MATVEC_COPY_MIN_T and G * P <= MATVEC_COPY_MAX_WEIGHT
+                and gx.dtype in (torch.float32, torch.float64)):
+            w_step = w_hh.t().contiguous().t()  # column-major [4H, P]: its transpose is contiguous
     with torch.jit.optimized_execution(False):
         return scan_forward_scripted(
             gx, h0, c0, w_hh, w_hr, _batch_sizes_list(batch_sizes), reverse, save, dnn, w_step,
-            B * c0.shape[1] >= SIGMOID_TANH_MIN, B * c0.shape[1] >= GATE_SIGMOID_MIN,
+            B * H >= SIGMOID_TANH_MIN, B * H >= GATE_SIGMOID_MIN,
         )
 
 
