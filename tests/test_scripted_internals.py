@@ -305,6 +305,22 @@ def test_single_row_column_major_weight_matches_oracle(case, reverse, monkeypatc
     assert w_step.t().is_contiguous() and not w_step.is_contiguous()
 
 
+@pytest.mark.parametrize("cfg", [
+    Config(T=6, B=1, input_size=5, hidden_size=7, num_layers=2, bidirectional=True),
+    Config(T=6, B=1, input_size=5, hidden_size=8, proj_size=4, mode="unbatched"),
+], ids=config_id)
+def test_single_row_column_major_weight_matches_nn_lstm(cfg, monkeypatch):
+    """The column-major w_hh of long single-row forwards (``MATVEC_COPY_MIN_T``, forced at
+    T = 6) through the module against nn.LSTM, all gradients; bidirectional layers unpaired,
+    as they are at the sizes that take it."""
+    monkeypatch.setattr(lstm_kernels.scripted, "MATVEC_COPY_MIN_T", 1)
+    monkeypatch.setattr(lstm_kernels.scripted, "PAIRED_MAX_MACS", 0)
+    monkeypatch.setattr(lstm_kernels.scripted, "SPLIT_ROWS_MIN_P", 1 << 30)
+    calls = _spy(monkeypatch, "scan_forward_scripted")
+    check_lstm_against_torch(cfg, "torchscript", torch.float32, training=True)
+    assert calls and all(c[9].t().is_contiguous() and not c[9].is_contiguous() for c in calls)
+
+
 @pytest.fixture
 def two_threads():
     """Two intra-op threads for the test (the gate split is a multi-thread path), then back."""
