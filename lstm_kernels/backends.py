@@ -1,50 +1,17 @@
 """Backend registry: names, availability and the choice made by ``backend="auto"``.
 
-A backend provides only the scan over time of one layer direction (see ``ops.py`` for
-the contract). ``scan_layer`` runs all directions of a layer; a backend may override it
-to run both directions in one launch, and ``input_projection`` (default ``F.linear``) to
-pick the matmul for the input projection that ``loop.py`` hoists out of the scan.
-Everything else (layers, when the projection runs, bidirectional wiring, dropout,
-layouts) is the shared loop in ``loop.py``.
+The registry imports the backends; no backend imports it. The contract every backend
+implements is ``_base.Backend``; everything else (layers, when the projection runs,
+bidirectional wiring, dropout, layouts) is the shared loop in ``loop.py``.
 """
 from __future__ import annotations
 
-import os
-from typing import Optional, Sequence
-
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from . import reference
+from ._base import Backend, triton_importable, triton_interpreting
 
 BACKEND_NAMES = ("auto", "reference", "torchscript", "triton")
-
-
-class Backend:
-    name = "base"
-
-    def input_projection(self, x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
-        """One layer's input projection, all steps and directions: ``x @ w_ih.T + bias``."""
-        return F.linear(x, w_ih, bias)
-
-    def scan(self, gx, h0, c0, w_hh, w_hr, batch_sizes: Optional[Tensor], reverse: bool):
-        raise NotImplementedError
-
-    def scan_layer(
-        self,
-        gxs: Sequence[Tensor],
-        h0s: Sequence[Tensor],
-        c0s: Sequence[Tensor],
-        w_hhs: Sequence[Tensor],
-        w_hrs: Sequence[Optional[Tensor]],
-        batch_sizes: Optional[Tensor],
-    ) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """All directions of one layer; direction ``d`` runs reversed when ``d == 1``."""
-        return [
-            self.scan(gxs[d], h0s[d], c0s[d], w_hhs[d], w_hrs[d], batch_sizes, reverse=d == 1)
-            for d in range(len(gxs))
-        ]
 
 
 class ReferenceBackend(Backend):
@@ -76,18 +43,6 @@ class TorchScriptBackend(Backend):
         from .scripted import input_projection
 
         return input_projection(x, w_ih, bias)
-
-
-def triton_interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 _INSTANCES: dict[str, Backend] = {

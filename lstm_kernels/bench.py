@@ -40,7 +40,8 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
-from .backends import available_backends, triton_interpreting
+from ._base import triton_interpreting
+from .backends import available_backends
 from .modules import LSTM
 
 BASELINE = "nn.LSTM"

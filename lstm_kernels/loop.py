@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backends import Backend
+from ._base import Backend
 
 
 def lstm_layers(

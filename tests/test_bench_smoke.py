@@ -78,7 +78,7 @@ def test_cli_providers_on_this_device(smoke_run):
     if not torch.cuda.is_available():
         assert "nn.LSTM-no-onednn" in names
     # Interpreted Triton (conftest sets TRITON_INTERPRET=1 for the test session) is never timed.
-    from lstm_kernels.backends import triton_interpreting
+    from lstm_kernels._base import triton_interpreting
 
     if triton_interpreting() or not torch.cuda.is_available():
         assert not any(n.startswith("triton") for n in names)

@@ -21,7 +21,7 @@ import lstm_kernels.scripted  # noqa: F401  (script before conftest poisons torc
 from conftest import tol
 from helpers import dtype_id
 from lstm_kernels._triton import pointwise
-from lstm_kernels.backends import triton_interpreting
+from lstm_kernels._base import triton_interpreting
 from lstm_kernels.reference import compute_dtype, lstm_cell_from_gates
 
 STORAGE = [torch.float32, torch.float16, torch.bfloat16, torch.float64]

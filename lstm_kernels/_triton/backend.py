@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..backends import Backend, triton_interpreting
+from .._base import Backend, triton_interpreting
 
 TIERS = ("pointwise", "fused_step", "persistent")
 _forced: list[Optional[str]] = [None]

@@ -42,7 +42,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .. import graphs
-from ..backends import triton_interpreting
+from .._base import triton_interpreting
 from ..ops import register_scan, state_entering_each_step
 from ..reference import compute_dtype
 from .gates import activate_gates, gate_dots, store_gates

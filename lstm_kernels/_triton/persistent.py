@@ -56,7 +56,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backends import triton_interpreting
+from .._base import triton_interpreting
 from ..reference import compute_dtype
 from .fused_step import (
     _TL_DTYPES,
