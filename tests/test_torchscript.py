@@ -118,3 +118,25 @@ def test_script_cell(bias):
         want = ours(*args)
         _close(scripted(*args), want)
         _close(loaded(*args), want)
+
+
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+def test_export_path_with_packed_input_and_dropout(monkeypatch, enforce_sorted):
+    # The path trace/ONNX take (functional.exporting) also handles PackedSequence and
+    # training-mode dropout: it is nn.LSTM's own call, so one seed gives nn.LSTM's result.
+    import lstm_kernels.functional as LF
+
+    monkeypatch.setattr(LF, "exporting", lambda: True)
+    torch.manual_seed(0)
+    ref = nn.LSTM(4, 6, num_layers=2, bidirectional=True, dropout=0.3).train()
+    ours = LSTM.from_torch(ref).train()
+    x = torch.randn(5, 3, 4)
+    lengths = [5, 2, 4] if not enforce_sorted else [5, 4, 2]
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
+    h0 = (torch.randn(4, 3, 6), torch.randn(4, 3, 6))
+    torch.manual_seed(1)
+    got_out, got_hc = ours(packed, h0)
+    torch.manual_seed(1)
+    want_out, want_hc = ref(packed, h0)
+    _close((got_out.data, got_hc), (want_out.data, want_hc))
+    assert torch.equal(got_out.batch_sizes, want_out.batch_sizes)
