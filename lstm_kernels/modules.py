@@ -197,8 +197,7 @@ class LSTM(nn.Module):
             self.bidirectional, self.proj_size, device=w.device, dtype=w.dtype,
         )
         if share:
-            _share_parameters(self, new)
-            new._init_flat_weights()
+            _share_parameters(self, new)  # nn.LSTM.__setattr__ keeps its _flat_weights in step
         else:
             new.load_state_dict(self.state_dict())
             new.train(self.training)

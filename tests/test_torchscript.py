@@ -98,6 +98,7 @@ def test_prepare_scriptable_returns_twin_holding_our_parameters():
     assert isinstance(twin, nn.LSTM)
     assert all(a is b for a, b in zip(ours.parameters(), twin.parameters()))
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in twin.named_parameters()]
+    assert all(a is b for a, b in zip(twin._flat_weights, ours._flat_weights))
     cell = LSTMCell(4, 6, bias=False)
     twin_cell = cell.__prepare_scriptable__()
     assert isinstance(twin_cell, nn.LSTMCell)
