@@ -167,6 +167,12 @@ def lstm(
             x.new_zeros(num_layers * D, B, hidden_size),
         )
     x, hx, weights = _autocast_cast(x, hx, weights)
+    if proj_size > 0 and torch.onnx.is_in_onnx_export():
+        # The legacy exporter refuses this for nn.LSTM too; the dynamo one writes a graph that
+        # onnxruntime rejects at run time (tests/test_onnx.py::test_proj_size_export_is_refused).
+        raise RuntimeError(
+            "LSTM: ONNX export with proj_size > 0 is not supported: ONNX's LSTM op has no projections"
+        )
     if exporting() and batch_sizes is not None:
         data = pack_padded_sequence(x, lengths).data
         out, h_n, c_n = torch_lstm(data, hx[0], hx[1], weights, num_layers, D, dropout, training, batch_sizes)
