@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .backends import available_backends
 from .graphs import cuda_graphs
 from .modules import LSTM, LSTMCell
+from . import quant  # noqa: F401,E402  registers LSTM/LSTMCell with quantize_dynamic's default mapping
 
 try:
     __version__ = version("lstm_kernels")

@@ -15,6 +15,18 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import backends
 from .loop import lstm_layers
+from .native import torch_lstm
+
+
+def exporting() -> bool:
+    """True under ``torch.onnx.export`` (either exporter) and ``torch.jit.trace``.
+
+    Those graphs then hold ``aten::lstm`` (``native.torch_lstm``), which both ONNX
+    exporters translate to ONNX's ``LSTM`` op and which a trace replays on any T and B;
+    our custom ops have no ONNX translation and the Python dispatch would be frozen into
+    a trace (tests/test_onnx.py, tests/test_torchscript.py).
+    """
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
 def _type_name(x) -> str:
@@ -155,11 +167,24 @@ def lstm(
             x.new_zeros(num_layers * D, B, hidden_size),
         )
     x, hx, weights = _autocast_cast(x, hx, weights)
-    impl = backends.resolve(backend, x.device)
-    with torch.autocast(x.device.type, enabled=False):
-        out, h_n, c_n = lstm_layers(
-            x, hx[0], hx[1], weights, num_layers, D, dropout, training, batch_sizes, impl
+    if proj_size > 0 and torch.onnx.is_in_onnx_export():
+        # The legacy exporter refuses this for nn.LSTM too; the dynamo one writes a graph that
+        # onnxruntime rejects at run time (tests/test_onnx.py::test_proj_size_export_is_refused).
+        raise RuntimeError(
+            "LSTM: ONNX export with proj_size > 0 is not supported: ONNX's LSTM op has no projections"
         )
+    if exporting() and batch_sizes is not None:
+        data = pack_padded_sequence(x, lengths).data
+        out, h_n, c_n = torch_lstm(data, hx[0], hx[1], weights, num_layers, D, dropout, training, batch_sizes)
+        out = pad_packed_sequence(PackedSequence(out, batch_sizes))[0]
+    elif exporting():
+        out, h_n, c_n = torch_lstm(x, hx[0], hx[1], weights, num_layers, D, dropout, training)
+    else:
+        impl = backends.resolve(backend, x.device)
+        with torch.autocast(x.device.type, enabled=False):
+            out, h_n, c_n = lstm_layers(
+                x, hx[0], hx[1], weights, num_layers, D, dropout, training, batch_sizes, impl
+            )
 
     if batch_sizes is not None:
         out = pack_padded_sequence(out, lengths).data
@@ -236,10 +261,13 @@ def lstm_cell(input, hx, w_ih, w_hh, b_ih, b_hh, *, input_size: int, hidden_size
     if _autocast_on(x):
         out_dtype = torch.promote_types(torch.get_autocast_dtype(x.device.type), hx[1].dtype)
     x, hx, weights = _autocast_cast(x, hx, weights)
-    impl = backends.resolve(backend, x.device)
-    with torch.autocast(x.device.type, enabled=False):
-        _, h_n, c_n = lstm_layers(x.unsqueeze(0), hx[0].unsqueeze(0), hx[1].unsqueeze(0), weights, 1, 1, 0.0,
-                                  False, None, impl)
+    if exporting():
+        _, h_n, c_n = torch_lstm(x.unsqueeze(0), hx[0].unsqueeze(0), hx[1].unsqueeze(0), weights, 1, 1, 0.0, False)
+    else:
+        impl = backends.resolve(backend, x.device)
+        with torch.autocast(x.device.type, enabled=False):
+            _, h_n, c_n = lstm_layers(x.unsqueeze(0), hx[0].unsqueeze(0), hx[1].unsqueeze(0), weights, 1, 1,
+                                      0.0, False, None, impl)
     h, c = h_n[0], c_n[0]
     if out_dtype is not None:
         h, c = h.to(out_dtype), c.to(out_dtype)

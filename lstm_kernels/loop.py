@@ -36,7 +36,7 @@ def lstm_layers(
     c_n: list[Tensor] = []
     for layer in range(num_layers):
         if layer > 0 and dropout > 0 and training:
-            layer_input = F.dropout(layer_input, dropout, True)
+            layer_input = _dropout_like_nn_lstm(layer_input, dropout, batch_sizes)
         idx = [layer * num_directions + d for d in range(num_directions)]
         w_ih = torch.cat([weights[k][0] for k in idx]) if num_directions > 1 else weights[idx[0]][0]
         bias = _combined_bias([weights[k] for k in idx])
@@ -56,6 +56,23 @@ def lstm_layers(
         h_n.extend(r[1] for r in results)
         c_n.extend(r[2] for r in results)
     return layer_input, torch.stack(h_n), torch.stack(c_n)
+
+
+def _dropout_like_nn_lstm(x: Tensor, p: float, batch_sizes: Optional[Tensor]) -> Tensor:
+    """Dropout between layers drawing the same random numbers as ``nn.LSTM`` on CPU.
+
+    ``nn.LSTM`` drops out its layer output as it holds it: ``[T, B, F]`` padded, or the
+    packed rows ``[N, F]`` (time-major, the valid rows of each step). For packed input we
+    gather those rows in that order, drop out, and scatter them back, so one seed gives
+    ``nn.LSTM``'s masks (tests/test_dropout_masks.py). Padding rows are left as they are.
+    """
+    if batch_sizes is None:
+        return F.dropout(x, p, True)
+    T, B, feat = x.shape
+    valid = torch.arange(B, device=batch_sizes.device).unsqueeze(0) < batch_sizes.unsqueeze(1)  # [T, B]
+    rows = valid.reshape(-1).nonzero().squeeze(1).to(x.device)  # packed order: t-major, then batch
+    flat = x.reshape(T * B, feat)
+    return flat.index_copy(0, rows, F.dropout(flat.index_select(0, rows), p, True)).view(T, B, feat)
 
 
 def _combined_bias(layer_weights) -> Optional[Tensor]:

@@ -8,10 +8,12 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from typing import Optional, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn import Parameter, init
+from torch.nn.utils.rnn import PackedSequence
 
 from . import functional as LF
 from .backends import check_backend_name
@@ -29,14 +31,12 @@ def _check_bool(name: str, value) -> None:
         raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
 
 
-def _refuse_scripting(module: nn.Module):
-    # torch.jit.script calls this before compiling; without it scripting fails deep inside
-    # the frontend on an unrelated-looking line of this file.
-    raise RuntimeError(
-        f"lstm_kernels.{type(module).__name__} cannot be scripted with torch.jit.script: its forward "
-        "dispatches to custom ops and backends in Python. Use torch.compile or torch.export.export "
-        "instead: both capture it whole."
-    )
+def _share_parameters(src: nn.Module, dst: nn.Module) -> nn.Module:
+    """Make ``dst`` hold ``src``'s own Parameter objects (same names), in ``src``'s training mode."""
+    for name, p in src.named_parameters(recurse=False):
+        setattr(dst, name, p)
+    dst.train(src.training)
+    return dst
 
 
 class LSTM(nn.Module):
@@ -112,6 +112,7 @@ class LSTM(nn.Module):
         self.backend = backend
         num_directions = 2 if bidirectional else 1
         real_hidden = proj_size if proj_size > 0 else hidden_size
+        self.mode = "LSTM"
         self._flat_weights_names: list[str] = []
         self._all_weights: list[list[str]] = []
         for layer in range(num_layers):
@@ -144,6 +145,12 @@ class LSTM(nn.Module):
     def all_weights(self) -> list[list[Parameter]]:
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
+    @property
+    def _flat_weights(self) -> list[Parameter]:
+        # nn.LSTM keeps this list in step by hand; read each time, it cannot go stale after
+        # .to(), load_state_dict or reassignment (tests/test_ecosystem.py::test_introspection_*).
+        return [getattr(self, name) for name in self._flat_weights_names]
+
     def _layer_weights(self):
         """Per layer and direction: (w_ih, w_hh, b_ih, b_hh, w_hr), absent ones as None."""
         out = []
@@ -153,7 +160,9 @@ class LSTM(nn.Module):
             out.append((get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr")))
         return out
 
-    def forward(self, input, hx=None):
+    def forward(
+        self, input: Union[Tensor, PackedSequence], hx: Optional[tuple[Tensor, Tensor]] = None
+    ) -> tuple[Union[Tensor, PackedSequence], tuple[Tensor, Tensor]]:
         """Same as ``torch.nn.LSTM.forward``: returns ``(output, (h_n, c_n))``."""
         return LF.lstm(
             input,
@@ -170,8 +179,29 @@ class LSTM(nn.Module):
             backend=self.backend,
         )
 
-    def __prepare_scriptable__(self):
-        _refuse_scripting(self)
+    def __prepare_scriptable__(self) -> nn.LSTM:
+        # torch.jit.script compiles the returned module in our place: nn.LSTM holding our
+        # Parameter objects, so training a scripted model trains this one
+        # (tests/test_torchscript.py).
+        return self.to_torch(share=True)
+
+    def to_torch(self, *, share: bool = False) -> nn.LSTM:
+        """An ``nn.LSTM`` with this configuration, device, dtype, weights and training mode.
+
+        The inverse of :meth:`from_torch`. The weights are copied, or with ``share=True``
+        the result holds this module's own Parameter objects.
+        """
+        w = self.weight_ih_l0
+        new = nn.LSTM(
+            self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout,
+            self.bidirectional, self.proj_size, device=w.device, dtype=w.dtype,
+        )
+        if share:
+            _share_parameters(self, new)  # nn.LSTM.__setattr__ keeps its _flat_weights in step
+        else:
+            new.load_state_dict(self.state_dict())
+            new.train(self.training)
+        return new
 
     def flatten_parameters(self) -> None:
         """No-op, for code written for ``nn.LSTM``: the weights are used as they are."""
@@ -255,15 +285,26 @@ class LSTMCell(nn.Module):
         for weight in self.parameters():
             init.uniform_(weight, -stdv, stdv)
 
-    def forward(self, input, hx=None):
+    def forward(self, input: Tensor, hx: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
         """Same as ``torch.nn.LSTMCell.forward``: returns ``(h', c')``."""
         return LF.lstm_cell(
             input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
             input_size=self.input_size, hidden_size=self.hidden_size, backend=self.backend,
         )
 
-    def __prepare_scriptable__(self):
-        _refuse_scripting(self)
+    def __prepare_scriptable__(self) -> nn.LSTMCell:
+        # As LSTM.__prepare_scriptable__: nn.LSTMCell holding our Parameter objects.
+        return self.to_torch(share=True)
+
+    def to_torch(self, *, share: bool = False) -> nn.LSTMCell:
+        """An ``nn.LSTMCell`` with this configuration, device, dtype, weights and training mode."""
+        w = self.weight_ih
+        new = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, device=w.device, dtype=w.dtype)
+        if share:
+            return _share_parameters(self, new)
+        new.load_state_dict(self.state_dict())
+        new.train(self.training)
+        return new
 
     @classmethod
     def from_torch(cls, module: nn.LSTMCell, *, backend: str = "auto") -> "LSTMCell":
@@ -274,6 +315,7 @@ class LSTMCell(nn.Module):
         new = cls(module.input_size, module.hidden_size, module.bias, device=w.device, dtype=w.dtype,
                   backend=backend)
         new.load_state_dict(module.state_dict())
+        new.train(module.training)
         return new
 
     def extra_repr(self) -> str:

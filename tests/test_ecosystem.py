@@ -1,5 +1,5 @@
 """Fit with the PyTorch ecosystem: checkpoints, pickle, deepcopy, dtype/device moves,
-torch.jit.script (refused clearly) and torch.export.
+torch.export and nn.LSTM's introspection surface (mode, _flat_weights, to_torch).
 
 Dimensions: T seq len, B batch, I input, H hidden, P = proj_size or H.
 """
@@ -157,22 +157,6 @@ def test_dtype_moves_keep_module_working(backend, move):
     assert x.grad.dtype == dtype and all(p.grad.dtype == dtype for p in ours.parameters())
 
 
-@pytest.mark.parametrize("module", [LSTM(4, 6, backend="torchscript"), LSTMCell(4, 6, backend="torchscript")],
-                         ids=["LSTM", "LSTMCell"])
-def test_jit_script_raises_clear_error(module):
-    class Holder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn = module
-
-        def forward(self, x):
-            return self.rnn(x)
-
-    for target in (module, Holder()):
-        with pytest.raises(RuntimeError, match=r"cannot be scripted with torch\.jit\.script.*torch\.compile"):
-            torch.jit.script(target)
-
-
 class _Tagger(nn.Module):
     """Embedding-free sequence tagger: LSTM over padded input, then a linear head."""
 
@@ -222,3 +206,70 @@ def test_torch_export_reference_backend():
     assert not any("lstm_kernels" in t for t in _graph_targets(ep.graph_module))
     torch.testing.assert_close(ep.module()(x), model(x), **tol(torch.float32))
 
+
+
+def _assert_flat_weights_in_step(m):
+    assert m._flat_weights == [getattr(m, n) for n in m._flat_weights_names]
+    assert all(a is b for a, b in zip(m._flat_weights, m.parameters()))
+    assert m.all_weights == [[getattr(m, n) for n in names] for names in m._all_weights]
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(num_layers=2, bidirectional=True, proj_size=3), dict(bias=False)],
+                         ids=["plain", "L2-bi-proj", "nobias"])
+def test_introspection_matches_nn_lstm(cfg):
+    ref = nn.LSTM(4, 6, **cfg)
+    ours = LSTM.from_torch(ref)
+    assert ours.mode == ref.mode == "LSTM"
+    assert ours.proj_size == ref.proj_size
+    assert ours._flat_weights_names == ref._flat_weights_names
+    assert ours._all_weights == ref._all_weights
+    assert [tuple(w.shape) for w in ours._flat_weights] == [tuple(w.shape) for w in ref._flat_weights]
+    assert all(torch.equal(a, b) for a, b in zip(ours._flat_weights, ref._flat_weights))
+    _assert_flat_weights_in_step(ours)
+    ours.double()
+    _assert_flat_weights_in_step(ours)
+    assert all(w.dtype == torch.float64 for w in ours._flat_weights)
+    ours.load_state_dict({k: v.double() + 1 for k, v in ref.state_dict().items()})
+    _assert_flat_weights_in_step(ours)
+    ours.weight_ih_l0 = nn.Parameter(torch.zeros_like(ours.weight_ih_l0))
+    _assert_flat_weights_in_step(ours)
+    assert ours._flat_weights[0].abs().sum() == 0
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(num_layers=2, bidirectional=True, proj_size=3, batch_first=True,
+                                               dropout=0.25, bias=False)], ids=["plain", "full"])
+@pytest.mark.parametrize("training", [True, False])
+def test_to_torch_is_inverse_of_from_torch(cfg, training):
+    ours = LSTM(4, 6, dtype=torch.float64, **cfg).train(training)
+    twin = ours.to_torch()
+    assert isinstance(twin, nn.LSTM) and twin.training == training
+    for k in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional",
+              "proj_size"):
+        assert getattr(twin, k) == getattr(ours, k), k
+    sd_a, sd_b = ours.state_dict(), twin.state_dict()
+    assert list(sd_a) == list(sd_b) and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+    assert all(w.dtype == torch.float64 for w in twin.parameters())
+    assert all(a is not b for a, b in zip(ours.parameters(), twin.parameters()))  # a copy
+    back = LSTM.from_torch(twin)
+    assert back.training == training
+    assert all(torch.equal(a, b) for a, b in zip(back.parameters(), ours.parameters()))
+    x = torch.randn(3, 5, 4, dtype=torch.float64)
+    out_a, (h_a, c_a) = ours.eval()(x)
+    out_b, (h_b, c_b) = twin.eval()(x)
+    for a, b in ((out_a, out_b), (h_a, h_b), (c_a, c_b)):
+        torch.testing.assert_close(a, b, **tol(torch.float64))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_cell_to_torch_is_inverse_of_from_torch(bias, training):
+    ours = LSTMCell(4, 6, bias=bias).train(training)
+    twin = ours.to_torch()
+    assert isinstance(twin, nn.LSTMCell) and twin.training == training and twin.bias == bias
+    sd_a, sd_b = ours.state_dict(), twin.state_dict()
+    assert list(sd_a) == list(sd_b) and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+    back = LSTMCell.from_torch(twin)
+    assert back.training == training
+    x = torch.randn(3, 4)
+    for a, b in zip(ours(x), twin(x)):
+        torch.testing.assert_close(a, b, **tol(torch.float32))
