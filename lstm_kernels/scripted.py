@@ -9,7 +9,7 @@ Dimensions: T seq len, B batch, H hidden, P = proj_size or H, G = 4H.
 Shapes follow ``ops.py``: gx [T,B,G], h0 [B,P], c0 [B,H], w_hh [G,P], w_hr [P,H].
 Gate order is nn.LSTM's (i, f, g, o), also in the saved ``gates``.
 
-Why it is written the way it is (measurements in ``benchmarks/NOTES.md``, CPU section):
+Why it is written the way it is (the choices and what was dropped: ``docs/decisions.md``):
 
 * On CPU the time per step of a small LSTM is the number of interpreter ops, not
   FLOPs (about 0.7 us per op on the reference machine, against 1.4 us for a whole
@@ -22,8 +22,8 @@ Why it is written the way it is (measurements in ``benchmarks/NOTES.md``, CPU se
   A layout with the weights reordered (and the g rows doubled) saves at most one op per
   step over the in-place doubling below, but a copy cached across calls cannot see
   changes made through ``p.data`` (gradcheck perturbs inputs that way, and target-network
-  soft updates do too), and one made per call costs more than it saves at small T*B
-  (NOTES, CPU change 11). With nothing cached, nothing can go stale.
+  soft updates do too), and one made per call costs more than it saves at small T*B.
+  With nothing cached, nothing can go stale.
 * The cell input's tanh comes from the one sigmoid over all four gate blocks for steps of
   ``GATE_SIGMOID_MIN`` elements or more: the g block of the pre-activations is doubled in
   place first, and tanh(g) = 2 sigmoid(2g) - 1 is one op after it.
@@ -140,7 +140,7 @@ BACKWARD_BLOCK_ELEMS = 1 << 17
 
 # Both directions of a bidirectional layer share one scripted loop (``use_paired``) up to
 # this many multiply-adds per direction and step matmul ([B, P] x [P, 4H]) and this many
-# elements of w_hh per direction. Measured (NOTES, CPU, change 5): a win where the step is
+# elements of w_hh per direction. Measured: a win where the step is
 # interpreter-bound (H=64, B<=16); at B=1 with H>=256, and at B=64, H=64 in training, MKL's
 # batched matmul is slower than two plain ones, and pairing lost 5-15%.
 PAIRED_MAX_MACS = 1 << 18
