@@ -176,8 +176,8 @@ def make_step(
     The input is ``x``, or ``make_input(shape, device, dtype, seed)``; ``device`` and
     ``dtype`` default to the module's. In "training" the step computes, with
     ``torch.autograd.grad`` (nothing accumulates in ``.grad``, so every call does the
-    same work), the gradients of every parameter and of the input when it is a tensor,
-    under ``grad_out`` (default: a random tensor drawn from ``seed`` on the first call).
+    same work), the gradients of every parameter and of the input (a tensor or a
+    PackedSequence's data), under ``grad_out`` (default: a random tensor drawn from ``seed`` on the first call).
     ``context`` is entered around every call (a oneDNN switch, a forced tier). The
     step synchronises CUDA before it returns.
     """
@@ -209,11 +209,13 @@ def make_step(
         return infer
 
     module.train()
-    if isinstance(x, torch.Tensor):
+    if isinstance(x, PackedSequence):
+        x = PackedSequence(x.data.detach().requires_grad_(True), x.batch_sizes, x.sorted_indices,
+                           x.unsorted_indices)
+        inputs = [x.data] + params
+    else:
         x = x.detach().requires_grad_(True)
         inputs = [x] + params
-    else:
-        inputs = params
     upstream = [grad_out]
 
     def train():
