@@ -6,7 +6,7 @@ uni/bi directions.
     pytest benchmarks --benchmark-only        time the "small" grid (or LSTM_KERNELS_BENCH_GRID)
     pytest benchmarks --benchmark-disable     smoke test: one untimed call per case, "smoke" grid
 
-LSTM_KERNELS_BENCH_GRID selects the grid: a name from ``lstm_kernels.bench.GRIDS``
+LSTM_KERNELS_BENCH_GRID selects the grid: a name from ``lstm_kernels.timing.GRIDS``
 ("smoke", "quick", "small", "full") or a product spec such as
 "T=16,128 B=1,16 H=64 L=1,2 D=1,2". "full" is T{16,128,512} x B{1,16,64} x H{64,256,512}
 x L{1,2} x uni/bi, with the reference backend on every shape.
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from lstm_kernels import bench
+from lstm_kernels import bench, timing
 
 GRID_ENV = "LSTM_KERNELS_BENCH_GRID"
 
 
 @dataclass(frozen=True)
 class Case:
-    shape: bench.Shape
+    shape: timing.Shape
     mode: str
     provider: bench.Provider
 
@@ -52,7 +52,7 @@ def grid_name(config) -> str:
 def cases(config) -> list[Case]:
     name = grid_name(config)
     try:
-        shapes = bench.parse_grid(name)
+        shapes = timing.parse_grid(name)
     except ValueError as e:
         raise ValueError(f"{GRID_ENV}: {e}") from None
     device = bench.default_device()
@@ -60,7 +60,7 @@ def cases(config) -> list[Case]:
     return [
         Case(shape, mode, p)
         for shape in shapes
-        for mode in bench.MODES
+        for mode in timing.MODES
         for p in bench.providers_for(shape, provs, full=name == "full")
     ]
 

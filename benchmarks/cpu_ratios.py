@@ -8,7 +8,8 @@ Providers, all with the same intra-op thread count (``--threads``, default 2):
     onednn    torch.nn.LSTM with oneDNN enabled (PyTorch's default on CPU)
     native    torch.nn.LSTM with ``torch.backends.mkldnn.flags(enabled=False)``
 Modes: ``inference`` (forward under no_grad) and ``training`` (forward + backward of a
-random upstream gradient into the parameters).
+random upstream gradient into the input and the parameters); shapes, steps and the
+interleaved timer are ``lstm_kernels.timing``'s, shared with ``python -m lstm_kernels.bench``.
 
 The machine this runs on may be shared, so every shape alternates the providers call by
 call in a rotating order over several rounds and reports medians: slow phases of the
@@ -29,16 +30,14 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import itertools
+import contextlib
 import json
-import math
 import os
 import platform
 import statistics
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
@@ -47,6 +46,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import lstm_kernels  # noqa: E402
+from lstm_kernels import timing  # noqa: E402
+from lstm_kernels.timing import Shape, geomean  # noqa: E402
 
 GRID = {"T": [16, 128, 512], "B": [1, 16, 64], "H": [64, 256, 512], "L": [1, 2], "bi": [False, True]}
 PACKED_GRID = {"T": [16, 128, 512], "B": [16, 64], "H": [64, 256], "L": [1], "bi": [False, True]}
@@ -56,82 +57,50 @@ PROVIDERS = ("scripted", "onednn", "native")
 MODES = ("inference", "training")
 
 
-@dataclass(frozen=True)
-class Shape:
-    T: int
-    B: int
-    H: int
-    L: int
-    bi: bool
-
-    @property
-    def id(self) -> str:
-        return f"T{self.T}-B{self.B}-H{self.H}-L{self.L}-{'bi' if self.bi else 'uni'}"
-
-
 def shapes_of(grid: dict) -> list[Shape]:
-    return [Shape(*v) for v in itertools.product(grid["T"], grid["B"], grid["H"], grid["L"], grid["bi"])]
+    return timing.product(grid["T"], grid["B"], grid["H"], grid["L"], [2 if bi else 1 for bi in grid["bi"]])
+
+
+def shape_record(shape: Shape) -> dict:
+    """The shape as the JSON rows write it (input size = H)."""
+    return {"T": shape.T, "B": shape.B, "H": shape.H, "L": shape.layers, "bi": shape.bidirectional}
 
 
 def make_models(shape: Shape) -> tuple[nn.Module, nn.Module]:
     """nn.LSTM and the scripted LSTM with the same weights."""
-    ref = nn.LSTM(shape.H, shape.H, shape.L, bidirectional=shape.bi)
-    ours = lstm_kernels.LSTM(shape.H, shape.H, shape.L, bidirectional=shape.bi, backend="torchscript")
+    ref = nn.LSTM(shape.H, shape.H, shape.layers, bidirectional=shape.bidirectional)
+    ours = lstm_kernels.LSTM(shape.H, shape.H, shape.layers, bidirectional=shape.bidirectional,
+                             backend="torchscript")
     ours.load_state_dict(ref.state_dict())
     return ref, ours
 
 
-def make_step(model: nn.Module, x, mode: str, mkldnn: bool) -> Callable[[], None]:
-    """One timed call: forward (no_grad) or forward + backward of a fixed random grad."""
-    params = list(model.parameters())
-    grad = None
-
-    def step():
-        nonlocal grad
-        with torch.backends.mkldnn.flags(enabled=mkldnn):
-            if mode == "inference":
-                with torch.no_grad():
-                    model(x)
-                return
-            out, _ = model(x)
-            data = out.data if isinstance(out, nn.utils.rnn.PackedSequence) else out
-            if grad is None:
-                grad = torch.randn_like(data)
-            data.backward(grad)
-            for p in params:
-                p.grad = None
-
-    return step
+def make_step(model: nn.Module, shape: Shape, x, mode: str, mkldnn: bool) -> Callable[[], object]:
+    """One timed call (``timing.make_step``), with oneDNN switched off when ``mkldnn`` is False."""
+    context = contextlib.nullcontext if mkldnn else (lambda: torch.backends.mkldnn.flags(enabled=False))
+    return timing.make_step(model, shape, mode, x=x, context=context)
 
 
-CLOCK = time.perf_counter
+CLOCK = "wall"
 MIN_ROUNDS = 3
 
 
 def time_interleaved(
-    steps: dict[str, Callable[[], None]], rounds: int, budget_s: float
+    steps: dict[str, Callable[[], object]], rounds: int, budget_s: float
 ) -> dict[str, list[float]]:
-    """Seconds per call of each step, one sample per round, alternating steps in a rotating order."""
-    names = list(steps)
-    per_call = {}
-    for n in names:  # warm up (TorchScript compiles, oneDNN builds primitives) and calibrate
-        steps[n]()
-        t0 = CLOCK()
-        steps[n]()
-        per_call[n] = CLOCK() - t0
-    # Repeat short calls so one sample is at least ~10 ms; fewer rounds for huge shapes.
-    reps = {n: max(1, math.ceil(0.01 / max(per_call[n], 1e-6))) for n in names}
-    round_cost = sum(per_call[n] * reps[n] for n in names)
-    rounds = max(MIN_ROUNDS, min(rounds, int(budget_s / max(round_cost, 1e-9))))
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for n in order:
-            t0 = CLOCK()
-            for _ in range(reps[n]):
-                steps[n]()
-            samples[n].append((CLOCK() - t0) / reps[n])
-    return samples
+    """Seconds per call of each step, one sample per round, alternating steps in a rotating order.
+
+    One untimed call warms each step up (TorchScript compiles, oneDNN builds primitives);
+    short calls repeat so one sample lasts at least ~10 ms; rounds stop early, after
+    ``MIN_ROUNDS``, once ``budget_s`` is spent.
+    """
+    result = timing.time_interleaved(steps, rounds=rounds, min_rounds=MIN_ROUNDS, warmup=1,
+                                     min_sample_s=0.01, max_calls_per_sample=10_000, budget_s=budget_s,
+                                     clock=CLOCK)
+    failed = {n: t.error for n, t in result.items() if t.error}
+    if failed:
+        raise RuntimeError(f"steps failed: {failed}")
+    return {n: t.samples for n, t in result.items()}
 
 
 def paired_ratio(a: list[float], b: list[float]) -> float:
@@ -143,10 +112,10 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
 def bench_shape(shape: Shape, modes, providers, rounds: int, budget_s: float) -> dict:
     ref, ours = make_models(shape)
     x = torch.randn(shape.T, shape.B, shape.H)
-    row = {"shape": asdict(shape), "id": shape.id}
+    row = {"shape": shape_record(shape), "id": shape.id}
     for mode in modes:
         models = {"scripted": (ours, True), "onednn": (ref, True), "native": (ref, False)}
-        steps = {p: make_step(models[p][0], x, mode, models[p][1]) for p in providers}
+        steps = {p: make_step(models[p][0], shape, x, mode, models[p][1]) for p in providers}
         samples = time_interleaved(steps, rounds, budget_s)
         row[mode] = {
             "ms": {p: statistics.median(samples[p]) * 1e3 for p in providers},
@@ -168,13 +137,13 @@ def bench_packed(shape: Shape, modes, rounds: int, budget_s: float) -> dict:
     lengths, _ = lengths.sort(descending=True)
     x = torch.randn(shape.T, shape.B, shape.H)
     packed = pack_padded_sequence(x, lengths)
-    row = {"shape": asdict(shape), "id": shape.id, "mean_len_frac": float(lengths.float().mean() / shape.T)}
+    row = {"shape": shape_record(shape), "id": shape.id, "mean_len_frac": float(lengths.float().mean() / shape.T)}
     for mode in modes:
         steps = {
-            "scripted-padded": make_step(ours, x, mode, True),
-            "scripted-packed": make_step(ours, packed, mode, True),
-            "onednn-padded": make_step(ref, x, mode, True),
-            "onednn-packed": make_step(ref, packed, mode, True),
+            "scripted-padded": make_step(ours, shape, x, mode, True),
+            "scripted-packed": make_step(ours, shape, packed, mode, True),
+            "onednn-padded": make_step(ref, shape, x, mode, True),
+            "onednn-packed": make_step(ref, shape, packed, mode, True),
         }
         smp = time_interleaved(steps, rounds, budget_s)
         row[mode] = {
@@ -186,8 +155,8 @@ def bench_packed(shape: Shape, modes, rounds: int, budget_s: float) -> dict:
     return row
 
 
-# Why a shape can miss the target: every grid shape is in exactly one class, and
-# benchmarks/NOTES.md ("Why the targets are missed") explains each class by its letter.
+# Why a shape can miss the target: every grid shape is in exactly one class
+# (test_cpu_ratios_classes_cover_the_grid).
 SHAPE_CLASSES = {
     "A": "H=64: interpreter-bound step",
     "B": "B=1, H>=256: memory-bound step matvec",
@@ -196,14 +165,10 @@ SHAPE_CLASSES = {
 
 
 def shape_class(shape: dict) -> str:
-    """The letter of ``SHAPE_CLASSES`` that ``shape`` (a ``Shape`` as a dict) belongs to."""
+    """The letter of ``SHAPE_CLASSES`` that ``shape`` (a dict with "B" and "H") belongs to."""
     if shape["H"] <= 64:
         return "A"
     return "B" if shape["B"] == 1 else "C"
-
-
-def geomean(xs: list[float]) -> float:
-    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
 def summary(rows: list[dict], modes) -> dict:
@@ -225,7 +190,7 @@ def markdown(rows, packed_rows, summ, modes, meta) -> str:
              "Ratio = scripted time / provider time: the median over rounds of the ratio of "
              "back-to-back calls (ms columns: median per call); < 1 is faster.", ""]
     if rows:
-        lines += ["Class (why a shape can miss the target; benchmarks/NOTES.md explains each): "
+        lines += ["Class (why a shape can miss the target): "
                   + "; ".join(f"{k} = {v}" for k, v in SHAPE_CLASSES.items()) + ".", ""]
         head = "| shape | class |" + "".join(
             f" {m[:5]} ms scripted | {m[:5]} ms oneDNN | {m[:5]} ÷oneDNN | {m[:5]} ÷native |" for m in modes
@@ -314,7 +279,7 @@ def main(argv=None) -> int:
     if args.clock == "thread" and args.threads != 1:
         ap.error("--clock thread measures one thread's CPU time, so it needs --threads 1")
     global CLOCK, MIN_ROUNDS
-    CLOCK = time.thread_time if args.clock == "thread" else time.perf_counter
+    CLOCK = args.clock
     MIN_ROUNDS = args.min_rounds
     if args.merge:
         return merge(args.merge, args.out)

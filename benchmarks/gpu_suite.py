@@ -64,6 +64,7 @@ from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 import lstm_kernels  # noqa: E402
 from lstm_kernels import LSTM, roofline  # noqa: E402
+from lstm_kernels import timing as shared_timing  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Slack added to 2x cuDNN's error, relative to the tensor's largest magnitude: about two
@@ -270,7 +271,8 @@ def beat(what: str) -> None:
 
 
 class Timer:
-    """Median time of a callable: CUDA events on a GPU, perf_counter on CPU."""
+    """Times of a callable for the rates section: CUDA events on a GPU, perf_counter on CPU.
+    The timing section uses ``lstm_kernels.timing.time_interleaved`` instead."""
 
     def __init__(self, device: str):
         self.cuda = device == "cuda"
@@ -295,14 +297,6 @@ class Timer:
             fn()
             out.append((time.perf_counter() - t0) * 1e3)
         return out
-
-    def median_ms(self, fn: Callable, cfg: Config) -> float:
-        for _ in range(cfg.warmup):
-            fn()
-        self.sync()
-        first = self.times_ms(fn, 1)[0]
-        reps = int(min(cfg.max_reps, max(cfg.min_reps, cfg.measure_s * 1e3 / max(first, 1e-3))))
-        return statistics.median(self.times_ms(fn, reps))
 
 
 # --------------------------------------------------------------------------- (a)
@@ -867,16 +861,17 @@ def timings(cfg: Config, clock: Clock, timer: Timer, rates: dict, rows: list, sk
 
 
 def _time_shape(shape: dict, labels: list, cfg: Config, timer: Timer, rates: dict) -> list:
+    """Every label on one shape, interleaved round by round (``lstm_kernels.timing``): a
+    phase of the machine (clocks, another process) then slows every label alike."""
     dtype = DTYPES[shape["dtype"]]
-    training = shape["mode"] == "training"
     D = 2 if shape["bidirectional"] else 1
     floor = roofline.floor(
         roofline.Shape(shape["mode"], shape["T"], shape["B"], shape["I"], shape["H"], None, shape["layers"],
                        D, dtype),
         rates["hbm_gbps"], rates["matmul_tflops"],
     )
-    out_rows = []
-    cudnn_ms, cudnn_out = None, None
+    tshape = shared_timing.Shape(shape["T"], shape["B"], shape["H"], shape["layers"], shape["bidirectional"],
+                                 shape["I"])
     try:
         torch.manual_seed(0)
         ref = nn.LSTM(shape["I"], shape["H"], shape["layers"], bidirectional=shape["bidirectional"])
@@ -886,48 +881,46 @@ def _time_shape(shape: dict, labels: list, cfg: Config, timer: Timer, rates: dic
     except Exception:
         return [dict(shape, backend="nn.LSTM", ms=None, cudnn_ms=None, max_err=None, floor_ms=floor.floor_ms,
                      error=traceback.format_exc())]
+    rows, steps, outs = {}, {}, {}
     for label in labels:
-        row = dict(shape, backend=label, ms=None, cudnn_ms=None, max_err=None, floor_ms=floor.floor_ms,
-                   floor_bound=floor.bound)
+        rows[label] = dict(shape, backend=label, ms=None, cudnn_ms=None, max_err=None, floor_ms=floor.floor_ms,
+                           floor_bound=floor.bound)
         beat(f"timing {label} {shape}")
         try:
             module = ref if label == "nn.LSTM" else _ours(ref, label)
-            fn = _step_fn(module, label, x, g_out, training)
             with torch.no_grad(), _tier_context(label):
-                out = _forward(module, x)
+                outs[label] = _forward(module, x)
             timer.sync()
-            row["ms"] = timer.median_ms(fn, cfg)
-            if label == "nn.LSTM":
-                cudnn_ms, cudnn_out = row["ms"], out
-            elif cudnn_out is not None:
-                row["max_err"] = max(_rel_err(a, b.double()) for a, b in zip(out, cudnn_out))
+            steps[label] = shared_timing.make_step(module, tshape, shape["mode"], cfg.device, dtype, x=x,
+                                                   grad_out=g_out, context=lambda label=label: _tier_context(label))
         except Exception:
-            row["error"] = traceback.format_exc()
+            rows[label]["error"] = traceback.format_exc()
+    beat(f"timing {shape}")
+    timed = shared_timing.time_interleaved(
+        steps, device=cfg.device, rounds=cfg.max_reps, min_rounds=cfg.min_reps, warmup=cfg.warmup,
+        budget_s=cfg.measure_s * len(steps),
+    )
+    cudnn_ms = None
+    for label, t in timed.items():
+        if t.error is not None:
+            rows[label]["error"] = t.traceback
+        else:
+            rows[label]["ms"] = t.median * 1e3
+            rows[label]["samples_ms"] = [v * 1e3 for v in t.samples]
+    if "nn.LSTM" in rows:
+        cudnn_ms = rows["nn.LSTM"]["ms"]
+    for label, row in rows.items():
+        if label != "nn.LSTM" and row["ms"] is not None and "nn.LSTM" in outs:
+            row["max_err"] = max(_rel_err(a, b.double()) for a, b in zip(outs[label], outs["nn.LSTM"]))
+        if row.get("error"):
             print(f"  {label} ERROR on {shape}: {row['error'].strip().splitlines()[-1]}", flush=True)
         row["cudnn_ms"] = cudnn_ms
-        out_rows.append(row)
-    return out_rows
+    return list(rows.values())
 
 
 def _forward(module, x):
     out, (h_n, c_n) = module(x)
     return out, h_n, c_n
-
-
-def _step_fn(module, label: str, x, g_out, training: bool) -> Callable:
-    params = list(module.parameters())
-    if not training:
-        def infer():
-            with torch.no_grad(), _tier_context(label):
-                module(x)
-        return infer
-    x_req = x.detach().clone().requires_grad_()
-
-    def train():
-        with _tier_context(label):
-            out, _ = module(x_req)
-            torch.autograd.grad([out], [x_req] + params, [g_out])
-    return train
 
 
 # --------------------------------------------------------------------------- (e), (f)

@@ -2,7 +2,10 @@
 
 Dimensions: T sequence length, B batch, H hidden size. One benchmark group per shape and
 mode, so ``--benchmark-only`` prints each group's providers side by side; the grid and
-the providers come from conftest.py (shared with ``python -m lstm_kernels.bench``).
+the providers come from conftest.py, the step from ``lstm_kernels.timing.make_step``
+(both shared with ``python -m lstm_kernels.bench``). pytest-benchmark keeps its own
+clock and statistics; the step synchronises CUDA before it returns, so that clock
+covers the device work.
 """
 import torch
 
@@ -22,17 +25,9 @@ def test_lstm(benchmark, case, device):
         if benchmark.enabled:
             for _ in range(WARMUP_CALLS):
                 step()
-            bench.sync(device)
+        out = benchmark(step)
 
-        def timed():
-            out = step()
-            bench.sync(device)
-            return out
-
-        out = benchmark(timed)
-
-    D = 2 if case.shape.bidirectional else 1
-    assert out.shape == (case.shape.T, case.shape.B, D * case.shape.H)
+    assert out.shape == (case.shape.T, case.shape.B, case.shape.directions * case.shape.H)
     assert torch.isfinite(out).all()
     if benchmark.stats is not None:
         benchmark.extra_info["tokens_per_s"] = case.shape.tokens / benchmark.stats.stats.median

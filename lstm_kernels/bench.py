@@ -13,10 +13,16 @@ the same weights:
     <backend>           ``lstm_kernels.LSTM(backend=<backend>)`` for each available backend
     triton[<tier>]      CUDA only: the triton backend forced to one tier
 
-Providers are interleaved per shape (round-robin, with a rotating start), each is warmed
-up outside the timed region, CUDA is synchronised around every sample, and the reported
-time is the median over samples. ``ratio`` is ``provider_ms / nn.LSTM_ms``: below 1 means
-faster than ``nn.LSTM``.
+Shapes, steps and the timer come from ``lstm_kernels.timing``: providers are interleaved
+per shape (round-robin, with a rotating start), each is warmed up outside the timed
+region, samples are read from CUDA events on a GPU and ``perf_counter`` on CPU, and the
+reported time is the median over samples, with the interquartile range (IQR) beside it.
+``ratio`` is ``provider_ms / nn.LSTM_ms``: below 1 means faster than ``nn.LSTM``.
+
+The report says when not to trust it: rows whose IQR is above ``timing.WIDE_SPREAD`` of
+their median are marked ``!`` and counted in a warning, as is a 1-minute load average
+above the core count; it ends with the geometric mean of the ratios per mode and
+provider. The table fits an 80-column terminal (short headers, folded cells).
 
 The same grids, providers and step functions serve the pytest-benchmark suite in
 ``benchmarks/``.
@@ -25,27 +31,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import math
 import os
 import platform
-import statistics
 import sys
-import time
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
-from torch import nn
 
+from . import timing
 from ._base import triton_interpreting
 from .backends import available_backends
 from .modules import LSTM
+from .timing import (  # noqa: F401  (GRIDS, parse_grid, sync: part of this module's interface)
+    GRIDS, MODES, SPEC_EXAMPLE, WIDE_SPREAD, Shape, Timing, geomean, load_warning, parse_grid,
+    reference_lstm, spread, sync, time_interleaved,
+)
 
 BASELINE = "nn.LSTM"
-MODES = ("inference", "training")
 SCHEMA_VERSION = 1
 DTYPES = {
     "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
@@ -55,101 +61,6 @@ DTYPES = {
 # only worth timing where it finishes quickly, unless asked for with --full.
 REFERENCE_MAX_T = 32
 MIN_REPEATS = 3
-
-
-@dataclass(frozen=True)
-class Shape:
-    """One benchmark problem: ``[T, B, I]`` input through an ``L``-layer LSTM of hidden size ``H``."""
-
-    T: int
-    B: int
-    H: int
-    layers: int = 1
-    bidirectional: bool = False
-    I: Optional[int] = None  # noqa: E741  (input size; None means H)
-
-    @property
-    def input_size(self) -> int:
-        return self.H if self.I is None else self.I
-
-    @property
-    def tokens(self) -> int:
-        """Tokens processed per call: one per time step and sequence."""
-        return self.T * self.B
-
-    @property
-    def id(self) -> str:
-        i = "" if self.I is None else f"-I{self.I}"
-        return f"T{self.T}-B{self.B}{i}-H{self.H}-L{self.layers}-{'bi' if self.bidirectional else 'uni'}"
-
-    def as_dict(self) -> dict:
-        return {
-            "T": self.T, "B": self.B, "I": self.input_size, "H": self.H,
-            "layers": self.layers, "bidirectional": self.bidirectional,
-        }
-
-
-def _product(T, B, H, L, D, I=(None,)) -> list[Shape]:  # noqa: E741
-    return [
-        Shape(t, b, h, layers, d == 2, i)
-        for t, b, h, layers, d, i in itertools.product(T, B, H, L, D, I)
-    ]
-
-
-# Named grids. "full" is the grid the project's speed goals are stated on.
-GRIDS: dict[str, list[Shape]] = {
-    "smoke": [Shape(6, 2, 8), Shape(4, 3, 5, 2, True)],
-    "quick": [Shape(16, 1, 64), Shape(32, 16, 128), Shape(8, 4, 32, 2, True)],
-    "small": (
-        _product((16, 128), (1, 16), (64, 256), (1,), (1,))
-        + [Shape(128, 16, 256, 2, True), Shape(512, 16, 256), Shape(128, 64, 512, 2, False)]
-    ),
-    "full": _product((16, 128, 512), (1, 16, 64), (64, 256, 512), (1, 2), (1, 2)),
-}
-_SPEC_EXAMPLE = "T=16,128 B=1,16 H=64 L=1,2 D=1,2"
-GRID_KEYS = {"T": "T", "B": "B", "H": "H", "I": "I", "L": "L", "D": "D"}
-
-
-def parse_grid(spec: str) -> list[Shape]:
-    """Shapes of a grid: a name in ``GRIDS`` or a product spec like ``"T=16,128 B=1,16 H=64 L=1,2 D=1,2"``.
-
-    In a spec, T, B and H are required; L (layers) defaults to 1, D (directions, 1 or 2)
-    to 1, and I (input size) to H.
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"grid must be one of {sorted(GRIDS)} or a spec like {_SPEC_EXAMPLE!r}; "
-                         f"got {spec!r}")
-    spec = spec.strip()
-    if spec in GRIDS:
-        return list(GRIDS[spec])
-    if "=" not in spec:
-        raise ValueError(f"unknown grid {spec!r}: use one of {sorted(GRIDS)} "
-                         f"or a spec like {_SPEC_EXAMPLE!r}")
-    axes: dict[str, list[int]] = {}
-    for part in spec.replace(";", " ").split():
-        key, sep, values = part.partition("=")
-        if not sep or key not in GRID_KEYS:
-            raise ValueError(
-                f"grid spec {spec!r}: bad item {part!r}; expected KEY=v1,v2 with KEY in {list(GRID_KEYS)}"
-            )
-        if key in axes:
-            raise ValueError(f"grid spec {spec!r}: {key} given twice")
-        try:
-            nums = [int(v) for v in values.split(",") if v]
-        except ValueError:
-            raise ValueError(f"grid spec {spec!r}: {key} values must be integers, got {values!r}") from None
-        if not nums or min(nums) < 1:
-            raise ValueError(f"grid spec {spec!r}: {key} needs positive integers, got {values!r}")
-        axes[key] = nums
-    missing = [k for k in ("T", "B", "H") if k not in axes]
-    if missing:
-        raise ValueError(f"grid spec {spec!r}: missing {', '.join(missing)}")
-    bad_d = [d for d in axes.get("D", [1]) if d not in (1, 2)]
-    if bad_d:
-        raise ValueError(f"grid spec {spec!r}: D (directions) must be 1 or 2, got {bad_d}")
-    return _product(
-        axes["T"], axes["B"], axes["H"], axes.get("L", [1]), axes.get("D", [1]), axes.get("I", [None])
-    )
 
 
 @dataclass(frozen=True)
@@ -230,12 +141,6 @@ def providers_for(shape: Shape, all_providers: Sequence[Provider], full: bool) -
     return [p for p in all_providers if full or p.backend != "reference" or shape.T <= REFERENCE_MAX_T]
 
 
-def sync(device: torch.device) -> None:
-    """Wait for queued device work, so a timer read after it covers that work (no-op on CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def make_step(
     provider: Provider,
     shape: Shape,
@@ -244,63 +149,17 @@ def make_step(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
 ) -> Callable[[], torch.Tensor]:
-    """A function running one call of ``provider`` on ``shape`` in ``mode``; it returns the output.
+    """``timing.make_step`` for ``provider`` on ``shape``: it returns the output.
 
     Weights and data depend only on ``seed`` and ``shape``, so every provider of a shape
-    computes the same numbers. The function does not synchronise; callers do.
+    computes the same numbers. The provider's context is not entered here; callers
+    enter it (``measure`` does, around each sample).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        base = nn.LSTM(shape.input_size, shape.H, shape.layers, bidirectional=shape.bidirectional)
-    base = base.to(device=device, dtype=dtype)
+    base = reference_lstm(shape, seed).to(device=device, dtype=dtype)
     module = base if provider.backend is None else LSTM.from_torch(base, backend=provider.backend)
-    D = 2 if shape.bidirectional else 1
-    x = torch.randn(shape.T, shape.B, shape.input_size, generator=gen).to(device=device, dtype=dtype)
-    if mode == "inference":
-        module.eval()
-
-        def infer() -> torch.Tensor:
-            with torch.no_grad():
-                return module(x)[0]
-
-        return infer
-
-    module.train()
-    x.requires_grad_(True)
-    grad_out = torch.randn(shape.T, shape.B, D * shape.H, generator=gen).to(device=device, dtype=dtype)
-    params = list(module.parameters())
-
-    def train() -> torch.Tensor:
-        # Fresh gradients each call, so every call does the same work (no accumulation).
-        x.grad = None
-        for p in params:
-            p.grad = None
-        out = module(x)[0]
-        out.backward(grad_out)
-        return out.detach()
-
-    return train
-
-
-def _time_once(fn: Callable, n: int, device: torch.device) -> float:
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    sync(device)
-    return (time.perf_counter() - t0) / n
-
-
-@dataclass
-class _Entry:
-    provider: Provider
-    fn: Optional[Callable] = None
-    inner: int = 1
-    samples: list = None
-    error: Optional[str] = None
+    return timing.make_step(module, shape, mode, device, dtype, seed=seed)
 
 
 def measure(
@@ -322,57 +181,91 @@ def measure(
     A provider that raises gets a row with ``error`` set (and no time) instead of
     stopping the whole run; the command exits non-zero when any row has an error.
     """
-    entries = [_Entry(p, samples=[]) for p in provs]
-    for e in entries:
+    steps, errors = {}, {}
+    for p in provs:
         try:
-            with e.provider.context():
-                e.fn = make_step(e.provider, shape, mode, device, dtype)
-                for _ in range(warmup):
-                    e.fn()
-                # Calls per sample: enough that one sample is not dominated by timer and sync.
-                once = _time_once(e.fn, 1, device)
-            e.inner = max(1, min(1000, math.ceil(min_sample_s / max(once, 1e-9))))
+            with p.context():
+                steps[p.name] = make_step(p, shape, mode, device, dtype)
         except Exception as exc:  # reported in the row and in the exit status
-            e.error = f"{type(exc).__name__}: {exc}"
-    live = [e for e in entries if e.error is None]
-    start = time.perf_counter()
-    for r in range(repeats):
-        if r >= MIN_REPEATS and time.perf_counter() - start > budget_s:
-            break
-        # Rotate the order so no provider always runs right after the same neighbour.
-        k = r % len(live) if live else 0
-        for e in live[k:] + live[:k]:
-            if e.error is not None:
-                continue
-            try:
-                with e.provider.context():
-                    e.samples.append(_time_once(e.fn, e.inner, device))
-            except Exception as exc:  # reported in the row and in the exit status
-                e.error = f"{type(exc).__name__}: {exc}"
-    base_ms = None
-    rows = []
-    for e in entries:
-        ms = statistics.median(e.samples) * 1e3 if e.error is None and e.samples else None
-        if e.provider.name == BASELINE:
-            base_ms = ms
-        rows.append({
-            **shape.as_dict(),
-            "shape": shape.id,
-            "mode": mode,
-            "provider": e.provider.name,
-            "backend": e.provider.backend,
-            "tier": e.provider.tier,
-            "ms": ms,
-            "ms_min": min(e.samples) * 1e3 if ms is not None else None,
-            "samples": len(e.samples),
-            "calls_per_sample": e.inner,
-            "tokens_per_s": shape.tokens / (ms / 1e3) if ms else None,
-            "error": e.error,
-        })
+            errors[p.name] = f"{type(exc).__name__}: {exc}"
+    by_name = {p.name: p for p in provs}
+    timings = time_interleaved(
+        steps, device=device, rounds=repeats, min_rounds=MIN_REPEATS, warmup=warmup,
+        min_sample_s=min_sample_s, budget_s=budget_s,
+        contexts={name: by_name[name].context for name in steps},
+    )
+    rows = [result_row(shape, mode, p, timings.get(p.name), errors.get(p.name)) for p in provs]
+    base_ms = next((r["ms"] for r in rows if r["provider"] == BASELINE), None)
     for row in rows:
         row["ratio"] = row["ms"] / base_ms if row["ms"] is not None and base_ms else None
     return rows
 
+
+def result_row(shape: Shape, mode: str, provider: Provider, t: Optional[Timing], error: Optional[str]) -> dict:
+    """One provider's JSON row; ``ratio`` is filled in by ``measure`` once the baseline is known."""
+    error = error or (t.error if t is not None else "not timed")
+    samples = t.samples if t is not None and error is None else []
+    s = spread(samples) if samples else None
+    ms = s.median * 1e3 if s else None
+    return {
+        **shape.as_dict(),
+        "shape": shape.id,
+        "mode": mode,
+        "provider": provider.name,
+        "backend": provider.backend,
+        "tier": provider.tier,
+        "ms": ms,
+        "ms_min": s.lo * 1e3 if s else None,
+        "ms_max": s.hi * 1e3 if s else None,
+        "ms_q1": s.q1 * 1e3 if s else None,
+        "ms_q3": s.q3 * 1e3 if s else None,
+        # IQR / median; above timing.WIDE_SPREAD the row is flagged as noisy.
+        "spread": s.rel_iqr if s else None,
+        "samples": len(samples),
+        "samples_ms": [x * 1e3 for x in samples],
+        "calls_per_sample": t.calls_per_sample if t is not None else 1,
+        "tokens_per_s": shape.tokens / (ms / 1e3) if ms else None,
+        "error": error,
+    }
+
+
+def summary(rows: Sequence[dict]) -> list[dict]:
+    """Geometric mean of the ratio to nn.LSTM per mode and provider (baseline and failed rows left out)."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r["provider"] != BASELINE and r["ratio"] is not None:
+            groups.setdefault((r["mode"], r["provider"]), []).append(r["ratio"])
+    order = {m: i for i, m in enumerate(MODES)}
+    return [
+        {"mode": mode, "provider": prov, "geomean_ratio": geomean(rs), "shapes": len(rs)}
+        for (mode, prov), rs in sorted(groups.items(), key=lambda kv: order.get(kv[0][0], len(order)))
+    ]
+
+
+def summary_lines(summ: Sequence[dict]) -> list[str]:
+    """One line per mode and provider, e.g. ``geomean inference torchscript: 0.91 x nn.LSTM over 12 shapes``."""
+    return [
+        f"geomean {s['mode']} {s['provider']}: {s['geomean_ratio']:.3g} x nn.LSTM "
+        f"over {s['shapes']} shape{'s' if s['shapes'] != 1 else ''}"
+        for s in summ
+    ]
+
+
+def noise_warnings(rows: Sequence[dict], load1: Optional[float] = None, cores: Optional[int] = None) -> list[str]:
+    """Why the timings may not be trusted: rows whose IQR is wide, a machine busier than its cores."""
+    out = []
+    wide = [r for r in rows if r["spread"] is not None and r["spread"] > WIDE_SPREAD]
+    if wide:
+        worst = max(wide, key=lambda r: r["spread"])
+        out.append(
+            f"{len(wide)} of {len(rows)} rows (marked !) have an IQR above {WIDE_SPREAD:.0%} of their median "
+            f"(worst {worst['spread']:.0%}: {worst['shape']} {worst['mode']} {worst['provider']}); "
+            "rerun them with more --repeats on a quieter machine"
+        )
+    load = load_warning(load1, cores)
+    if load:
+        out.append(load)
+    return out
 
 def _cpu_name() -> str:
     try:
@@ -419,36 +312,92 @@ def _fmt(x: Optional[float], spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
-def render_table(rows: Sequence[dict], console) -> None:
+def _si(x: Optional[float]) -> str:
+    """``1234567`` -> ``1.23M``: three significant digits and a unit letter."""
+    if x is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def _spread_cell(row: dict) -> str:
+    if row["spread"] is None:
+        return "-"
+    return f"{row['spread']:.0%}" + ("!" if row["spread"] > WIDE_SPREAD else "")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: its header, its cell for a row, and its shorter forms on a narrow terminal."""
+
+    header: str
+    cell: Callable[[dict], str]
+    justify: str = "left"
+    short_header: Optional[str] = None
+    short_cell: Optional[Callable[[dict], str]] = None
+    narrow: bool = True  # shown on a narrow terminal
+
+
+COLUMNS: list[Column] = [
+    Column("shape", lambda r: r["shape"]),
+    Column("mode", lambda r: r["mode"], short_cell=lambda r: r["mode"][:5]),
+    Column("provider", lambda r: r["provider"]),
+    Column("ms/call", lambda r: "error" if r["error"] else _fmt(r["ms"], ".3f"), "right", "ms"),
+    Column("IQR", _spread_cell, "right"),
+    Column("ms / nn.LSTM ms", lambda r: _fmt(r["ratio"], ".3g"), "right", "ratio"),
+    Column("tokens/s", lambda r: _si(r["tokens_per_s"]), "right", "tok/s", narrow=False),
+]
+# Below this many columns the table uses the short headers and cells, drops the columns
+# that are not ``narrow`` and folds what still does not fit (test_table_fits_80_columns).
+NARROW_WIDTH = 100
+
+
+def render_table(rows: Sequence[dict], console, columns: Sequence[Column] = COLUMNS) -> None:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="lstm_kernels vs nn.LSTM", title_justify="left",
-                  caption="ratio = ms / nn.LSTM ms (below 1: faster than nn.LSTM)", caption_justify="left")
-    table.add_column("shape", no_wrap=True)
-    table.add_column("mode", no_wrap=True)
-    table.add_column("provider", no_wrap=True)
-    table.add_column("ms/call", justify="right", no_wrap=True)
-    table.add_column("ms / nn.LSTM ms", justify="right", no_wrap=True)
-    table.add_column("tokens/s", justify="right", no_wrap=True)
+    narrow = console.width < NARROW_WIDTH
+    cols = [c for c in columns if c.narrow or not narrow]
+    table = Table(
+        title="lstm_kernels vs nn.LSTM", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+        caption=f"ratio = ms / nn.LSTM ms (below 1: faster than nn.LSTM); IQR = interquartile range "
+        f"of the samples as a share of the median (! above {WIDE_SPREAD:.0%}: noisy)",
+        caption_justify="left",
+    )
+    for c in cols:
+        table.add_column(c.short_header or c.header if narrow else c.header, justify=c.justify,
+                         overflow="fold")
     last = None
     for row in rows:
         key = (row["shape"], row["mode"])
         if last is not None and key != last:
             table.add_section()
+        repeat = key == last
         last = key
         ratio = row["ratio"]
         style = "red" if row["error"] else ("green" if ratio is not None and ratio < 1 else None)
-        table.add_row(
-            row["shape"], row["mode"], row["provider"],
-            _fmt(row["ms"], ".3f") if not row["error"] else "error",
-            _fmt(ratio, ".3g"),
-            _fmt(row["tokens_per_s"], ",.0f"),
-            style=style,
-        )
+        cells = []
+        for c in cols:
+            fn = c.short_cell if narrow and c.short_cell else c.cell
+            # On a narrow terminal a group's shape and mode are written once.
+            cells.append("" if narrow and repeat and c.header in ("shape", "mode") else fn(row))
+        table.add_row(*cells, style=style)
     console.print(table)
     for row in rows:
         if row["error"]:
-            console.print(f"[red]{row['shape']} {row['mode']} {row['provider']}: {row['error']}[/red]")
+            console.print(f"{row['shape']} {row['mode']} {row['provider']}: {row['error']}",
+                          style="red", markup=False, highlight=False)
+
+
+def render_report(rows: Sequence[dict], console, warnings: Sequence[str] = ()) -> None:
+    """The table, the noise warnings, then one geomean line per mode and provider."""
+    render_table(rows, console)
+    for w in warnings:
+        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
+    for line in summary_lines(summary(rows)):
+        console.print(line, highlight=False)
 
 
 def plot(rows: Sequence[dict], path: str, env: dict) -> None:
@@ -512,7 +461,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       help="the full grid T{16,128,512} x B{1,16,64} x H{64,256,512} x L{1,2} x uni/bi, "
                       "with the reference backend on every shape")
     size.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
-    size.add_argument("--grid", help=f"a grid name ({', '.join(GRIDS)}) or a spec like {_SPEC_EXAMPLE!r}")
+    size.add_argument("--grid", help=f"a grid name ({', '.join(GRIDS)}) or a spec like {SPEC_EXAMPLE!r}")
     p.add_argument("--modes", default=",".join(MODES), help="comma list: inference,training (default both)")
     p.add_argument("--providers", help="comma list of providers besides nn.LSTM (default: all)")
     p.add_argument("--repeats", type=_positive_int, help="samples per provider and shape (median reported)")
@@ -582,6 +531,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     )
     for note in notes:
         err.print(f"note: {note}")
+    busy = load_warning()
+    if busy:
+        err.print(f"warning: {busy}", style="yellow", markup=False, highlight=False)
 
     rows: list[dict] = []
     jobs = [(s, m) for s in shapes for m in args.modes]
@@ -596,11 +548,13 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
             rows.extend(measure(shape, mode, provs, device, dtype, repeats, warmup, min_sample, budget))
             progress.advance(task)
 
-    render_table(rows, out)
+    warnings = noise_warnings(rows)
+    render_report(rows, out, warnings)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"schema": SCHEMA_VERSION, "environment": env, "grid": grid, "repeats": repeats,
-                       "ratio": "ms / nn.LSTM ms", "notes": notes, "rows": rows}, f, indent=1)
+                       "ratio": "ms / nn.LSTM ms", "notes": notes, "warnings": warnings,
+                       "summary": summary(rows), "rows": rows}, f, indent=1)
         err.print(f"wrote {args.json}")
     if args.plot:
         plot(rows, args.plot, env)
