@@ -7,11 +7,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .backends import available_backends
 from .graphs import cuda_graphs
-from .modules import LSTM, LSTMCell
+from .modules import LSTM, LSTMCell, explain
 
 try:
     __version__ = version("lstm_kernels")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["LSTM", "LSTMCell", "available_backends", "cuda_graphs", "__version__"]
+__all__ = ["LSTM", "LSTMCell", "available_backends", "cuda_graphs", "explain", "__version__"]
