@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .backends import available_backends
 from .graphs import cuda_graphs
-from .modules import LSTM, LSTMCell
+from .modules import LSTM, LSTMCell, explain
 from . import quant  # noqa: F401,E402  registers LSTM/LSTMCell with quantize_dynamic's default mapping
 
 try:
@@ -15,4 +15,4 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["LSTM", "LSTMCell", "available_backends", "cuda_graphs", "__version__"]
+__all__ = ["LSTM", "LSTMCell", "available_backends", "cuda_graphs", "explain", "__version__"]

@@ -22,6 +22,15 @@ class Backend:
     """
 
     name = "base"
+    # A backend that sets this runs the whole layered computation itself (``run_layers``)
+    # instead of supplying a scan to ``loop.lstm_layers``; it is then handed a
+    # PackedSequence's data and batch_sizes as they are, without padding.
+    runs_layers = False
+
+    def run_layers(self, x, h0, c0, weights, num_layers, num_directions, dropout, training, batch_sizes):
+        """All layers at once (only when ``runs_layers``); same contract as ``loop.lstm_layers``
+        except that with ``batch_sizes`` ``x`` and ``out`` are packed data ``[N, *]``."""
+        raise NotImplementedError
 
     def input_projection(self, x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
         """One layer's input projection, all steps and directions: ``x @ w_ih.T + bias``."""

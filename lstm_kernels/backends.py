@@ -1,4 +1,6 @@
-"""Backend registry: names, availability and the choice made by ``backend="auto"``.
+"""Backend registry: names, availability and the backend object for each name.
+
+``backend="auto"`` is chosen one level up, in ``dispatch.py``, which measures.
 
 The registry imports the backends; no backend imports it. The contract every backend
 implements is ``_base.Backend``; everything else (layers, when the projection runs,
@@ -10,8 +12,9 @@ import torch
 
 from . import reference
 from ._base import Backend, triton_importable, triton_interpreting
+from .native import NativeBackend
 
-BACKEND_NAMES = ("auto", "reference", "torchscript", "triton")
+BACKEND_NAMES = ("auto", "native", "reference", "torchscript", "triton")
 
 
 class ReferenceBackend(Backend):
@@ -46,6 +49,7 @@ class TorchScriptBackend(Backend):
 
 
 _INSTANCES: dict[str, Backend] = {
+    "native": NativeBackend(),
     "reference": ReferenceBackend(),
     "torchscript": TorchScriptBackend(),
 }
@@ -75,6 +79,7 @@ def resolve(name: str, device: torch.device) -> Backend:
     """The backend object that runs ``name`` for tensors on ``device``."""
     check_backend_name(name)
     if name == "auto":
+        # The measured choice is dispatch.py's; this is the fallback for callers without a problem.
         name = "triton" if _triton_usable(device) else "torchscript"
     if name == "triton":
         return _triton_backend(device)
@@ -87,7 +92,7 @@ def _triton_usable(device: torch.device) -> bool:
 
 def available_backends() -> list[str]:
     """Names of the backends that can run on this machine (``"auto"`` not included)."""
-    names = ["reference", "torchscript"]
+    names = ["native", "reference", "torchscript"]
     if triton_importable() and (triton_interpreting() or torch.cuda.is_available()):
         names.append("triton")
     return names

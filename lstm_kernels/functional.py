@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import backends
+from . import backends, dispatch
 from .loop import lstm_layers
 from .native import torch_lstm
 
@@ -129,7 +129,7 @@ def lstm(
                 f"input.size(-1) must be equal to input_size. Expected {input_size}, got {data.size(-1)}"
             )
         B = int(batch_sizes[0])
-        x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))  # [T, B, I], sorted
+        x = data  # padded below only for a backend that needs it (not one with run_layers)
         if hx is not None:
             _check_hidden(hx, (num_layers * D, B, P), (num_layers * D, B, hidden_size), 3, True, x, owner)
             if sorted_indices is not None:
@@ -173,21 +173,21 @@ def lstm(
         raise RuntimeError(
             "LSTM: ONNX export with proj_size > 0 is not supported: ONNX's LSTM op has no projections"
         )
-    if exporting() and batch_sizes is not None:
-        data = pack_padded_sequence(x, lengths).data
-        out, h_n, c_n = torch_lstm(data, hx[0], hx[1], weights, num_layers, D, dropout, training, batch_sizes)
-        out = pad_packed_sequence(PackedSequence(out, batch_sizes))[0]
-    elif exporting():
-        out, h_n, c_n = torch_lstm(x, hx[0], hx[1], weights, num_layers, D, dropout, training)
+    if exporting():
+        # x is packed data here when batch_sizes is given, as torch_lstm takes it.
+        out, h_n, c_n = torch_lstm(x, hx[0], hx[1], weights, num_layers, D, dropout, training, batch_sizes)
     else:
-        impl = backends.resolve(backend, x.device)
+        steps = len(batch_sizes) if batch_sizes is not None else x.size(0)
+        problem = dispatch.Problem(
+            x.device, x.dtype, _grad_needed(x, hx, weights), B, input_size, hidden_size, proj_size,
+            num_layers, D, weights[0][2] is not None, batch_sizes is not None, steps,
+        )
+        impl = _pick(backend, problem, x, hx, weights, num_layers, D, training, batch_sizes)
         with torch.autocast(x.device.type, enabled=False):
-            out, h_n, c_n = lstm_layers(
-                x, hx[0], hx[1], weights, num_layers, D, dropout, training, batch_sizes, impl
-            )
+            out, h_n, c_n = run_layers(impl, x, hx[0], hx[1], weights, num_layers, D, dropout, training,
+                                       batch_sizes)
 
     if batch_sizes is not None:
-        out = pack_padded_sequence(out, lengths).data
         packed = PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices)
         if unsorted_indices is not None:
             h_n = h_n.index_select(1, unsorted_indices)
@@ -199,6 +199,46 @@ def lstm(
         out = out.squeeze(0 if batch_first else 1)
         h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
     return out, (h_n, c_n)
+
+
+def run_layers(impl, x, h0, c0, weights, num_layers, D, dropout, training, batch_sizes):
+    """The layered computation on ``impl``. With ``batch_sizes``, ``x`` and ``out`` are packed
+    data: padded around ``loop.lstm_layers``, handed as they are to a backend with ``run_layers``."""
+    if impl.runs_layers:
+        return impl.run_layers(x, h0, c0, weights, num_layers, D, dropout, training, batch_sizes)
+    if batch_sizes is None:
+        return lstm_layers(x, h0, c0, weights, num_layers, D, dropout, training, None, impl)
+    padded, lengths = pad_packed_sequence(PackedSequence(x, batch_sizes))  # [T, B, I], sorted
+    out, h_n, c_n = lstm_layers(padded, h0, c0, weights, num_layers, D, dropout, training, batch_sizes, impl)
+    return pack_padded_sequence(out, lengths).data, h_n, c_n
+
+
+def _grad_needed(x, hx, weights) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    return any(t is not None and t.requires_grad for t in (x, hx[0], hx[1], *(w for ws in weights for w in ws)))
+
+
+def _pick(backend: str, problem, x, hx, weights, num_layers, D, training, batch_sizes):
+    """The backend object for ``backend``; for ``"auto"`` the measured choice (``dispatch.py``)."""
+    if backend != "auto":
+        return backends.resolve(backend, x.device)
+
+    def timed_call(impl):
+        # Dropout 0 and no .grad: a timing call consumes no randomness and leaves no trace.
+        if not problem.grad:
+            with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+                run_layers(impl, x, hx[0], hx[1], weights, num_layers, D, 0.0, training, batch_sizes)
+            return
+        leaves = [t.detach().requires_grad_(t.requires_grad) for t in (x, hx[0], hx[1])]
+        with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
+            out, h_n, c_n = run_layers(impl, *leaves, weights, num_layers, D, 0.0, training, batch_sizes)
+            wrt = [t for t in leaves if t.requires_grad] + [
+                w for ws in weights for w in ws if w is not None and w.requires_grad]
+            torch.autograd.grad(out.sum() + h_n.sum() + c_n.sum(), wrt, allow_unused=True)
+
+    impl, _ = dispatch.choose(problem, timed_call)
+    return impl
 
 
 def _check_hidden(hx, h_shape, c_shape, ndim, is_batched, x, owner) -> None:
@@ -261,13 +301,17 @@ def lstm_cell(input, hx, w_ih, w_hh, b_ih, b_hh, *, input_size: int, hidden_size
     if _autocast_on(x):
         out_dtype = torch.promote_types(torch.get_autocast_dtype(x.device.type), hx[1].dtype)
     x, hx, weights = _autocast_cast(x, hx, weights)
+    x3, h3, c3 = x.unsqueeze(0), hx[0].unsqueeze(0), hx[1].unsqueeze(0)
     if exporting():
-        _, h_n, c_n = torch_lstm(x.unsqueeze(0), hx[0].unsqueeze(0), hx[1].unsqueeze(0), weights, 1, 1, 0.0, False)
+        _, h_n, c_n = torch_lstm(x3, h3, c3, weights, 1, 1, 0.0, False)
     else:
-        impl = backends.resolve(backend, x.device)
+        problem = dispatch.Problem(
+            x.device, x.dtype, _grad_needed(x, hx, weights), B, input_size, hidden_size, 0, 1, 1,
+            b_ih is not None, False, 1, cell=True,
+        )
+        impl = _pick(backend, problem, x3, (h3, c3), weights, 1, 1, False, None)
         with torch.autocast(x.device.type, enabled=False):
-            _, h_n, c_n = lstm_layers(x.unsqueeze(0), hx[0].unsqueeze(0), hx[1].unsqueeze(0), weights, 1, 1,
-                                      0.0, False, None, impl)
+            _, h_n, c_n = run_layers(impl, x3, h3, c3, weights, 1, 1, 0.0, False, None)
     h, c = h_n[0], c_n[0]
     if out_dtype is not None:
         h, c = h.to(out_dtype), c.to(out_dtype)

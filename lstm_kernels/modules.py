@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn import Parameter, init
 from torch.nn.utils.rnn import PackedSequence
 
+from . import dispatch
 from . import functional as LF
 from .backends import check_backend_name
 
@@ -45,8 +46,9 @@ class LSTM(nn.Module):
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout,
         bidirectional, proj_size, device, dtype: exactly as ``torch.nn.LSTM``.
-        backend: ``"auto"`` (Triton on CUDA when available, else TorchScript),
-            ``"triton"``, ``"torchscript"`` or ``"reference"`` (eager oracle).
+        backend: ``"auto"`` (the fastest candidate measured on this device, see
+            ``dispatch.py``), ``"native"`` (torch's own kernels), ``"triton"``,
+            ``"torchscript"`` or ``"reference"`` (eager oracle).
 
     Shapes:
         input ``[T, B, I]`` (``[B, T, I]`` if ``batch_first``), ``[T, I]`` unbatched, or a
@@ -325,3 +327,17 @@ class LSTMCell(nn.Module):
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s
+
+
+def explain(module: nn.Module, input, hx=None) -> "dispatch.Choice":
+    """Which implementation ``module`` runs for ``input`` and why (measured, cached, static
+    or forced). Runs the forward once, as the caller's grad mode has it."""
+    if not isinstance(module, (LSTM, LSTMCell)):
+        raise TypeError(f"explain expects an lstm_kernels.LSTM or LSTMCell, got {type(module).__name__}")
+    if module.backend != "auto":
+        return dispatch.Choice(module.backend, "forced (backend argument)")
+    module(input, hx)
+    choice = dispatch.last_choice()
+    if choice is None:
+        raise RuntimeError("explain: the forward made no backend choice")
+    return choice

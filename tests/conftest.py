@@ -6,6 +6,14 @@ Triton kernels run on CPU tensors through the interpreter in CI.
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# backend="auto" uses its static table in tests (timing inside every parity test would
+# cost minutes on CI's 2 cores) and never the user's cache; tests/test_dispatch.py turns
+# tuning on explicitly, with its own cache directory.
+os.environ["LSTM_KERNELS_TUNE"] = "0"
+if "LSTM_KERNELS_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["LSTM_KERNELS_CACHE_DIR"] = tempfile.mkdtemp(prefix="lstm_kernels_test_cache_")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

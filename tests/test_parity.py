@@ -25,7 +25,7 @@ from helpers import Config, check_lstm_against_torch, config_id, dtype_id, make_
 # nn.LSTM notes on CPU that oneDNN lacks projections; it is the oracle here, so the note is noise.
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 
-BACKENDS = ["reference", "torchscript"]
+BACKENDS = ["reference", "torchscript", "native", "auto"]
 
 # (B, T, I, H): awkward sizes, including B=1 and T=1, odd H.
 SHAPES = [(3, 4, 5, 7), (1, 1, 3, 5), (1, 6, 4, 9), (4, 1, 2, 3), (5, 7, 3, 33)]
