@@ -12,6 +12,7 @@ D = 2 if bidirectional else 1.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -332,12 +333,20 @@ def check_lstm_against_torch(
     return torch_lstm, ours
 
 
+def load_script(name: str):
+    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not part of the package).
+
+    Loaded from its file, so ``sys.path`` is left as it was: a benchmarks/ entry there would
+    shadow tests/conftest.py in every later import, spawned processes included
+    (tests/test_dispatch.py::test_concurrent_writers_keep_every_entry).
+    """
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses and pickling look the module up by name
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def import_gpu_suite():
-    """``benchmarks/gpu_suite.py`` as a module (it is a script, not part of the package)."""
-    bench_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-    sys.path.insert(0, bench_dir)
-    try:
-        import gpu_suite
-    finally:
-        sys.path.remove(bench_dir)
-    return gpu_suite
+    return load_script("gpu_suite")

@@ -13,6 +13,7 @@ import torch
 
 import lstm_kernels.scripted  # noqa: F401  (script before conftest poisons torch.empty)
 from conftest import tol
+from helpers import load_script
 from lstm_kernels import bench
 
 ROW_KEYS = {
@@ -216,11 +217,7 @@ CPU_RATIOS = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "cpu_ra
 
 def test_cpu_ratios_classes_cover_the_grid():
     """Every grid shape has exactly one miss class, and every class is used."""
-    sys.path.insert(0, os.path.dirname(CPU_RATIOS))
-    try:
-        import cpu_ratios
-    finally:
-        sys.path.pop(0)
+    cpu_ratios = load_script("cpu_ratios")
     from dataclasses import asdict
 
     classes = [cpu_ratios.shape_class(asdict(s)) for s in cpu_ratios.shapes_of(cpu_ratios.GRID)]

@@ -1,7 +1,8 @@
 """backend="auto": measured choice, cache, static table and its rules."""
 import json
-import multiprocessing
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -47,16 +48,23 @@ def test_corrupt_cache_warns_and_is_rewritten(tuning):
     assert choice.key in json.loads((tuning / dispatch.CACHE_FILE).read_text())
 
 
-def _writer(args):
-    directory, k = args
-    os.environ["LSTM_KERNELS_CACHE_DIR"] = directory
-    for j in range(5):
-        dispatch.write_entries({f"key{k}-{j}": {"backend": "native", "times_ms": {"native": 1.0}}})
+_WRITER = """
+import sys
+from lstm_kernels import dispatch
+for j in range(5):
+    dispatch.write_entries({f"key{sys.argv[1]}-{j}": {"backend": "native", "times_ms": {"native": 1.0}}})
+"""
 
 
 def test_concurrent_writers_keep_every_entry(tuning):
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        pool.map(_writer, [(str(tuning), k) for k in range(4)])
+    # Separate interpreters, as DDP ranks are; they import only the package, so nothing
+    # here depends on what earlier tests left on sys.path.
+    env = dict(os.environ, LSTM_KERNELS_CACHE_DIR=str(tuning))
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(k)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(4)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
     data = json.loads((tuning / dispatch.CACHE_FILE).read_text())
     assert {f"key{k}-{j}" for k in range(4) for j in range(5)} <= set(data)
 

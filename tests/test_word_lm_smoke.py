@@ -3,22 +3,19 @@
 Both providers start from the same weights; with dropout off their first training epoch
 must give the same parameters (nn.LSTM against ours, float32 tolerances).
 """
-import importlib.util
 import json
 import os
 
 import torch
 
 from conftest import tol
+from helpers import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("word_lm", os.path.join(ROOT, "benchmarks", "word_lm.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("word_lm")
 
 
 def test_word_lm_runs_and_writes_json(tmp_path):
