@@ -208,7 +208,7 @@ def test_inductor_training_step_matches_eager():
 def test_fullgraph_with_onednn_input_projection(backend, monkeypatch):
     """The oneDNN input projection (a custom op with its own backward), forced here at tiny
     sizes, compiles into the one graph and gives eager's outputs and gradients."""
-    monkeypatch.setattr(lstm_kernels.scripted, "PROJ_MIN_MACS", 1)
+    monkeypatch.setattr(lstm_kernels.scripted.thresholds, "PROJ_MIN_MACS", 1)
     model = SeqModel(_lstm(num_layers=2, bidirectional=True))
     explanation = torch._dynamo.explain(model)(torch.randn(4, 2, I))
     assert explanation.graph_break_count == 0, explanation.break_reasons

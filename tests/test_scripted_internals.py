@@ -1,4 +1,4 @@
-"""Internals of the TorchScript scan (``lstm_kernels/scripted.py``).
+"""Internals of the TorchScript scan (the package ``lstm_kernels/scripted/``).
 
 The op-level scan (forward and hand-written backward) against the eager oracle
 ``reference.lstm_scan`` under autograd, for both directions, padded and packed input
@@ -21,6 +21,8 @@ import lstm_kernels.scripted  # noqa: F401
 from conftest import tol
 from helpers import Config, check_lstm_against_torch, config_id
 from lstm_kernels import reference
+from lstm_kernels.scripted import dnn, single, thresholds
+from lstm_kernels.scripted import paired as paired_module
 from lstm_kernels.scripted import scan as scripted_scan
 
 # (T, B, H, P, batch_sizes): awkward sizes; packed cases have sequences that end (forward)
@@ -86,7 +88,7 @@ def test_low_precision_storage_matches_oracle(dtype, proj, gate_sigmoid, monkeyp
     """Half storage: compare with the oracle on the same (rounded) inputs; tanh(g) both
     ways (``GATE_SIGMOID_MIN``: the doubled g block is the float32 upcast, never gx)."""
     if gate_sigmoid:
-        monkeypatch.setattr(lstm_kernels.scripted, "GATE_SIGMOID_MIN", 1)
+        monkeypatch.setattr(thresholds, "GATE_SIGMOID_MIN", 1)
     T, B, H = 4, 3, 8
     P = 5 if proj else H
     inputs = _inputs(T, B, H, P, dtype)
@@ -201,14 +203,14 @@ def test_onednn_matmul_path_matches_oracle(case, reverse, blocked, monkeypatch):
     """float32 step and weight-gradient matmuls through oneDNN (forced here at tiny sizes) give the same scan,
     with the weight as is and reordered into oneDNN's blocked layout (used for long scans;
     packed input runs the blocked weight with fewer rows than it was reordered for)."""
-    monkeypatch.setattr(lstm_kernels.scripted, "DNN_MIN_MACS", 1)
-    monkeypatch.setattr(lstm_kernels.scripted, "PROJ_MIN_MACS", 1)  # weight gradients too
-    monkeypatch.setattr(lstm_kernels.scripted, "PACK_MIN_T", 1 if blocked else 10**9)
+    monkeypatch.setattr(thresholds, "DNN_MIN_MACS", 1)
+    monkeypatch.setattr(thresholds, "PROJ_MIN_MACS", 1)  # weight gradients too
+    monkeypatch.setattr(thresholds, "PACK_MIN_T", 1 if blocked else 10**9)
     T, B, H, P, bs = case
-    assert lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, P)
+    assert dnn.use_dnn(torch.ones(1), B, 4 * H, P)
     check_scan_against_reference(case, reverse)
     with torch.backends.mkldnn.flags(enabled=False):
-        assert not lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, P)
+        assert not dnn.use_dnn(torch.ones(1), B, 4 * H, P)
 
 
 @pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
@@ -217,7 +219,7 @@ def test_step_matmul_choice_follows_the_measured_rule(threads):
     """oneDNN for the step matmul from DNN_MIN_MACS; below it only where the summed
     dimension is >= DNN_SMALL_MIN_K and MKL measured slower: a few rows with 1 thread, from
     half the bound (single rows included) with more threads."""
-    use = lambda B, H: lstm_kernels.scripted._use_dnn(torch.ones(1), B, 4 * H, H)  # noqa: E731
+    use = lambda B, H: dnn.use_dnn(torch.ones(1), B, 4 * H, H)  # noqa: E731
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -227,7 +229,7 @@ def test_step_matmul_choice_follows_the_measured_rule(threads):
         assert use(2, 256) == (threads > 1)
         with torch.backends.mkldnn.flags(enabled=False):
             assert not use(64, 512)
-        assert not lstm_kernels.scripted._use_dnn(torch.ones(1, dtype=torch.float64), 64, 4 * 512, 512)
+        assert not dnn.use_dnn(torch.ones(1, dtype=torch.float64), 64, 4 * 512, 512)
     finally:
         torch.set_num_threads(before)
 
@@ -241,32 +243,33 @@ def test_tanh_through_sigmoid_matches_oracle(case, reverse, dnn, monkeypatch):
     scan and gradients, with and without a projection, padded and packed (the packed
     forward takes tanh(g) from the sigmoid too but keeps tanh(c); the backward's tanh(c)
     takes the sigmoid form in both)."""
-    monkeypatch.setattr(lstm_kernels.scripted, "SIGMOID_TANH_MIN", 1)
-    monkeypatch.setattr(lstm_kernels.scripted, "GATE_SIGMOID_MIN", 1)
+    monkeypatch.setattr(thresholds, "SIGMOID_TANH_MIN", 1)
+    monkeypatch.setattr(thresholds, "GATE_SIGMOID_MIN", 1)
     if dnn:
         if not lstm_kernels.scripted.HAS_DNN_LINEAR:
             pytest.skip("PyTorch built without oneDNN linear")
-        monkeypatch.setattr(lstm_kernels.scripted, "DNN_MIN_MACS", 1)
+        monkeypatch.setattr(thresholds, "DNN_MIN_MACS", 1)
     check_scan_against_reference(case, reverse)
 
 
-def _spy(monkeypatch, name: str) -> list:
-    """Replace ``lstm_kernels.scripted.<name>`` by a wrapper that records each call's arguments."""
+def _spy(monkeypatch, module, name: str) -> list:
+    """Replace ``module.<name>`` (the module that calls it) by a wrapper that records each
+    call's arguments."""
     calls = []
-    real = getattr(lstm_kernels.scripted, name)
+    real = getattr(module, name)
 
     def spy(*args):
         calls.append(args)
         return real(*args)
 
-    monkeypatch.setattr(lstm_kernels.scripted, name, spy)
+    monkeypatch.setattr(module, name, spy)
     return calls
 
 
 def _projection_calls(monkeypatch) -> list:
     """Route every input projection through oneDNN and record the dnn_linear calls."""
-    monkeypatch.setattr(lstm_kernels.scripted, "PROJ_MIN_MACS", 1)
-    return _spy(monkeypatch, "dnn_linear")
+    monkeypatch.setattr(thresholds, "PROJ_MIN_MACS", 1)
+    return _spy(monkeypatch, dnn, "dnn_linear")
 
 
 @pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
@@ -298,8 +301,8 @@ def test_dnn_linear_op_matches_f_linear(bias, strided, rows):
 def test_single_row_column_major_weight_matches_oracle(case, reverse, monkeypatch):
     """A single-row forward with w_hh copied column-major (``MATVEC_COPY_MIN_T``, forced
     here at T = 4 and 5) gives the same scan and gradients, with a projection and packed."""
-    monkeypatch.setattr(lstm_kernels.scripted, "MATVEC_COPY_MIN_T", 1)
-    calls = _spy(monkeypatch, "scan_forward_scripted")
+    monkeypatch.setattr(thresholds, "MATVEC_COPY_MIN_T", 1)
+    calls = _spy(monkeypatch, single, "scan_forward_scripted")
     check_scan_against_reference(case, reverse)
     w_step = calls[0][9]
     assert w_step.t().is_contiguous() and not w_step.is_contiguous()
@@ -313,10 +316,10 @@ def test_single_row_column_major_weight_matches_nn_lstm(cfg, monkeypatch):
     """The column-major w_hh of long single-row forwards (``MATVEC_COPY_MIN_T``, forced at
     T = 6) through the module against nn.LSTM, all gradients; bidirectional layers unpaired,
     as they are at the sizes that take it."""
-    monkeypatch.setattr(lstm_kernels.scripted, "MATVEC_COPY_MIN_T", 1)
-    monkeypatch.setattr(lstm_kernels.scripted, "PAIRED_MAX_MACS", 0)
-    monkeypatch.setattr(lstm_kernels.scripted, "SPLIT_ROWS_MIN_P", 1 << 30)
-    calls = _spy(monkeypatch, "scan_forward_scripted")
+    monkeypatch.setattr(thresholds, "MATVEC_COPY_MIN_T", 1)
+    monkeypatch.setattr(thresholds, "PAIRED_MAX_MACS", 0)
+    monkeypatch.setattr(thresholds, "SPLIT_ROWS_MIN_P", 1 << 30)
+    calls = _spy(monkeypatch, single, "scan_forward_scripted")
     check_lstm_against_torch(cfg, "torchscript", torch.float32, training=True)
     assert calls and all(c[9].t().is_contiguous() and not c[9].is_contiguous() for c in calls)
 
@@ -338,11 +341,11 @@ def test_single_row_gate_split_matches_oracle(case, reverse, gate_sigmoid, two_t
     forced here at tiny sizes and as if with 2 threads): the forward over the four gates,
     the backward over two blocks of dh's columns (only for even P; P = 7 keeps the plain
     product there), both from strided views of w_hh."""
-    monkeypatch.setattr(lstm_kernels.scripted, "SPLIT_ROWS_MIN_P", 1)
+    monkeypatch.setattr(thresholds, "SPLIT_ROWS_MIN_P", 1)
     if gate_sigmoid:
-        monkeypatch.setattr(lstm_kernels.scripted, "GATE_SIGMOID_MIN", 1)
-    fwd = _spy(monkeypatch, "scan_forward_scripted")
-    bwd = _spy(monkeypatch, "scan_backward_scripted")
+        monkeypatch.setattr(thresholds, "GATE_SIGMOID_MIN", 1)
+    fwd = _spy(monkeypatch, single, "scan_forward_scripted")
+    bwd = _spy(monkeypatch, single, "scan_backward_scripted")
     check_scan_against_reference(case, reverse)
     T, B, H, P, _ = case
     assert fwd[0][9].shape == (4, P, H)
@@ -356,9 +359,9 @@ def test_single_row_gate_split_matches_oracle(case, reverse, gate_sigmoid, two_t
 def test_single_row_gate_split_matches_nn_lstm(cfg, two_threads, monkeypatch):
     """The gate-split single-row path through the module against nn.LSTM, all gradients
     (bidirectional layers unpaired, as they are at the sizes that split)."""
-    monkeypatch.setattr(lstm_kernels.scripted, "PAIRED_MAX_MACS", 0)
-    monkeypatch.setattr(lstm_kernels.scripted, "SPLIT_ROWS_MIN_P", 1)
-    calls = _spy(monkeypatch, "scan_forward_scripted")
+    monkeypatch.setattr(thresholds, "PAIRED_MAX_MACS", 0)
+    monkeypatch.setattr(thresholds, "SPLIT_ROWS_MIN_P", 1)
+    calls = _spy(monkeypatch, single, "scan_forward_scripted")
     check_lstm_against_torch(cfg, "torchscript", torch.float32, training=True)
     assert calls and all(c[9].dim() == 3 for c in calls)
 
@@ -371,7 +374,7 @@ def test_backward_in_blocks_of_steps_matches_oracle(case, reverse, steps, monkey
     that do and do not divide T), padded and packed (sequences ending or, in reverse,
     starting inside a block), give the same gradients as one block over all steps."""
     T, B, H, P, bs = case
-    monkeypatch.setattr(lstm_kernels.scripted, "BACKWARD_BLOCK_ELEMS", steps * B * H)
+    monkeypatch.setattr(thresholds, "BACKWARD_BLOCK_ELEMS", steps * B * H)
     check_scan_against_reference(case, reverse)
 
 
@@ -383,12 +386,12 @@ def test_large_step_paths_match_nn_lstm(cfg, monkeypatch):
     """The paths large layers take, all forced at a small size, against nn.LSTM with copied
     weights: tanh through sigmoid, the backward's factors in blocks of 3 steps, oneDNN step
     matmuls, and weight gradients over 600 rows (two 512-row blocks)."""
-    monkeypatch.setattr(lstm_kernels.scripted, "SIGMOID_TANH_MIN", 1)
-    monkeypatch.setattr(lstm_kernels.scripted, "GATE_SIGMOID_MIN", 1)
-    monkeypatch.setattr(lstm_kernels.scripted, "BACKWARD_BLOCK_ELEMS", 3 * cfg.B * cfg.hidden_size)
+    monkeypatch.setattr(thresholds, "SIGMOID_TANH_MIN", 1)
+    monkeypatch.setattr(thresholds, "GATE_SIGMOID_MIN", 1)
+    monkeypatch.setattr(thresholds, "BACKWARD_BLOCK_ELEMS", 3 * cfg.B * cfg.hidden_size)
     if lstm_kernels.scripted.HAS_DNN_LINEAR:
-        monkeypatch.setattr(lstm_kernels.scripted, "DNN_MIN_MACS", 1)
-        monkeypatch.setattr(lstm_kernels.scripted, "PROJ_MIN_MACS", 1)
+        monkeypatch.setattr(thresholds, "DNN_MIN_MACS", 1)
+        monkeypatch.setattr(thresholds, "PROJ_MIN_MACS", 1)
     check_lstm_against_torch(cfg, "torchscript", torch.float32, training=True)
 
 
@@ -397,7 +400,7 @@ def test_large_step_paths_match_nn_lstm(cfg, monkeypatch):
 def test_blocked_transposed_product_matches_mm(M):
     """a^T @ b in 512-row blocks through oneDNN (the weight gradients) equals torch.mm."""
     a, b = torch.randn(M, 12), torch.randn(M, 5)
-    torch.testing.assert_close(lstm_kernels.scripted._mm_tn(a, b, True), a.t() @ b, **tol(torch.float32, "grad"))
+    torch.testing.assert_close(dnn.mm_tn(a, b, True), a.t() @ b, **tol(torch.float32, "grad"))
 
 
 def test_dnn_linear_double_backward():
@@ -461,7 +464,7 @@ def test_paired_scan_matches_two_oracle_scans(T, proj, dtype, gate_sigmoid, monk
     direction, direction 1 reversed: outputs, states and the gradients of every input,
     with tanh(g) both ways (``GATE_SIGMOID_MIN``)."""
     if gate_sigmoid:
-        monkeypatch.setattr(lstm_kernels.scripted, "GATE_SIGMOID_MIN", 1)
+        monkeypatch.setattr(thresholds, "GATE_SIGMOID_MIN", 1)
     B, H = 3, 7
     P = 4 if proj else H
     fwd, rev = _inputs(T, B, H, P, dtype), _inputs(T, B, H, P, dtype)
@@ -500,7 +503,7 @@ def test_paired_outputs_do_not_alias(save):
 def test_bidirectional_layers_take_the_paired_scan(cfg, dtype, paired, monkeypatch):
     """Padded full-precision bidirectional layers run one paired scan per layer; packed
     input and half storage keep one scan per direction. Results match nn.LSTM either way."""
-    calls = _spy(monkeypatch, "paired_scan")
+    calls = _spy(monkeypatch, paired_module, "paired_scan")
     check_lstm_against_torch(cfg, "torchscript", dtype)
     assert len(calls) == (cfg.num_layers if paired else 0)
 
@@ -508,11 +511,11 @@ def test_bidirectional_layers_take_the_paired_scan(cfg, dtype, paired, monkeypat
 @pytest.mark.skipif(not lstm_kernels.scripted.HAS_DNN_LINEAR, reason="PyTorch built without oneDNN linear")
 def test_bidirectional_above_paired_cutoff_uses_two_scans(monkeypatch):
     """Above PAIRED_MAX_MACS (or in oneDNN's step-matmul range) each direction has its own scan."""
-    monkeypatch.setattr(lstm_kernels.scripted, "PAIRED_MAX_MACS", 0)
+    monkeypatch.setattr(thresholds, "PAIRED_MAX_MACS", 0)
     calls = []
-    monkeypatch.setattr(lstm_kernels.scripted, "paired_scan", lambda *a: calls.append(a))
+    monkeypatch.setattr(paired_module, "paired_scan", lambda *a: calls.append(a))
     check_lstm_against_torch(Config(bidirectional=True, num_layers=2), "torchscript", torch.float32)
-    monkeypatch.setattr(lstm_kernels.scripted, "PAIRED_MAX_MACS", 1 << 40)
-    monkeypatch.setattr(lstm_kernels.scripted, "DNN_MIN_MACS", 1)
+    monkeypatch.setattr(thresholds, "PAIRED_MAX_MACS", 1 << 40)
+    monkeypatch.setattr(thresholds, "DNN_MIN_MACS", 1)
     check_lstm_against_torch(Config(bidirectional=True, num_layers=2), "torchscript", torch.float32)
     assert not calls
