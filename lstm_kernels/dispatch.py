@@ -156,12 +156,24 @@ def write_entries(entries: dict) -> None:
         _warn_once(f"lstm_kernels: could not write the tuning cache in {d} ({e})")
 
 
-def clear_cache() -> None:
-    """Forget every measured choice, in memory and on disk."""
+def clear_memory() -> None:
+    """Forget the measured choices held in memory, keeping the file: the state of a fresh
+    process (tests/test_dispatch.py reads the file back this way)."""
     with _lock:
         _memory.clear()
+
+
+def clear_cache() -> None:
+    """Forget every measured choice, in memory and on disk."""
+    clear_memory()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(cache_path())
+
+
+def reset_warnings() -> None:
+    """Let the next cache problem warn again: an unreadable or unwritable cache warns once
+    per process (tests/test_dispatch.py checks each warning from a fresh state)."""
+    _warned[0] = False
 
 
 # --- signature, candidates, static table ----------------------------------------------

@@ -66,6 +66,12 @@ class _Entry:
 _cache: "collections.OrderedDict[Hashable, _Entry]" = collections.OrderedDict()
 
 
+def cached_keys() -> list:
+    """The keys with a cached entry, least recently used first (the next to be evicted at
+    MAX_GRAPHS; tests/test_graphs.py checks the order)."""
+    return list(_cache)
+
+
 def clear() -> None:
     """Drop every cached graph and its buffers."""
     _cache.clear()

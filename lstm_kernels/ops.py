@@ -210,3 +210,9 @@ def register_scan(name: str, forward_impl: Callable, backward_impl: Callable,
     _SCANS[name] = scan
     return scan
 
+
+def registered_scans() -> dict[str, Callable[..., tuple[Tensor, Tensor, Tensor]]]:
+    """Every scan registered so far, by name (a copy): ``torchscript`` and
+    ``torchscript_bidir`` once ``scripted`` is imported, plus each Triton tier whose module
+    has been imported (tests/test_ops.py runs the op checks over all of them)."""
+    return dict(_SCANS)

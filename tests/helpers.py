@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import itertools
 import os
+import random
 import sys
 from dataclasses import dataclass
 from typing import Optional
@@ -350,3 +352,31 @@ def load_script(name: str):
 
 def import_gpu_suite():
     return load_script("gpu_suite")
+
+
+def pairwise(factors: dict, seed: int = 0, candidates: int = 60) -> list[dict]:
+    """A small set of assignments covering every pair of factor values (greedy, deterministic)."""
+    names = list(factors)
+    uncovered = {
+        (a, i, b, j)
+        for a, b in itertools.combinations(range(len(names)), 2)
+        for i in range(len(factors[names[a]]))
+        for j in range(len(factors[names[b]]))
+    }
+    rng = random.Random(seed)
+    rows = []
+    while uncovered:
+        # Seed each candidate from one uncovered pair so every round makes progress.
+        a, i, b, j = min(uncovered)
+        best, best_gain = None, -1
+        for _ in range(candidates):
+            row = [rng.randrange(len(factors[n])) for n in names]
+            row[a], row[b] = i, j
+            gain = sum(
+                (p, row[p], q, row[q]) in uncovered for p, q in itertools.combinations(range(len(names)), 2)
+            )
+            if gain > best_gain:
+                best, best_gain = row, gain
+        uncovered -= {(p, best[p], q, best[q]) for p, q in itertools.combinations(range(len(names)), 2)}
+        rows.append({n: factors[n][k] for n, k in zip(names, best)})
+    return rows

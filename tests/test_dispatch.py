@@ -18,7 +18,7 @@ def tuning(monkeypatch, tmp_path):
     monkeypatch.setenv("LSTM_KERNELS_TUNE", "1")
     monkeypatch.setenv("LSTM_KERNELS_CACHE_DIR", str(tmp_path))
     dispatch.clear_cache()
-    dispatch._warned[0] = False
+    dispatch.reset_warnings()
     yield tmp_path
     dispatch.clear_cache()
 
@@ -34,8 +34,7 @@ def test_measured_then_cached_round_trip(tuning):
     assert first.reason == "measured" and first.backend in ("native", "torchscript")
     data = json.loads((tuning / dispatch.CACHE_FILE).read_text())
     assert data[first.key]["backend"] == first.backend
-    with dispatch._lock:
-        dispatch._memory.clear()  # a fresh process: only the file remains
+    dispatch.clear_memory()  # a fresh process: only the file remains
     again = lstm_kernels.explain(m, x)
     assert again.reason == "cached" and again.backend == first.backend
 

@@ -96,7 +96,7 @@ def test_cache_keys_and_eviction(recording_graphs, monkeypatch):
             x = x + 1
     # "a": eager, capture, replay; "b": eager, capture; "c" evicts "a", so "a" starts over eagerly.
     assert len(recording_graphs) == 2
-    assert list(graphs._cache) == ["c", "a"]
+    assert graphs.cached_keys() == ["c", "a"]
 
 
 def test_cuda_graphs_rejects_a_non_bool():

@@ -20,7 +20,7 @@ import lstm_kernels
 import lstm_kernels.scripted  # noqa: F401  (script before conftest poisons torch.empty)
 from conftest import tol
 from lstm_kernels.backends import available_backends
-from lstm_kernels.ops import _SCANS
+from lstm_kernels.ops import registered_scans
 
 T, B, H, P = 3, 3, 4, 3
 BATCH_SIZES = [3, 2, 1]  # the packed case: lengths 3, 2, 1
@@ -40,18 +40,18 @@ def scan_names() -> list[str]:
         from lstm_kernels._triton.backend import _tier_scans
 
         _tier_scans()  # importing the tier modules registers their ops
-    return sorted(_SCANS)
+    return sorted(registered_scans())
 
 
 def scan_ids():
     if triton_ready():
         return scan_names()
-    return sorted(n for n in _SCANS if n.startswith("torchscript"))
+    return sorted(n for n in registered_scans() if n.startswith("torchscript"))
 
 
 def _directions(name: str):
     """None for a per-direction scan, 2 for a direction-stacked one (ops.register_scan)."""
-    return _SCANS[name].directions
+    return registered_scans()[name].directions
 
 
 def forward_args(proj: bool, packed: bool, reverse: bool, requires_grad: bool = True, directions=None):
@@ -71,7 +71,7 @@ def backward_args(name: str, proj: bool, packed: bool, reverse: bool):
     """Inputs for ``<name>_scan_backward``: saved tensors from a real forward, random grads."""
     gx, h0, c0, w_hh, w_hr, bs, rev, save = forward_args(proj, packed, reverse, requires_grad=False,
                                                          directions=_directions(name))
-    out, h_n, c_n, gates, cs, hs = _SCANS[name].forward_op(gx, h0, c0, w_hh, w_hr, bs, rev, save)
+    out, h_n, c_n, gates, cs, hs = registered_scans()[name].forward_op(gx, h0, c0, w_hh, w_hr, bs, rev, save)
     return (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n),
             h0, c0, w_hh, w_hr, bs, rev, out, gates, cs, hs)
 
@@ -115,7 +115,7 @@ def test_forward_zeroes_inactive_saved_rows(name, proj):
     Garbage there would reach d_w_hr (d_hs^T @ hs multiplies it by zero gradients: NaN*0).
     """
     args = forward_args(proj, True, False, requires_grad=False, directions=_directions(name))
-    saved = _SCANS[name].forward_op(*args)[3:]
+    saved = registered_scans()[name].forward_op(*args)[3:]
     inactive = torch.arange(B).unsqueeze(0) >= torch.tensor(BATCH_SIZES).unsqueeze(1)  # [T, B]
     for t in saved:
         if t.numel():
@@ -128,12 +128,12 @@ def test_forward_zeroes_inactive_saved_rows(name, proj):
 def test_backward_does_not_read_inactive_gates_or_cs(name, proj):
     """Backward reads only active rows of gates and cs (hs is covered by the zero contract)."""
     args = list(backward_args(name, proj, True, False))
-    clean = _SCANS[name].backward_op(*args)
+    clean = registered_scans()[name].backward_op(*args)
     inactive = torch.arange(B).unsqueeze(0) >= torch.tensor(BATCH_SIZES).unsqueeze(1)  # [T, B]
     for k in (10, 11):  # gates, cs (a stacked scan's leading [D] broadcasts)
         if args[k].numel():
             args[k] = args[k].masked_fill(inactive.unsqueeze(-1), float("nan"))
-    poisoned = _SCANS[name].backward_op(*args)
+    poisoned = registered_scans()[name].backward_op(*args)
     for a, b, what in zip(clean, poisoned, ("d_gx", "d_h0", "d_c0", "d_w_hh", "d_w_hr")):
         torch.testing.assert_close(b, a, msg=lambda m: f"{what}: {m}")
 

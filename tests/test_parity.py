@@ -9,7 +9,6 @@ bidirectional projected packed input), dropout, and low-precision storage.
 from __future__ import annotations
 
 import itertools
-import random
 
 import pytest
 import torch
@@ -20,7 +19,8 @@ from torch.nn.utils.rnn import pad_packed_sequence
 
 import lstm_kernels
 from conftest import tol
-from helpers import Config, check_lstm_against_torch, config_id, dtype_id, make_inputs, make_pair, run_module
+from helpers import (Config, check_lstm_against_torch, config_id, dtype_id, make_inputs, make_pair, pairwise,
+                     run_module)
 
 # nn.LSTM notes on CPU that oneDNN lacks projections; it is the oracle here, so the note is noise.
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
@@ -44,34 +44,6 @@ FACTORS = {
 }
 
 
-def _pairwise(factors: dict, seed: int = 0, candidates: int = 60) -> list[dict]:
-    """A small set of assignments covering every pair of factor values (greedy, deterministic)."""
-    names = list(factors)
-    uncovered = {
-        (a, i, b, j)
-        for a, b in itertools.combinations(range(len(names)), 2)
-        for i in range(len(factors[names[a]]))
-        for j in range(len(factors[names[b]]))
-    }
-    rng = random.Random(seed)
-    rows = []
-    while uncovered:
-        # Seed each candidate from one uncovered pair so every round makes progress.
-        a, i, b, j = min(uncovered)
-        best, best_gain = None, -1
-        for _ in range(candidates):
-            row = [rng.randrange(len(factors[n])) for n in names]
-            row[a], row[b] = i, j
-            gain = sum(
-                (p, row[p], q, row[q]) in uncovered for p, q in itertools.combinations(range(len(names)), 2)
-            )
-            if gain > best_gain:
-                best, best_gain = row, gain
-        uncovered -= {(p, best[p], q, best[q]) for p, q in itertools.combinations(range(len(names)), 2)}
-        rows.append({n: factors[n][k] for n, k in zip(names, best)})
-    return rows
-
-
 def _to_case(row: dict):
     B, T, I, H = row["shape"]
     cfg = Config(
@@ -86,7 +58,7 @@ def _to_case(row: dict):
 def _grid() -> list:
     """The pairwise rows as test cases; unbatched rows ignore B, so drop repeated ids."""
     cases, seen = [], set()
-    for case in map(_to_case, _pairwise(FACTORS)):
+    for case in map(_to_case, pairwise(FACTORS)):
         if case.id not in seen:
             seen.add(case.id)
             cases.append(case)
@@ -108,7 +80,7 @@ CORNERS = [
 def test_grid_is_pairwise():
     """The sampled grid really covers every pair of factor values."""
     names = list(FACTORS)
-    rows = _pairwise(FACTORS)
+    rows = pairwise(FACTORS)
     for a, b in itertools.combinations(names, 2):
         seen = {(FACTORS[a].index(r[a]), FACTORS[b].index(r[b])) for r in rows}
         assert len(seen) == len(FACTORS[a]) * len(FACTORS[b]), (a, b)

@@ -23,10 +23,9 @@ from torch import nn
 import lstm_kernels
 import lstm_kernels.scripted  # noqa: F401  (script before conftest poisons torch.empty)
 from conftest import tol
-from helpers import Config, check_lstm_against_torch, config_id, dtype_id
+from helpers import Config, check_lstm_against_torch, config_id, dtype_id, pairwise
 from lstm_kernels import backends
 from lstm_kernels._triton.backend import TritonBackend, force_tier
-from test_parity import _pairwise
 
 TIER = "pointwise"
 
@@ -58,7 +57,7 @@ def _to_case(row: dict):
     return pytest.param(cfg, row["dtype"], id=f"{config_id(cfg)}-{dtype_id(row['dtype'])}")
 
 
-GRID = [_to_case(row) for row in _pairwise(FACTORS, seed=1)]
+GRID = [_to_case(row) for row in pairwise(FACTORS, seed=1)]
 
 CORNERS = [
     Config(num_layers=1, T=1, B=1, input_size=1, hidden_size=1),
