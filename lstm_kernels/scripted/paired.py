@@ -13,10 +13,11 @@ import torch
 from torch import Tensor
 
 from ..ops import register_scan
+from ..reference import compute_dtype
 from . import thresholds
 from .dnn import use_dnn
 from .single import backward_impl, forward_impl
-from .steps import compute_dtype, forward_lists, gate_grads_step, script, step_factors, unbind_all
+from .steps import forward_lists, gate_grads_step, script, step_factors, unbind_all
 
 
 def _paired_forward(

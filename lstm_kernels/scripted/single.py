@@ -11,9 +11,10 @@ import torch
 from torch import Tensor
 
 from ..ops import register_scan
+from ..reference import compute_dtype
 from . import thresholds
 from .dnn import dnn_eligible, linear, linear_add, mm_tn, step_weight, use_dnn
-from .steps import compute_dtype, forward_lists, gate_grads_step, script, step_factors, unbind_all
+from .steps import forward_lists, gate_grads_step, script, step_factors, unbind_all
 
 # Dimensions: T seq len, B batch, H hidden, P = proj_size or H, G = 4H. Shapes follow
 # ``ops.py``: gx [T,B,G], h0 [B,P], c0 [B,H], w_hh [G,P], w_hr [P,H]. Gate order is

@@ -1,7 +1,7 @@
 """Pieces shared by the scripted loops of ``single.py`` and ``paired.py``: the per-step
 operand lists made before a time loop, the backward's gradient-independent factors and
-one backward step's pointwise part (all compiled into the loops by TorchScript), the
-compute dtype of low-precision storage, and ``script``, which scripts a loop function."""
+one backward step's pointwise part (all compiled into the loops by TorchScript), and
+``script``, which scripts a loop function."""
 from __future__ import annotations
 
 import warnings
@@ -17,12 +17,6 @@ def script(fn):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.jit.script(fn)
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    if dtype == torch.float16 or dtype == torch.bfloat16:
-        return torch.float32
-    return dtype
 
 
 def unbind_all(xs: List[Tensor], dim: int) -> List[List[Tensor]]:
