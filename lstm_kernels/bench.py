@@ -507,6 +507,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
     """The command line entry point; returns the exit status (1 when any provider failed)."""
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        raise SystemExit("python -m lstm_kernels.bench draws its table with rich: "
+                         "pip install 'lstm_kernels[bench]' (or pip install rich)") from None
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
