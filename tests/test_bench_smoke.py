@@ -199,7 +199,7 @@ def _quickstart_commands() -> list[str]:
 
 def test_readme_quickstart_matches_ci():
     install_and_bench, install_and_test = _quickstart_commands()
-    assert install_and_bench.startswith("pip install torch==2.13.0 -e . && ")
+    assert install_and_bench.startswith("pip install torch==2.13.0 -e '.[bench]' && ")
     assert "python -m lstm_kernels.bench --quick" in install_and_bench
     assert install_and_test.startswith("pip install torch==2.13.0 -e '.[test]' && ")
     with open(os.path.join(REPO, ".ci", "run")) as f:
