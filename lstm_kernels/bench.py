@@ -42,7 +42,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
-from . import timing
+from . import dispatch, timing
 from ._base import triton_interpreting
 from .backends import available_backends
 from .modules import LSTM
@@ -120,6 +120,9 @@ def providers(device: torch.device, notes: Optional[list[str]] = None) -> list[P
     out = [Provider(BASELINE)]
     if device.type == "cpu":
         out.append(Provider("nn.LSTM-no-onednn", onednn=False))
+    # What a user of LSTM(...) gets: the measured choice among the rows below (its row
+    # names the pick, "auto (native)"; tests/test_bench_smoke.py::test_auto_row_names_its_pick).
+    out.append(Provider("auto", backend="auto"))
     for name in available_backends():
         if name == "triton" and (device.type != "cuda" or triton_interpreting()):
             notes.append("triton: not timed, it would run through the Triton interpreter "
@@ -195,6 +198,10 @@ def measure(
         contexts={name: by_name[name].context for name in steps},
     )
     rows = [result_row(shape, mode, p, timings.get(p.name), errors.get(p.name)) for p in provs]
+    choice = dispatch.last_choice() if "auto" in steps else None  # only the auto row calls auto
+    for row in rows:
+        row["pick"] = choice.backend if row["provider"] == "auto" and choice is not None else None
+        row["pick_reason"] = choice.reason if row["pick"] is not None else None
     base_ms = next((r["ms"] for r in rows if r["provider"] == BASELINE), None)
     for row in rows:
         row["ratio"] = row["ms"] / base_ms if row["ms"] is not None and base_ms else None
@@ -343,7 +350,7 @@ class Column:
 COLUMNS: list[Column] = [
     Column("shape", lambda r: r["shape"]),
     Column("mode", lambda r: r["mode"], short_cell=lambda r: r["mode"][:5]),
-    Column("provider", lambda r: r["provider"]),
+    Column("provider", lambda r: r["provider"] + (f" ({r['pick']})" if r.get("pick") else "")),
     Column("ms/call", lambda r: "error" if r["error"] else _fmt(r["ms"], ".3f"), "right", "ms"),
     Column("IQR", _spread_cell, "right"),
     Column("ms / nn.LSTM ms", lambda r: _fmt(r["ratio"], ".3g"), "right", "ratio"),
@@ -439,6 +446,14 @@ def plot(rows: Sequence[dict], path: str, env: dict) -> None:
     plt.close(fig)
 
 
+def startup_line(costs: dict) -> str:
+    """``dispatch.first_call_costs``'s seconds as one line: auto's start-up beyond nn.LSTM's."""
+    base = costs["nn.LSTM"]
+    return (f"start-up, first training step of a fresh process: nn.LSTM {base:.2f} s; auto "
+            f"{costs['auto, empty cache'] - base:+.2f} s with an empty tuning cache, "
+            f"{costs['auto, filled cache'] - base:+.2f} s with a filled one")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -472,6 +487,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--json", metavar="PATH", help="write rows and environment as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a PNG chart of the ratios")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-startup", action="store_true",
+                   help="skip the start-up line (fresh processes: nn.LSTM's first training step "
+                   "against auto's, with an empty and a filled tuning cache)")
     args = p.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in args.modes if m not in MODES]
@@ -489,6 +507,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
     """The command line entry point; returns the exit status (1 when any provider failed)."""
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        raise SystemExit("python -m lstm_kernels.bench draws its table with rich: "
+                         "pip install 'lstm_kernels[bench]' (or pip install rich)") from None
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -550,10 +573,14 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
     warnings = noise_warnings(rows)
     render_report(rows, out, warnings)
+    startup = None
+    if not (args.smoke or args.no_startup):
+        startup = dispatch.first_call_costs()
+        out.print(startup_line(startup), highlight=False)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"schema": SCHEMA_VERSION, "environment": env, "grid": grid, "repeats": repeats,
-                       "ratio": "ms / nn.LSTM ms", "notes": notes, "warnings": warnings,
+                       "ratio": "ms / nn.LSTM ms", "notes": notes, "warnings": warnings, "startup_s": startup,
                        "summary": summary(rows), "rows": rows}, f, indent=1)
         err.print(f"wrote {args.json}")
     if args.plot:

@@ -7,6 +7,7 @@ failed call changes nothing. The checked, time-major, padded problem then goes t
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional, Sequence
 
 import torch
@@ -87,9 +88,17 @@ def check_input_dtype(x: Tensor, weight: Tensor, owner: str) -> None:
         raise RuntimeError(f"{owner}: input must be a dense (strided) tensor, got layout {x.layout}")
 
 
-def _autocast_cast(x: Tensor, hx: tuple[Tensor, Tensor], weights):
+def _no_autocast(x: Tensor, autocast: bool):
+    """Autocast switched off around the computation (inputs are cast once, before it); a
+    no-op context when autocast is off, which saves entering one on every call."""
+    if autocast:
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _autocast_cast(x: Tensor, hx: tuple[Tensor, Tensor], weights, autocast: bool):
     """Under autocast, cast input, states and weights once to the autocast dtype."""
-    if not _autocast_on(x):
+    if not autocast:
         return x, hx, weights
     dt = torch.get_autocast_dtype(x.device.type)
     # Autocast's own rule: float64 tensors are never cast (nn.LSTM stays float64 under it).
@@ -166,7 +175,8 @@ def lstm(
             x.new_zeros(num_layers * D, B, P),
             x.new_zeros(num_layers * D, B, hidden_size),
         )
-    x, hx, weights = _autocast_cast(x, hx, weights)
+    autocast = _autocast_on(x)
+    x, hx, weights = _autocast_cast(x, hx, weights, autocast)
     if proj_size > 0 and torch.onnx.is_in_onnx_export():
         # The legacy exporter refuses this for nn.LSTM too; the dynamo one writes a graph that
         # onnxruntime rejects at run time (tests/test_onnx.py::test_proj_size_export_is_refused).
@@ -183,7 +193,7 @@ def lstm(
             num_layers, D, weights[0][2] is not None, batch_sizes is not None, steps,
         )
         impl = _pick(backend, problem, x, hx, weights, num_layers, D, training, batch_sizes)
-        with torch.autocast(x.device.type, enabled=False):
+        with _no_autocast(x, autocast):
             out, h_n, c_n = run_layers(impl, x, hx[0], hx[1], weights, num_layers, D, dropout, training,
                                        batch_sizes)
 
@@ -298,9 +308,10 @@ def lstm_cell(input, hx, w_ih, w_hh, b_ih, b_hh, *, input_size: int, hidden_size
     # nn.LSTMCell is not on autocast's op lists: only its matmuls run low precision, and
     # (h', c') come out in the promoted dtype of the gates and the incoming cell state.
     out_dtype = None
-    if _autocast_on(x):
+    autocast = _autocast_on(x)
+    if autocast:
         out_dtype = torch.promote_types(torch.get_autocast_dtype(x.device.type), hx[1].dtype)
-    x, hx, weights = _autocast_cast(x, hx, weights)
+    x, hx, weights = _autocast_cast(x, hx, weights, autocast)
     x3, h3, c3 = x.unsqueeze(0), hx[0].unsqueeze(0), hx[1].unsqueeze(0)
     if exporting():
         _, h_n, c_n = torch_lstm(x3, h3, c3, weights, 1, 1, 0.0, False)
@@ -310,7 +321,7 @@ def lstm_cell(input, hx, w_ih, w_hh, b_ih, b_hh, *, input_size: int, hidden_size
             b_ih is not None, False, 1, cell=True,
         )
         impl = _pick(backend, problem, x3, (h3, c3), weights, 1, 1, False, None)
-        with torch.autocast(x.device.type, enabled=False):
+        with _no_autocast(x, autocast):
             _, h_n, c_n = run_layers(impl, x3, h3, c3, weights, 1, 1, 0.0, False, None)
     h, c = h_n[0], c_n[0]
     if out_dtype is not None:

@@ -20,6 +20,10 @@ from . import functional as LF
 from .backends import check_backend_name
 
 
+_SLOT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+_MISSING = object()
+
+
 def _check_int(name: str, value, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
@@ -154,12 +158,23 @@ class LSTM(nn.Module):
         return [getattr(self, name) for name in self._flat_weights_names]
 
     def _layer_weights(self):
-        """Per layer and direction: (w_ih, w_hh, b_ih, b_hh, w_hr), absent ones as None."""
+        """Per layer and direction: (w_ih, w_hh, b_ih, b_hh, w_hr), absent ones as None.
+
+        Read from ``_parameters`` directly when a name is there (``nn.Module.__getattr__``
+        costs a few microseconds a name, on every call); a weight moved out of it
+        (parametrizations, weight norm) is read with ``getattr`` as before
+        (tests/test_ecosystem.py).
+        """
+        params = self._parameters
         out = []
         for names in self._all_weights:
             suffix = names[0][len("weight_ih"):]
-            get = lambda base: getattr(self, base + suffix, None)  # noqa: E731
-            out.append((get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr")))
+            row = []
+            for base in _SLOT_NAMES:
+                name = base + suffix
+                w = params.get(name, _MISSING)
+                row.append(getattr(self, name, None) if w is _MISSING else w)
+            out.append(tuple(row))
         return out
 
     def forward(

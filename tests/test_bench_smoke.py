@@ -87,6 +87,22 @@ def test_cli_providers_on_this_device(smoke_run):
             assert any("triton: not timed" in note for note in data["notes"])
 
 
+def test_auto_row_names_its_pick(smoke_run):
+    """The auto row says which candidate auto ran, and nothing else claims a pick."""
+    proc, data, _ = smoke_run
+    auto_rows = [r for r in data["rows"] if r["provider"] == "auto"]
+    assert auto_rows and len(auto_rows) == len({(r["shape"], r["mode"]) for r in data["rows"]})
+    for r in auto_rows:
+        assert r["pick"] in ("native", "torchscript"), r
+        assert f"auto ({r['pick']})" in proc.stdout
+    assert all(r["pick"] is None for r in data["rows"] if r["provider"] != "auto")
+
+
+def test_startup_line_reports_auto_beyond_nn_lstm():
+    line = bench.startup_line({"nn.LSTM": 1.0, "auto, empty cache": 2.25, "auto, filled cache": 1.5})
+    assert "nn.LSTM 1.00 s" in line and "+1.25 s with an empty" in line and "+0.50 s with a filled" in line
+
+
 def test_cli_plot_is_png(smoke_run):
     _, _, png = smoke_run
     with open(png, "rb") as f:
@@ -183,7 +199,7 @@ def _quickstart_commands() -> list[str]:
 
 def test_readme_quickstart_matches_ci():
     install_and_bench, install_and_test = _quickstart_commands()
-    assert install_and_bench.startswith("pip install torch==2.13.0 -e . && ")
+    assert install_and_bench.startswith("pip install torch==2.13.0 -e '.[bench]' && ")
     assert "python -m lstm_kernels.bench --quick" in install_and_bench
     assert install_and_test.startswith("pip install torch==2.13.0 -e '.[test]' && ")
     with open(os.path.join(REPO, ".ci", "run")) as f:

@@ -12,7 +12,7 @@ import lstm_kernels
 from conftest import tol
 from helpers import LOW_PRECISION, assert_close_to_oracle, dtype_id
 
-BACKENDS = ["reference", "torchscript"]
+BACKENDS = ["reference", "torchscript", "native", "auto"]
 
 # (id, B or None for unbatched, I, H, bias, with_hx, strided: sliced/transposed input and states)
 CASES = [

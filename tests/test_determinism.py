@@ -24,7 +24,7 @@ def triton_ready() -> bool:
     )
 
 
-BACKENDS = ["reference", "torchscript"] + (["triton"] if triton_ready() else [])
+BACKENDS = ["reference", "torchscript", "native", "auto"] + (["triton"] if triton_ready() else [])
 
 
 def _run(backend: str, seed: int, packed: bool):

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -49,6 +50,7 @@ def test_corrupt_cache_warns_and_is_rewritten(tuning):
 
 _WRITER = """
 import sys
+import time
 from lstm_kernels import dispatch
 for j in range(5):
     dispatch.write_entries({f"key{sys.argv[1]}-{j}": {"backend": "native", "times_ms": {"native": 1.0}}})
@@ -131,3 +133,56 @@ def test_tune_cli_show_and_clear(tuning, capsys):
     assert "1 entries" in capsys.readouterr().out
     assert tune.main(["--clear"]) == 0
     assert not (tuning / dispatch.CACHE_FILE).exists()
+
+
+def _problem():
+    return dispatch.Problem(torch.device("cpu"), torch.float32, False, 3, 5, 7, 0, 1, 1, True, False, 6)
+
+
+def _sleeper(costs):
+    """A ``run`` whose call of backend ``b`` sleeps ``costs[b.name]()`` seconds."""
+    def run(b):
+        time.sleep(costs[b.name]())
+    return run
+
+
+def test_measure_warms_up_before_timing():
+    # native's first two calls are slow, as oneDNN's are while it builds its primitives.
+    calls = {"native": 0}
+
+    def native():
+        calls["native"] += 1
+        return 0.05 if calls["native"] <= 2 else 0.001
+
+    times = dispatch.measure(_problem(), ["native", "torchscript"],
+                             _sleeper({"native": native, "torchscript": lambda: 0.004}))
+    assert min(times, key=times.get) == "native"
+
+
+def test_measure_survives_a_slow_phase():
+    # One slow sample of the faster candidate (another process took the core) neither
+    # drops it after the first rounds nor loses it the choice.
+    calls = {"native": 0}
+
+    def native():
+        calls["native"] += 1
+        return 0.03 if calls["native"] == 3 else 0.001
+
+    times = dispatch.measure(_problem(), ["native", "torchscript"],
+                             _sleeper({"native": native, "torchscript": lambda: 0.004}))
+    assert min(times, key=times.get) == "native"
+
+
+def test_measure_drops_a_candidate_far_behind():
+    times = dispatch.measure(_problem(), ["native", "torchscript"],
+                             _sleeper({"native": lambda: 0.001, "torchscript": lambda: 0.02}))
+    assert list(times) == ["native"]
+
+
+def test_cached_choice_follows_clear_cache(tuning):
+    m = _model()
+    x = torch.randn(6, 3, 5)
+    assert lstm_kernels.explain(m, x).reason == "measured"
+    assert lstm_kernels.explain(m, x).reason == "cached"
+    dispatch.clear_cache()
+    assert lstm_kernels.explain(m, x).reason == "measured"

@@ -17,7 +17,7 @@ import lstm_kernels.scripted  # noqa: F401  (script before conftest poisons torc
 from conftest import tol
 from lstm_kernels import LSTM, LSTMCell
 
-BACKENDS = ["reference", "torchscript"]
+BACKENDS = ["reference", "torchscript", "native", "auto"]
 CONFIGS = [
     pytest.param(dict(num_layers=2, bidirectional=True, proj_size=3), id="L2-bi-proj3"),
     pytest.param(dict(num_layers=1, bias=False, batch_first=True), id="L1-nobias-bf"),

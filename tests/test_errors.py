@@ -23,7 +23,7 @@ from helpers import Config, check_lstm_against_torch
 # nn.LSTM notes on CPU that oneDNN lacks projections; it is the oracle here, so the note is noise.
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 
-BACKENDS = ["reference", "torchscript"]
+BACKENDS = ["reference", "torchscript", "native", "auto"]
 
 I, H, P, T, B = 5, 7, 3, 4, 3
 

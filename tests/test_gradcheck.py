@@ -22,7 +22,7 @@ import lstm_kernels
 # Script the TorchScript path now: conftest's NaN-poisoned torch.empty cannot be scripted.
 import lstm_kernels.scripted  # noqa: F401
 
-BACKENDS = ["reference", "torchscript"]
+BACKENDS = ["reference", "torchscript", "native", "auto"]
 F64 = torch.float64
 
 

@@ -21,7 +21,7 @@ from helpers import Config, check_lstm_against_torch, config_id
 from lstm_kernels import LSTM, LSTMCell
 from lstm_kernels.backends import available_backends
 
-BACKENDS = ["reference", "torchscript"]
+BACKENDS = ["reference", "torchscript", "native", "auto"]
 
 
 def triton_ready() -> bool:
