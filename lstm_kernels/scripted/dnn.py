@@ -13,7 +13,6 @@ from torch import Tensor
 from . import thresholds
 
 HAS_DNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
 HAS_DNN_REORDER = HAS_DNN_LINEAR and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 if HAS_DNN_LINEAR:

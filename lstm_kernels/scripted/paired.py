@@ -151,7 +151,6 @@ def _paired_backward(
     return d_gates, dh, dc, d_w_hh, d_w_hr
 
 
-
 paired_forward_scripted = script(_paired_forward)
 paired_backward_scripted = script(_paired_backward)
 

@@ -395,6 +395,9 @@ def _split_rows(x: Tensor, B: int, P: int, batch_sizes: Optional[Tensor]) -> boo
 
 
 def forward_impl(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
+    """The scan's forward (the ``ops.py`` contract): picks the step matmul's form and the
+    path flags, then runs the scripted loop; ``paired.py`` calls it per direction for
+    packed input."""
     T, B, G = gx.shape
     H, P = c0.shape[1], h0.shape[1]
     if _split_rows(gx, B, P, batch_sizes):
@@ -417,6 +420,8 @@ def forward_impl(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
 def backward_impl(
     grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs
 ):
+    """The scan's backward from ``forward_impl``'s saved tensors, with the same choice of
+    step matmul and flags."""
     T, B = out.shape[0], out.shape[1]
     G, P = 4 * c0.shape[1], h0.shape[1]
     if _split_rows(gates, B, P, batch_sizes) and P % 2 == 0:
