@@ -38,7 +38,8 @@ REQUIRES_GPU = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
     pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"),
                        reason="TRITON_INTERPRET is on (tests/conftest.py sets it by default): the GPU tests "
-                              "compile real kernels, run them with TRITON_INTERPRET=0 python -m pytest tests -m gpu"),
+                              "compile real kernels, run them with "
+                              "TRITON_INTERPRET=0 python -m pytest tests -m gpu"),
 ]
 
 # force_tier's names; force_tier raises ValueError for a name it does not know, so a renamed
@@ -206,8 +207,8 @@ def _build_setup(case: Case, dtype: torch.dtype) -> Setup:
     inputs = (x, h0, c0, lengths, upstream)
     # PyTorch's native kernels, not cuDNN: the oracle must not share the errors it judges.
     with torch.backends.cudnn.flags(enabled=False):
-        oracle = run_case(oracle_module, tuple(t.double() if torch.is_tensor(t) and t.is_floating_point() else t
-                                               for t in inputs[:4]) + (tuple(u.double() for u in upstream),))
+        oracle = run_case(oracle_module, (x.double(), h0.double(), c0.double(), lengths,
+                                          tuple(u.double() for u in upstream)))
     versus = "cudnn"
     try:
         theirs = run_case(cudnn, inputs)

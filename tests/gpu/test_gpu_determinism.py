@@ -3,8 +3,8 @@ gradients, and ``torch.use_deterministic_algorithms(True)`` neither raises nor c
 import pytest
 import torch
 
-from gpu_cases import (BARRIER, CASES, IMPLS, REQUIRES_GPU, SMALL, TRITON_IMPLS, case_setup, differing, ours_like,
-                       run_case)
+from gpu_cases import (BARRIER, CASES, IMPLS, REQUIRES_GPU, SMALL, TRITON_IMPLS, case_setup, differing,
+                       ours_like, run_case)
 
 pytestmark = REQUIRES_GPU
 
@@ -36,7 +36,8 @@ def test_deterministic_mode_changes_nothing(impl, case):
     setup = case_setup(case, "float32")
     module = ours_like(setup.cudnn, backend)
     plain = run_case(module, setup.inputs, tier)
-    was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    was = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True)
     try:
         first = run_case(module, setup.inputs, tier)

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 import lstm_kernels
-from gpu_cases import (DEVICE, IMPL_IDS, IMPLS, REQUIRES_GPU, SMALL, assert_rule, case_setup, impl_context, ours_like,
-                       rel_err, run_case, slack, tf32)
+from gpu_cases import (DEVICE, IMPL_IDS, IMPLS, REQUIRES_GPU, SMALL, assert_rule, case_setup, impl_context,
+                       ours_like, rel_err, run_case, slack, tf32)
 
 pytestmark = REQUIRES_GPU
 
@@ -85,8 +85,8 @@ def test_compile_fullgraph_matches_eager(impl, precision):
     dtype = torch.float32 if precision.startswith("float32") else torch.bfloat16
     torch._dynamo.reset()  # each test compiles afresh, never against another's cache limit
     c = SMALL
-    model = _Tagger(lstm_kernels.LSTM(c.I, c.H, c.layers, bidirectional=c.bi, proj_size=c.proj, backend=backend))
-    model = model.to(device=DEVICE, dtype=dtype)
+    lstm = lstm_kernels.LSTM(c.I, c.H, c.layers, bidirectional=c.bi, proj_size=c.proj, backend=backend)
+    model = _Tagger(lstm).to(device=DEVICE, dtype=dtype)
     x = torch.randn(c.T, c.B, c.I, device=DEVICE, dtype=dtype)
     counter = _CountingBackend()
     compiled = torch.compile(model, backend=counter, fullgraph=True)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import lstm_kernels
-from gpu_cases import (CASES, IMPL_IDS, IMPLS, PRECISIONS, REQUIRES_GPU, assert_rule, case_setup, ordered_pairs,
-                       ours_like, run_case, slack, tf32)
+from gpu_cases import (CASES, IMPL_IDS, IMPLS, PRECISIONS, REQUIRES_GPU, assert_rule, case_setup,
+                       ordered_pairs, ours_like, run_case, slack, tf32)
 
 pytestmark = REQUIRES_GPU
 
@@ -28,7 +28,8 @@ def test_matches_cudnn(impl, case, precision):
     with tf32(precision == "float32+tf32"):
         got = run_case(ours_like(setup.cudnn, backend), setup.inputs, tier)
         torch.cuda.synchronize()
-    assert_rule(got, setup.oracle, setup.cudnn_err, slack(precision), f"{name} {precision} {case.id} vs {setup.versus}")
+    assert_rule(got, setup.oracle, setup.cudnn_err, slack(precision),
+                f"{name} {precision} {case.id} vs {setup.versus}")
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
