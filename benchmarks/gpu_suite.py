@@ -337,10 +337,15 @@ def measure_rates(cfg: Config, timer: Timer) -> dict:
 
 # --------------------------------------------------------------------------- (c)
 
-# The GPU tests, in priority order: a run cut short by its budget keeps the earlier files'
-# results (the parity file itself runs every implementation on one case before the next).
-TEST_PATHS = ("tests/gpu/test_gpu_parity.py", "tests/gpu/test_gpu_determinism.py",
-              "tests/gpu/test_gpu_modes.py", "tests/gpu/test_gpu_cell.py")
+# The GPU tests in groups, each run by its own child with a share of the section's time
+# left: the parity tests first (every implementation on one case and precision before the
+# next), then the others, torch.compile (the slowest) last, so a run cut short by its
+# budget still covers every kind of check.
+TEST_GROUPS = (
+    (("tests/gpu/test_gpu_parity.py",), 0.7),
+    (("tests/gpu/test_gpu_determinism.py", "tests/gpu/test_gpu_cell.py", "tests/gpu/test_gpu_modes.py"), 1.0),
+)
+TEST_PATHS = tuple(p for paths, _ in TEST_GROUPS for p in paths)
 # One line per finished test under ``pytest -v``: "<nodeid> PASSED  [ 3%]" (a file outside
 # the rootdir has an empty path part).
 RESULT_LINE = re.compile(r"^(\S*::\S+) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b")
@@ -349,22 +354,38 @@ STATUS = {"PASSED": "pass", "FAILED": "fail", "ERROR": "error", "SKIPPED": "skip
           "XPASS": "fail"}
 
 
+def correctness(cfg: Config, clock: Clock, record: list, skipped: list,
+                save: Callable[[], None] = lambda: None, select: Optional[str] = None) -> dict:
+    """``TEST_GROUPS`` one after the other (``select``: pytest's ``-k``); the runs and the counts."""
+    runs = []
+    for paths, share in TEST_GROUPS:
+        if clock.left() <= 0:
+            skipped.append({"section": "correctness", "reason": "time budget spent", "paths": list(paths)})
+            continue
+        deadline = time.perf_counter() + share * clock.left()
+        runs.append(run_tests(cfg, clock, record, skipped, save, paths, deadline, select))
+    counts = {s: sum(e["status"] == s for e in record) for s in ("pass", "fail", "error", "skip")}
+    return {"runs": runs, "counts": counts, "TRITON_INTERPRET": "1" if cfg.device == "cpu" else "0"}
+
+
 def run_tests(cfg: Config, clock: Clock, record: list, skipped: list, save: Callable[[], None] = lambda: None,
-              paths: tuple = TEST_PATHS) -> dict:
+              paths: tuple = TEST_PATHS, deadline: Optional[float] = None,
+              select: Optional[str] = None) -> dict:
     """Runs ``paths`` (tests/gpu) under pytest in a child process, one entry per test in
     ``record`` as it finishes ({"test", "status": pass/fail/error/skip, "message"}).
 
     A child, not ``pytest.main`` here: a kernel that corrupts the CUDA context or hangs ends
     the child, and the timing section still runs. Kernels are compiled (TRITON_INTERPRET=0)
     except in the dry run, where the tests skip for want of a GPU. The child is stopped when
-    the section's budget is spent or no test finishes for ``cfg.hang_s``; either is recorded
-    in ``skipped``. Returns the run's summary (command, return code, counts).
+    the section's budget is spent, at ``deadline`` (perf_counter) or when no test finishes
+    for ``cfg.hang_s``; each stop is recorded in ``skipped``. Returns the run's summary
+    (command, return code, counts).
     """
     junit_dir = tempfile.mkdtemp(prefix="gpu_suite_junit_")
     junit = os.path.join(junit_dir, "junit.xml")
     cmd = [sys.executable, "-m", "pytest", *paths, "-c", os.path.join(ROOT, "pyproject.toml"),
            "--rootdir", ROOT, "-o", "addopts=", "-m", "gpu", "-v", "-p", "no:cacheprovider",
-           "--junitxml", junit]
+           "--junitxml", junit] + (["-k", select] if select else [])
     env = dict(os.environ, TRITON_INTERPRET="1" if cfg.device == "cpu" else "0",
                PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     print("  " + " ".join(cmd), flush=True)
@@ -397,7 +418,8 @@ def run_tests(cfg: Config, clock: Clock, record: list, skipped: list, save: Call
                 if last_progress - last_save > 1.0:
                     save()
                     last_save = last_progress
-        if stopped is None and clock.left() <= 0:
+        past_deadline = deadline is not None and time.perf_counter() > deadline
+        if stopped is None and (clock.left() <= 0 or past_deadline):
             stopped = "time budget spent"
         elif stopped is None and time.perf_counter() - last_progress > cfg.hang_s:
             stopped = f"no test finished for {cfg.hang_s:.0f} s"
@@ -412,13 +434,14 @@ def run_tests(cfg: Config, clock: Clock, record: list, skipped: list, save: Call
     rc = child.wait()
     if stopped:
         last = record[-1]["test"] if record else None
-        skipped.append({"section": "correctness", "reason": stopped, "tests_finished": len(record),
-                        "after": last})
-        print(f"  {stopped}: stopped after {len(record)} tests", flush=True)
+        skipped.append({"section": "correctness", "reason": stopped, "paths": list(paths),
+                        "tests_finished": len(record), "after": last})
+        print(f"  {stopped}: stopped {' '.join(paths)} after {len(record)} tests in all", flush=True)
     _add_failure_texts(junit, by_id)
     shutil.rmtree(junit_dir, ignore_errors=True)
-    counts = {s: sum(e["status"] == s for e in record) for s in ("pass", "fail", "error", "skip")}
-    if not record:
+    mine = list(by_id.values())
+    counts = {s: sum(e["status"] == s for e in mine) for s in ("pass", "fail", "error", "skip")}
+    if not mine:
         print("\n".join("  | " + t for t in tail), flush=True)
     return {"command": cmd, "TRITON_INTERPRET": env["TRITON_INTERPRET"], "returncode": rc, "stopped": stopped,
             "counts": counts, "output_tail": "\n".join(tail)}
@@ -651,8 +674,9 @@ def print_test_summary(record: list, summary: dict) -> None:
     for e in record:
         function = e["test"].partition("::")[2].partition("[")[0]
         by.setdefault(function, {"pass": 0, "fail": 0, "error": 0, "skip": 0})[e["status"]] += 1
+    exits = [r["returncode"] for r in summary.get("runs", [])]
     print(f"\ncorrectness (tests/gpu, TRITON_INTERPRET={summary.get('TRITON_INTERPRET')}, "
-          f"pytest exit {summary.get('returncode')}):")
+          f"pytest exit codes {exits}):")
     for function, c in by.items():
         print(f"  {function:<52} pass {c['pass']:>3}  fail {c['fail']:>3}  error {c['error']:>3}"
               f"  skip {c['skip']:>3}")
@@ -704,6 +728,8 @@ def main(argv=None) -> int:
                         help="comma-separated implementations to time beside nn.LSTM (e.g. "
                              "triton,triton:persistent,auto/cold; default: all, reference untimed); "
                              "the GPU tests always run whole")
+    parser.add_argument("--tests-k", default=None, metavar="EXPR",
+                        help="run only the GPU tests pytest's -k EXPR selects (e.g. 'triton-auto or native')")
     parser.add_argument("--tf32", choices=("on", "off"), default="on",
                         help="TF32 for float32 matmuls in the timings, cuDNN and cuBLAS alike "
                              "(default on: what nn.LSTM gets by default; the tests check both)")
@@ -777,7 +803,8 @@ def main(argv=None) -> int:
 
     clock.begin("correctness", cfg.budgets["correctness"])
     try:
-        result["tests"] = run_tests(cfg, clock, result["correctness"], result["skipped"], save)
+        result["tests"] = correctness(cfg, clock, result["correctness"], result["skipped"], save,
+                                      args.tests_k)
     except Exception:  # the child could not start: say why, and go on to the timings
         result["tests"] = {"error": traceback.format_exc()}
         print(result["tests"]["error"], file=sys.stderr)

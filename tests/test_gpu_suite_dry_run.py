@@ -61,9 +61,15 @@ def test_dry_run_runs_the_gpu_tests_and_records_each(dry_run_result):
     assert all(e["message"] and ("CUDA" in e["message"] or "TRITON_INTERPRET" in e["message"])
                for e in entries)
     summary = result["tests"]
-    assert summary["returncode"] == 0 and summary["stopped"] is None
+    assert summary["TRITON_INTERPRET"] == "1"
     assert summary["counts"] == {"pass": 0, "fail": 0, "error": 0, "skip": len(entries)}
-    assert "-m" in summary["command"] and "gpu" in summary["command"]
+    # One child per group, parity first; every listed file ran to its end.
+    assert len(summary["runs"]) == len(gpu_suite_groups())
+    assert "tests/gpu/test_gpu_parity.py" in summary["runs"][0]["command"]
+    for run in summary["runs"]:
+        assert run["returncode"] == 0 and run["stopped"] is None, run
+        assert "-m" in run["command"] and "gpu" in run["command"]
+    assert sum(r["counts"]["skip"] for r in summary["runs"]) == len(entries)
     functions = {e["test"].partition("::")[2].partition("[")[0] for e in entries}
     assert {"test_matches_cudnn", "test_two_runs_are_bitwise_equal",
             "test_deterministic_mode_changes_nothing", "test_compile_fullgraph_matches_eager",
@@ -132,9 +138,33 @@ def test_correctness_section_records_every_outcome_and_stops_a_hung_test(tmp_pat
     assert "one is not two" in status["test_fails"]["traceback"]
     assert "fixture exploded" in status["test_errors"]["traceback"]
     assert summary["stopped"] == f"no test finished for {cfg.hang_s:.0f} s"
-    assert skipped == [{"section": "correctness", "reason": summary["stopped"], "tests_finished": 4,
-                        "after": record[-1]["test"]}]
+    assert skipped == [{"section": "correctness", "reason": summary["stopped"], "paths": [str(path)],
+                        "tests_finished": 4, "after": record[-1]["test"]}]
     assert summary["counts"] == {"pass": 1, "fail": 1, "error": 1, "skip": 1}
+
+
+def test_correctness_section_stops_at_its_deadline_and_says_so(tmp_path):
+    """A group past its share of the budget is interrupted like a hung one, its finished
+    tests kept; the next group does not start once the section's budget is spent."""
+    gpu_suite = import_gpu_suite()
+    path = tmp_path / "test_outcomes.py"
+    path.write_text(GPU_TESTS)
+    cfg = gpu_suite.dry_config()
+    clock = gpu_suite.Clock(120.0)
+    clock.begin("correctness", 120.0)
+    record, skipped = [], []
+    summary = gpu_suite.run_tests(cfg, clock, record, skipped, paths=(str(path),),
+                                  deadline=gpu_suite.time.perf_counter() + 20.0)
+    assert summary["stopped"] == "time budget spent" and len(record) == 4
+    assert skipped[0]["reason"] == "time budget spent"
+    clock.begin("correctness", 0.0)
+    skipped.clear()
+    assert gpu_suite.correctness(cfg, clock, record, skipped)["runs"] == []
+    assert [s["paths"] for s in skipped] == [list(p) for p, _ in gpu_suite.TEST_GROUPS]
+
+
+def gpu_suite_groups():
+    return import_gpu_suite().TEST_GROUPS
 
 
 def test_the_suite_runs_every_gpu_test_file():
@@ -142,7 +172,7 @@ def test_the_suite_runs_every_gpu_test_file():
     gpu_suite = import_gpu_suite()
     listed = {os.path.basename(p) for p in gpu_suite.TEST_PATHS}
     present = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "tests", "gpu", "test_gpu_*.py"))}
-    assert listed == present
+    assert listed == present and len(gpu_suite.TEST_PATHS) == len(listed)
 
 
 def test_dry_run_timing_rows(dry_run_result):
