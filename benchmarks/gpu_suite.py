@@ -631,6 +631,7 @@ def _time_shape(shape: dict, labels: list, cfg: Config, timer: Timer, rates: dic
         except Exception:
             rows[label]["error"] = traceback.format_exc()
     beat(f"timing {shape}")
+    cold = {label: steps.pop(label) for label in list(steps) if label.endswith(COLD)}
     timed = shared_timing.time_interleaved(
         steps, device=cfg.device, rounds=cfg.max_reps, min_rounds=cfg.min_reps, warmup=cfg.warmup,
         budget_s=cfg.measure_s * len(steps),
@@ -642,6 +643,13 @@ def _time_shape(shape: dict, labels: list, cfg: Config, timer: Timer, rates: dic
         else:
             rows[label]["ms"] = t.median * 1e3
             rows[label]["samples_ms"] = [v * 1e3 for v in t.samples]
+    for label, step in cold.items():
+        beat(f"timing {label} {shape}")
+        try:
+            rows[label]["samples_ms"] = _time_cold(step, timer)
+            rows[label]["ms"] = statistics.median(rows[label]["samples_ms"])
+        except Exception:
+            rows[label]["error"] = traceback.format_exc()
     if "nn.LSTM" in rows:
         cudnn_ms = rows["nn.LSTM"]["ms"]
     for label, row in rows.items():
@@ -651,6 +659,24 @@ def _time_shape(shape: dict, labels: list, cfg: Config, timer: Timer, rates: dic
             print(f"  {label} ERROR on {shape}: {row['error'].strip().splitlines()[-1]}", flush=True)
         row["cudnn_ms"] = cudnn_ms
     return list(rows.values())
+
+
+# A cold call measures every candidate (up to dispatch's budget, about a second): timed
+# interleaved, with warm-up and several rounds, it would take most of a shape's time.
+COLD_CALLS = 2
+
+
+def _time_cold(step: Callable[[], object], timer: Timer) -> list:
+    """``COLD_CALLS`` separate calls, each with an empty tuning cache (its step's context),
+    after the other labels ran, so their kernels are compiled: what a first call costs."""
+    samples = []
+    for _ in range(COLD_CALLS):
+        timer.sync()
+        t0 = time.perf_counter()
+        step()
+        timer.sync()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return samples
 
 
 def _forward(module, x):

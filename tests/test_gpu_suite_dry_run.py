@@ -6,7 +6,6 @@ nn.LSTM on CPU in place of cuDNN), so a broken suite shows up here, not on the G
 """
 import glob
 import json
-import math
 import os
 import subprocess
 import sys
@@ -161,6 +160,24 @@ def test_correctness_section_stops_at_its_deadline_and_says_so(tmp_path):
     skipped.clear()
     assert gpu_suite.correctness(cfg, clock, record, skipped)["runs"] == []
     assert [s["paths"] for s in skipped] == [list(p) for p, _ in gpu_suite.TEST_GROUPS]
+
+
+def test_test_summary_prints_failures_with_or_without_their_text(capsys):
+    """A test stopped before the JUnit XML was written has no traceback; a child that never
+    started leaves no runs: the final summary must still print."""
+    gpu_suite = import_gpu_suite()
+    parity = "tests/gpu/test_gpu_parity.py::test_matches_cudnn"
+    crash = "Traceback (most recent call last):\nRuntimeError: CUDA error: an illegal memory access"
+    record = [{"test": parity + "[a]", "status": "fail", "message": None},
+              {"test": parity + "[b]", "status": "error", "message": None, "traceback": crash},
+              {"test": "tests/gpu/test_gpu_cell.py::test_cell_matches_cudnn[c]", "status": "skip",
+               "message": "needs a CUDA GPU"}]
+    gpu_suite.print_test_summary(record, {"error": "Traceback ...\nOSError: no python"})
+    out = capsys.readouterr().out
+    assert "FAIL tests/gpu/test_gpu_parity.py::test_matches_cudnn[a]" in out
+    assert "ERROR tests/gpu/test_gpu_parity.py::test_matches_cudnn[b]: RuntimeError: CUDA error" in out
+    assert "skipped because: needs a CUDA GPU" in out
+    assert "test_matches_cudnn" in out and "test_cell_matches_cudnn" in out
 
 
 def gpu_suite_groups():
