@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import lstm_kernels
-from gpu_cases import (CASES, IMPL_IDS, IMPLS, PRECISIONS, REQUIRES_GPU, assert_rule, case_setup,
+from gpu_cases import (CASES, IMPL_IDS, IMPLS, PRECISIONS, REQUIRES_GPU, SMALL, assert_rule, case_setup,
                        ordered_pairs, ours_like, run_case, slack, tf32)
+from lstm_kernels import dispatch
 
 pytestmark = REQUIRES_GPU
 
@@ -32,24 +33,28 @@ def test_matches_cudnn(impl, case, precision):
                 f"{name} {precision} {case.id} vs {setup.versus}")
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
-def test_measured_auto_matches_cudnn_cold_and_cached(precision, tmp_path, monkeypatch):
-    """``auto`` with tuning on and a fresh cache: the first call measures its candidates,
-    the second reuses the choice; both results pass the rule."""
-    from lstm_kernels import dispatch
-
+@pytest.fixture
+def fresh_tuning(tmp_path, monkeypatch):
+    """Tuning on, into an empty cache of this test's own, forgotten again afterwards."""
     monkeypatch.setenv("LSTM_KERNELS_TUNE", "1")
     monkeypatch.setenv("LSTM_KERNELS_CACHE_DIR", str(tmp_path))
     dispatch.clear_cache()
-    case = CASES[3]
-    setup = case_setup(case, precision)
+    yield
+    dispatch.clear_cache()
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_measured_auto_matches_cudnn_cold_and_cached(precision, fresh_tuning):
+    """``auto`` measuring on a fresh cache: the first call times its candidates, the second
+    reuses the choice (``explain`` says so too); both results pass the rule."""
+    setup = case_setup(SMALL, precision)
     module = ours_like(setup.cudnn, "auto")
     reasons = []
     with tf32(precision == "float32+tf32"):
         for _ in range(2):
             got = run_case(module, setup.inputs)
             reasons.append(dispatch.last_choice().reason)
-            assert_rule(got, setup.oracle, setup.cudnn_err, slack(precision), f"auto {precision} {case.id}")
-    assert reasons[0].startswith("measured") and reasons[1].startswith("cached"), reasons
-    choice = lstm_kernels.explain(module, setup.inputs[0], setup.inputs[1:3])
+            assert_rule(got, setup.oracle, setup.cudnn_err, slack(precision), f"auto {precision} {SMALL.id}")
+        choice = lstm_kernels.explain(module, setup.inputs[0], setup.inputs[1:3])
+    assert reasons == ["measured", "cached"], reasons
     assert choice.reason == "cached" and choice.backend.split(":")[0] in ("native", "triton"), choice
