@@ -50,6 +50,9 @@ TIERS = ("pointwise", "fused_step", "persistent")
 IMPLS = [(t, "triton", t) for t in TIERS] + [("triton-auto", "triton", None), ("native", "native", None),
                                               ("auto", "auto", None)]
 IMPL_IDS = [i for i, _, _ in IMPLS]
+# The other backends, checked for parity only: the eager reference is the rule's control (a
+# rule that rejected it would make every verdict noise), and the scripted scan runs on CUDA too.
+OTHER_IMPLS = [("reference", "reference", None), ("torchscript", "torchscript", None)]
 TRITON_IMPLS = [i for i in IMPLS if i[1] == "triton"]
 
 # Precisions: float32 without TF32 (strict), float32 with TF32 in cuDNN and cuBLAS alike

@@ -1,7 +1,8 @@
-"""Every Triton tier (forced), the triton backend's own tier choice, ``native`` and ``auto``
-against nn.LSTM (cuDNN) with copied weights, per precision: outputs, final states and the
-gradients of input, h0, c0 and every parameter under random upstream gradients, judged by
-the rule in gpu_cases (our error <= 2 x cuDNN's + slack, against a float64 oracle).
+"""Every Triton tier (forced), the triton backend's own tier choice, ``native``, ``auto``,
+``torchscript`` and the eager ``reference`` against nn.LSTM (cuDNN) with copied weights,
+per precision: outputs, final states and the gradients of input, h0, c0 and every
+parameter under random upstream gradients, judged by the rule in gpu_cases (our error
+<= 2 x cuDNN's + slack, against a float64 oracle).
 
 The cases cover packed input, proj_size, bidirectional multi-layer models and the
 persistent tier's launch regimes (one program, several, a grid barrier).
@@ -10,8 +11,8 @@ import pytest
 import torch
 
 import lstm_kernels
-from gpu_cases import (CASES, IMPL_IDS, IMPLS, PRECISIONS, REQUIRES_GPU, SMALL, assert_rule, case_setup,
-                       ordered_pairs, ours_like, run_case, slack, tf32)
+from gpu_cases import (CASES, IMPL_IDS, IMPLS, OTHER_IMPLS, PRECISIONS, REQUIRES_GPU, SMALL, assert_rule,
+                       case_setup, ordered_pairs, ours_like, run_case, slack, tf32)
 from lstm_kernels import dispatch
 
 pytestmark = REQUIRES_GPU
@@ -21,7 +22,7 @@ PAIRS = ordered_pairs(CASES)
 
 # Every implementation on one (case, precision) before the next: a run cut short by a time
 # budget (benchmarks/gpu_suite.py) still covers every implementation and both axes.
-@pytest.mark.parametrize("impl", IMPLS, ids=IMPL_IDS)
+@pytest.mark.parametrize("impl", IMPLS + OTHER_IMPLS, ids=IMPL_IDS + [i for i, _, _ in OTHER_IMPLS])
 @pytest.mark.parametrize("case, precision", PAIRS, ids=[f"{p}-{c.id}" for c, p in PAIRS])
 def test_matches_cudnn(impl, case, precision):
     name, backend, tier = impl
