@@ -392,8 +392,13 @@ def run_tests(cfg: Config, clock: Clock, record: list, skipped: list, save: Call
     child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, start_new_session=True)
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in child.stdout] + [lines.put(None)],
-                     daemon=True).start()
+
+    def read() -> None:  # in a thread, so a silent child never blocks the budget checks below
+        for line in child.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
     tail: list = []
     by_id: dict = {}
     stopped, interrupted, last_progress, last_save = None, None, time.perf_counter(), 0.0
