@@ -1,33 +1,24 @@
 #!/usr/bin/env python
-"""One unattended run on a GPU machine: correctness against cuDNN, ecosystem checks, then timings.
+"""One unattended run on a GPU machine: the GPU tests (correctness against cuDNN), then timings.
 
     python benchmarks/gpu_suite.py [--out DIR] [--budget-s 330] [--tf32 on|off]
     python benchmarks/gpu_suite.py --dry-run --out /tmp/x   # same code on CPU, < 60 s
 
 Sections, in order, each with its own time budget (elapsed times are printed):
   (a) environment; (b) the chip's rates: a large device-to-device copy (GB/s) and a
-  large bf16 matmul (TFLOP/s); (c) correctness of every backend and every implemented
-  Triton tier against nn.LSTM (cuDNN) with copied weights, forward and backward, in
-  float32 / float16 / bfloat16; (c+) ecosystem: the triton backend (automatic tier and
-  every tier forced) is bitwise deterministic (also under
-  ``torch.use_deterministic_algorithms``), compiles with ``torch.compile(fullgraph=True)``
-  into one graph matching eager, runs backward in eval mode and follows nn.LSTM under
-  autocast, each check a pass/fail entry under ``"ecosystem"``; (d) timings, nn.LSTM
-  (cuDNN) and each backend side by side per shape, with the floor model of
-  ``lstm_kernels.roofline``; (e) the JSON ``<out>/<device>-<date>.json`` (rewritten after
-  every section, so a run cut short still leaves its results); (f) a compact table.
+  large bf16 matmul (TFLOP/s); (c) correctness: ``tests/gpu`` under pytest in a child
+  process with TRITON_INTERPRET=0 (every Triton tier, ``native`` and ``auto`` against
+  nn.LSTM on cuDNN per dtype, determinism, deterministic mode, torch.compile, autocast,
+  eval-mode backward; the tests own the rule and its tolerances), one pass/fail/skip
+  entry per test under ``"correctness"``, the run's counts under ``"tests"``; (d) timings,
+  nn.LSTM (cuDNN) and each backend side by side per shape (``native``, every tier forced,
+  ``auto`` cold and cached), with the floor model of ``lstm_kernels.roofline``; (e) the
+  JSON ``<out>/<device>-<date>.json`` (rewritten during every section, so a run cut short
+  still leaves its results); (f) a compact table.
 
-Correctness rule (the one FlashAttention uses): for every compared tensor, our error
-against a float64 oracle (nn.LSTM in float64 on the same dtype-rounded weights and
-inputs) is at most twice cuDNN's error in the same dtype plus ``ATOL[dtype]``. Errors
-are max |x - oracle| / max |oracle|, so one slack works for outputs and for gradients
-summed over T*B. A failing case is recorded with its numbers, a crashing one with its
-traceback; the run never stops on either.
-
-``--dry-run`` runs the same code on CPU: kernels through the Triton interpreter,
-nn.LSTM on CPU in place of cuDNN, time.perf_counter in place of CUDA events, on tiny
-grids; the ecosystem checks compile with backend="aot_eager" and autocast only to
-bfloat16 on CPU. Nothing here touches CUDA before ``main()`` runs.
+``--dry-run`` runs the same code on CPU: the test child with the interpreter (where the
+GPU tests skip, each recorded), nn.LSTM on CPU in place of cuDNN, time.perf_counter in
+place of CUDA events, on tiny grids. Nothing here touches CUDA before ``main()`` runs.
 
 Dimensions: T sequence length, B batch, I input size, H hidden size, P = proj_size or H,
 L layers, D directions.
@@ -46,30 +37,30 @@ if ROOT not in sys.path:  # the GPU machine runs from a checkout; nothing is ins
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import copy  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import queue  # noqa: E402
 import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from typing import Callable, Optional  # noqa: E402
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 import lstm_kernels  # noqa: E402
 from lstm_kernels import LSTM, roofline  # noqa: E402
 from lstm_kernels import timing as shared_timing  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# Slack added to 2x cuDNN's error, relative to the tensor's largest magnitude: about two
-# units in the last place of the format the math effectively runs in.
-ATOL = {"float32": 2e-5, "float32+tf32": 2e-3, "float16": 2e-3, "bfloat16": 1.6e-2}
 
 
 @dataclass
@@ -81,28 +72,15 @@ class Config:
     copy_bytes: int
     matmul_n: int
     rate_reps: int
-    correctness_cases: list
     timing_passes: list  # lists of shape dicts, in priority order
     time_backends_exclude: tuple = ("reference",)
     measure_s: float = 0.15  # time spent timing one (shape, backend), warm-up excluded
     min_reps: int = 3
     max_reps: int = 20
     warmup: int = 2
-    hang_s: float = 120.0  # one step longer than this is a hang (cold compiles included)
+    # One step (or one test) longer than this is a hang (cold compiles included).
+    hang_s: float = 120.0
     hard_margin_s: float = 25.0  # past budget + this, the watchdog ends the run (GPU: 355 s < 6 min)
-    # Ecosystem section: determinism cases (a case's "labels" limits it to those implementations),
-    # the case for eval-mode backward and autocast, and the compiled model's size.
-    determinism_cases: list = field(default_factory=list)
-    eval_case: Optional[dict] = None
-    compile_case: Optional[dict] = None
-    compile_backend: str = "inductor"
-    autocast_dtypes: tuple = ("float16", "bfloat16")
-
-
-def _case(T, B, I, H, layers=1, bi=False, proj=0, packed=False):  # noqa: E741
-    name = f"B{B}-T{T}-I{I}-H{H}-L{layers}" + ("-bi" if bi else "") + (f"-proj{proj}" if proj else "")
-    return dict(name=name + ("-packed" if packed else ""), T=T, B=B, I=I, H=H, layers=layers, bi=bi,
-                proj=proj, packed=packed)
 
 
 def _shape(mode, T, B, H, layers, bi, dtype, I=None):  # noqa: E741
@@ -138,50 +116,27 @@ def _timing_passes(Bs, Hs, Ts, Ls, bis, dtypes, center) -> list:
 def gpu_config() -> Config:
     return Config(
         device="cuda",
-        budgets={"rates": 15, "correctness": 120, "ecosystem": 30, "timing": 120},
+        budgets={"rates": 15, "correctness": 150, "timing": 120},
         copy_bytes=1 << 30,
         matmul_n=8192,
         rate_reps=10,
-        correctness_cases=[
-            # Resident persistent forward: 4 programs x 3 batch tiles per direction, grid barrier.
-            _case(T=6, B=40, I=64, H=256, bi=True, packed=True),
-            _case(T=7, B=8, I=32, H=128),  # resident, one program owns all 128 units: no barrier
-            _case(T=5, B=20, I=48, H=512),  # resident, 16 programs
-            _case(T=7, B=3, I=10, H=33, layers=2, bi=True, proj=17),
-            _case(T=1, B=1, I=8, H=64),
-            _case(T=9, B=5, I=12, H=48, layers=2, bi=True, packed=True),
-            _case(T=6, B=64, I=256, H=1024, bi=True),  # several programs per step in every tier
-            _case(T=5, B=64, I=128, H=1024, packed=True),
-            _case(T=4, B=24, I=64, H=1024),  # resident: 64 programs of 16 units x 2 batch tiles
-        ],
         timing_passes=_timing_passes(
             Bs=(1, 8, 32, 128), Hs=(128, 256, 512, 1024), Ts=(64, 512), Ls=(1, 2), bis=(False, True),
             dtypes=("bfloat16", "float16", "float32"),
             center=dict(B=32, H=512, T=512, layers=1, bidirectional=False, dtype="bfloat16"),
         ),
-        # The correctness section's shapes, so the Triton kernels are already compiled.
-        determinism_cases=[
-            _case(T=7, B=3, I=10, H=33, layers=2, bi=True, proj=17),
-            _case(T=9, B=5, I=12, H=48, layers=2, bi=True, packed=True),
-            # 64 hidden blocks x 2 directions: the grid barrier between programs is exercised.
-            dict(_case(T=6, B=64, I=256, H=1024, bi=True, packed=True), labels=("triton:persistent",)),
-        ],
-        eval_case=_case(T=7, B=3, I=10, H=33, layers=2, bi=True, proj=17),
-        compile_case=_case(T=7, B=3, I=10, H=33, layers=2, bi=True, proj=17),
     )
 
 
 def dry_config() -> Config:
     return Config(
         device="cpu",
-        budgets={"rates": 3, "correctness": 30, "ecosystem": 25, "timing": 6},
+        # Nothing runs a kernel before the timings (the tests skip): their first shape pays
+        # every implementation's first call.
+        budgets={"rates": 3, "correctness": 30, "timing": 15},
         copy_bytes=1 << 22,
         matmul_n=128,
         rate_reps=3,
-        correctness_cases=[
-            dict(_case(T=3, B=2, I=3, H=5, layers=2, bi=True, proj=3), dtypes=("float32", "bfloat16")),
-            dict(_case(T=4, B=3, I=4, H=6, bi=True, packed=True), dtypes=("float16",)),
-        ],
         timing_passes=_timing_passes(
             Bs=(1, 2), Hs=(4,), Ts=(3,), Ls=(1,), bis=(False,), dtypes=("float32",),
             center=dict(B=2, H=4, T=3, layers=1, bidirectional=False, dtype="float32"),
@@ -190,16 +145,6 @@ def dry_config() -> Config:
         min_reps=2,
         max_reps=3,
         warmup=1,
-        determinism_cases=[
-            _case(T=3, B=2, I=3, H=5, bi=True, proj=3),
-            _case(T=3, B=3, I=3, H=4, bi=True, packed=True),
-            # Interpreted, the persistent tier runs one program per 64-row batch tile: B=66 gives two.
-            dict(_case(T=2, B=66, I=3, H=4, bi=True, packed=True), labels=("triton:persistent",)),
-        ],
-        eval_case=_case(T=3, B=2, I=3, H=4, layers=2, bi=True),
-        compile_case=_case(T=3, B=2, I=3, H=4, bi=True),
-        compile_backend="aot_eager",
-        autocast_dtypes=("bfloat16",),
     )
 
 
@@ -392,21 +337,170 @@ def measure_rates(cfg: Config, timer: Timer) -> dict:
 
 # --------------------------------------------------------------------------- (c)
 
+# The GPU tests in groups, each run by its own child with a share of the section's time
+# left: the parity tests first (every implementation on one case and precision before the
+# next), then the others, torch.compile (the slowest) last, so a run cut short by its
+# budget still covers every kind of check.
+TEST_GROUPS = (
+    (("tests/gpu/test_gpu_parity.py",), 0.7),
+    (("tests/gpu/test_gpu_determinism.py", "tests/gpu/test_gpu_cell.py", "tests/gpu/test_gpu_modes.py"), 1.0),
+)
+TEST_PATHS = tuple(p for paths, _ in TEST_GROUPS for p in paths)
+# One line per finished test under ``pytest -v``: "<nodeid> PASSED  [ 3%]" (a file outside
+# the rootdir has an empty path part).
+RESULT_LINE = re.compile(r"^(\S*::\S+) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b")
+INTERRUPT_GRACE_S = 15.0
+STATUS = {"PASSED": "pass", "FAILED": "fail", "ERROR": "error", "SKIPPED": "skip", "XFAIL": "skip",
+          "XPASS": "fail"}
 
-# Set by --only: the implementations every section runs (None: all of them).
+
+def correctness(cfg: Config, clock: Clock, record: list, skipped: list,
+                save: Callable[[], None] = lambda: None, select: Optional[str] = None) -> dict:
+    """``TEST_GROUPS`` one after the other (``select``: pytest's ``-k``); the runs and the counts."""
+    runs = []
+    for paths, share in TEST_GROUPS:
+        if clock.left() <= 0:
+            skipped.append({"section": "correctness", "reason": "time budget spent", "paths": list(paths)})
+            continue
+        deadline = time.perf_counter() + share * clock.left()
+        runs.append(run_tests(cfg, clock, record, skipped, save, paths, deadline, select))
+    counts = {s: sum(e["status"] == s for e in record) for s in ("pass", "fail", "error", "skip")}
+    return {"runs": runs, "counts": counts, "TRITON_INTERPRET": "1" if cfg.device == "cpu" else "0"}
+
+
+def run_tests(cfg: Config, clock: Clock, record: list, skipped: list, save: Callable[[], None] = lambda: None,
+              paths: tuple = TEST_PATHS, deadline: Optional[float] = None,
+              select: Optional[str] = None) -> dict:
+    """Runs ``paths`` (tests/gpu) under pytest in a child process, one entry per test in
+    ``record`` as it finishes ({"test", "status": pass/fail/error/skip, "message"}).
+
+    A child, not ``pytest.main`` here: a kernel that corrupts the CUDA context or hangs ends
+    the child, and the timing section still runs. Kernels are compiled (TRITON_INTERPRET=0)
+    except in the dry run, where the tests skip for want of a GPU. The child is stopped when
+    the section's budget is spent, at ``deadline`` (perf_counter) or when no test finishes
+    for ``cfg.hang_s``; each stop is recorded in ``skipped``. Returns the run's summary
+    (command, return code, counts).
+    """
+    junit_dir = tempfile.mkdtemp(prefix="gpu_suite_junit_")
+    junit = os.path.join(junit_dir, "junit.xml")
+    cmd = [sys.executable, "-m", "pytest", *paths, "-c", os.path.join(ROOT, "pyproject.toml"),
+           "--rootdir", ROOT, "-o", "addopts=", "-m", "gpu", "-v", "-p", "no:cacheprovider",
+           "--junitxml", junit] + (["-k", select] if select else [])
+    env = dict(os.environ, TRITON_INTERPRET="1" if cfg.device == "cpu" else "0",
+               PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    print("  " + " ".join(cmd), flush=True)
+    child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:  # in a thread, so a silent child never blocks the budget checks below
+        for line in child.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    tail: list = []
+    by_id: dict = {}
+    stopped, interrupted, last_progress, last_save = None, None, time.perf_counter(), 0.0
+    while True:
+        beat(f"tests/gpu: {record[-1]['test'] if record else 'collecting'}")
+        try:
+            line = lines.get(timeout=1.0)
+        except queue.Empty:
+            line = ""
+        if line is None:
+            break
+        if line:
+            tail = (tail + [line.rstrip("\n")])[-40:]
+            m = RESULT_LINE.match(line.strip())
+            if m and m.group(1) in by_id:  # a second line: its teardown failed after the test passed
+                by_id[m.group(1)]["status"] = STATUS[m.group(2)]
+            elif m:
+                entry = {"test": m.group(1), "status": STATUS[m.group(2)], "message": None}
+                by_id[entry["test"]] = entry
+                record.append(entry)
+                last_progress = time.perf_counter()
+                if last_progress - last_save > 1.0:
+                    save()
+                    last_save = last_progress
+        past_deadline = deadline is not None and time.perf_counter() > deadline
+        if stopped is None and (clock.left() <= 0 or past_deadline):
+            stopped = "time budget spent"
+        elif stopped is None and time.perf_counter() - last_progress > cfg.hang_s:
+            stopped = f"no test finished for {cfg.hang_s:.0f} s"
+        if stopped and child.poll() is None:
+            # SIGINT first: pytest then stops as on Ctrl-C and still writes the JUnit XML (the
+            # finished tests' tracebacks); a kernel that ignores it gets SIGKILL.
+            if interrupted is None:
+                interrupted = time.perf_counter()
+                os.killpg(child.pid, signal.SIGINT)
+            elif time.perf_counter() - interrupted > INTERRUPT_GRACE_S:
+                os.killpg(child.pid, signal.SIGKILL)
+    rc = child.wait()
+    if stopped:
+        last = record[-1]["test"] if record else None
+        skipped.append({"section": "correctness", "reason": stopped, "paths": list(paths),
+                        "tests_finished": len(record), "after": last})
+        print(f"  {stopped}: stopped {' '.join(paths)} after {len(record)} tests in all", flush=True)
+    _add_failure_texts(junit, by_id)
+    shutil.rmtree(junit_dir, ignore_errors=True)
+    mine = list(by_id.values())
+    counts = {s: sum(e["status"] == s for e in mine) for s in ("pass", "fail", "error", "skip")}
+    if not mine:
+        print("\n".join("  | " + t for t in tail), flush=True)
+    return {"command": cmd, "TRITON_INTERPRET": env["TRITON_INTERPRET"], "returncode": rc, "stopped": stopped,
+            "counts": counts, "output_tail": "\n".join(tail)}
+
+
+def _add_failure_texts(junit: str, by_id: dict) -> None:
+    """Each test's time, a failing test's traceback and a skipped test's reason, from the
+    JUnit XML (written when pytest ends; ``-v`` lines carry neither)."""
+    if not os.path.exists(junit):
+        return
+    import xml.etree.ElementTree as ET
+
+    index, by_name = {}, {}
+    for e in by_id.values():
+        path, _, name = e["test"].partition("::")
+        index[(os.path.splitext(os.path.basename(path))[0], name)] = e
+        by_name.setdefault(name, []).append(e)
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        name = case.get("name", "")
+        entry = index.get((case.get("classname", "").rsplit(".", 1)[-1], name))
+        if entry is None and len(by_name.get(name, ())) == 1:  # a file outside the rootdir
+            entry = by_name[name][0]
+        if entry is None:
+            continue
+        entry["seconds"] = float(case.get("time") or 0.0)
+        for child in case:
+            if child.tag in ("failure", "error"):
+                entry["traceback"] = (child.text or child.get("message") or "").strip()
+            elif child.tag == "skipped":
+                entry["message"] = child.get("message") or entry["message"]
+
+
+# --------------------------------------------------------------------------- (d)
+
+
+# Set by --only: the implementations the timing section runs (None: all of them).
 ONLY: Optional[set] = None
+# backend="auto" timed twice: "auto/cold" clears the tuning cache before every call, so each
+# call measures its candidates first (what a new shape costs once); "auto" keeps the cache.
+COLD = "/cold"
+AUTO_LABELS = ("auto" + COLD, "auto")
 
 
 def all_labels() -> list[str]:
-    """Every backend, and ``triton:<tier>`` for every implemented tier, forced."""
+    """Every backend (``native`` among them), ``triton:<tier>`` for every implemented tier,
+    forced, and ``auto`` cold and cached."""
     labels = list(lstm_kernels.available_backends())
     labels += [f"triton:{t}" for t in implemented_tiers()]
-    return labels
+    return labels + list(AUTO_LABELS)
 
 
 def backend_labels() -> list[str]:
-    """The implementations this run checks and times: ``all_labels``, or those of --only
-    (which may also name ``VARIANT_LABELS``)."""
+    """The implementations this run times: ``all_labels``, or those of --only (which may
+    also name ``VARIANT_LABELS``)."""
     if ONLY is None:
         return all_labels()
     return [b for b in all_labels() + list(VARIANT_LABELS) if b in ONLY]
@@ -425,6 +519,12 @@ VARIANT_LABELS = ("triton:persistent/streamed-fwd", "triton:persistent/h-in-memo
 
 @contextlib.contextmanager
 def _tier_context(label: str):
+    if label.endswith(COLD):
+        from lstm_kernels import dispatch
+
+        dispatch.clear_cache()  # in the section's own cache directory: see fresh_tuning_cache
+        yield
+        return
     if ":" not in label:
         yield
         return
@@ -440,46 +540,12 @@ def _tier_context(label: str):
         yield
 
 
-def _check_run(module, label, x, h0, c0, lengths, upstream) -> dict:
-    """``_run_case`` for the correctness check. A graph-replaying label runs twice more first,
-    on other inputs (eager, then capture), so the checked call is a replay that must have
-    copied in its own inputs."""
-    if label.endswith(GRAPHS):
-        for scale in (0.5, 0.25):
-            _run_case(module, label, x * scale, h0 * scale, c0 * scale, lengths, upstream)
-    return _run_case(module, label, x, h0, c0, lengths, upstream)
-
-
 def _ours(ref: nn.LSTM, label: str) -> LSTM:
     m = LSTM(ref.input_size, ref.hidden_size, ref.num_layers, bidirectional=ref.bidirectional,
-             proj_size=ref.proj_size, backend=label.split(":", 1)[0],
+             proj_size=ref.proj_size, backend=label.split(":", 1)[0].split("/", 1)[0],
              device=ref.weight_ih_l0.device, dtype=ref.weight_ih_l0.dtype)
     m.load_state_dict(ref.state_dict())
     return m
-
-
-def _run_case(module, label, x, h0, c0, lengths, upstream, forward_ctx=contextlib.nullcontext) -> dict:
-    """Outputs, final states and every gradient of one forward/backward.
-
-    ``forward_ctx`` wraps the forward only (autocast must not cover the backward); each
-    upstream gradient is cast to its output's dtype, which autocast may have changed.
-    """
-    x = x.detach().clone().requires_grad_()
-    h0 = h0.detach().clone().requires_grad_()
-    c0 = c0.detach().clone().requires_grad_()
-    inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if lengths is not None else x
-    with _tier_context(label):
-        with forward_ctx():
-            out, (h_n, c_n) = module(inp, (h0, c0))
-        out = out.data if lengths is not None else out
-        params = list(module.named_parameters())
-        outs = [out, h_n, c_n]
-        grads = torch.autograd.grad(outs, [x, h0, c0] + [p for _, p in params],
-                                    [u.to(o.dtype) for u, o in zip(upstream, outs)])
-    result = {"out": out, "h_n": h_n, "c_n": c_n,
-              "grad_input": grads[0], "grad_h0": grads[1], "grad_c0": grads[2]}
-    result.update({f"grad_{name}": g for (name, _), g in zip(params, grads[3:])})
-    return {k: v.detach() for k, v in result.items()}
 
 
 def _rel_err(t: torch.Tensor, ref: torch.Tensor) -> float:
@@ -491,361 +557,35 @@ def _rel_err(t: torch.Tensor, ref: torch.Tensor) -> float:
     return float(((t.double() - ref).abs().max() / scale).item())
 
 
-def correctness_order(cases: list) -> list:
-    """(case, dtype) pairs, every case and every dtype early: round r pairs case k with
-    dtype (k + r) mod 3, so a run cut short by its budget still covers both axes."""
-    names = list(DTYPES)
-    return [(case, names[(k + r) % len(names)]) for r in range(len(names)) for k, case in enumerate(cases)
-            if names[(k + r) % len(names)] in case.get("dtypes", names)]
+@contextlib.contextmanager
+def fresh_tuning_cache():
+    """``auto`` measuring (LSTM_KERNELS_TUNE=1) into an empty cache directory of its own, so
+    the cold rows never read nor wipe the user's cache; the environment is restored."""
+    from lstm_kernels import dispatch
 
-
-def correctness(cfg: Config, clock: Clock, timer: Timer, tf32: bool, record: list, skipped: list,
-                save: Callable[[], None] = lambda: None) -> None:
-    labels = backend_labels()
-    print(f"  {len(labels)} implementations: {', '.join(labels)}", flush=True)
-    for case, dtype_name in correctness_order(cfg.correctness_cases):
-        dtype = DTYPES[dtype_name]
-        if clock.left() <= 0:
-            skipped.append({"section": "correctness", "case": case["name"], "dtype": dtype_name,
-                            "reason": "time budget spent"})
-            continue
-        save()
-        beat(f"correctness {case['name']} {dtype_name} nn.LSTM")
-        try:
-            setup = _case_setup(case, dtype, cfg.device, timer)
-        except Exception:
-            record.append({"case": case["name"], "dtype": dtype_name, "backend": "nn.LSTM",
-                           "status": "error", "traceback": traceback.format_exc()})
-            print(f"  {case['name']:<34} {dtype_name:<9} nn.LSTM setup ERROR", flush=True)
-            continue
-        tf32_math = dtype == torch.float32 and tf32 and cfg.device == "cuda"
-        atol = ATOL["float32+tf32" if tf32_math else dtype_name]
-        for label in labels:
-            entry = {"case": case["name"], "dtype": dtype_name, "backend": label, "atol": atol,
-                     "versus": setup["versus"]}
-            beat(f"correctness {case['name']} {dtype_name} {label}")
-            try:
-                got = _check_run(_ours(setup["cudnn_module"], label), label, *setup["inputs"])
-                timer.sync()
-                errors, ok = {}, True
-                for name, ref in setup["oracle"].items():
-                    ours = _rel_err(got[name], ref)
-                    bound = 2 * setup["cudnn_err"][name] + atol
-                    ok &= ours <= bound  # False for NaN
-                    errors[name] = {"ours": ours, "cudnn": setup["cudnn_err"][name], "bound": bound}
-                entry.update(status="pass" if ok else "fail", errors=errors,
-                             worst=max(errors, key=lambda k: errors[k]["ours"] / errors[k]["bound"]))
-            except Exception:
-                entry.update(status="error", traceback=traceback.format_exc())
-            record.append(entry)
-            note = ""
-            if entry["status"] == "fail":
-                note = f" (worst {entry['worst']})"
-            elif entry["status"] == "error":
-                note = ": " + entry["traceback"].strip().splitlines()[-1]
-            print(f"  {case['name']:<34} {dtype_name:<9} {label:<20} {entry['status'].upper()}{note}",
-                  flush=True)
-
-
-def _case_setup(case: dict, dtype: torch.dtype, device: str, timer: Timer) -> dict:
-    """nn.LSTM in ``dtype`` (cuDNN on a GPU), its float64 twin as the oracle, and inputs."""
-    T, B, I, H = case["T"], case["B"], case["I"], case["H"]
-    D = 2 if case["bi"] else 1
-    P = case["proj"] or H
-    torch.manual_seed(0)
-    base = nn.LSTM(I, H, case["layers"], bidirectional=case["bi"], proj_size=case["proj"])
-    cudnn_module = base.to(device=device, dtype=dtype)
-    oracle_module = copy.deepcopy(cudnn_module).double()
-    x = torch.randn(T, B, I).to(device=device, dtype=dtype)
-    h0 = (0.5 * torch.randn(case["layers"] * D, B, P)).to(device=device, dtype=dtype)
-    c0 = (0.5 * torch.randn(case["layers"] * D, B, H)).to(device=device, dtype=dtype)
-    lengths = None
-    if case["packed"]:
-        lengths = torch.randint(1, T + 1, (B,))
-        lengths[torch.randint(0, B, (1,))] = T  # the longest sequence fills T
-    rows = int(lengths.sum()) if lengths is not None else None
-    g_out = torch.randn(*((rows,) if rows is not None else (T, B)), D * P).to(device=device, dtype=dtype)
-    g_h = torch.randn(case["layers"] * D, B, P).to(device=device, dtype=dtype)
-    g_c = torch.randn(case["layers"] * D, B, H).to(device=device, dtype=dtype)
-    inputs = (x, h0, c0, lengths, (g_out, g_h, g_c))
-    # The oracle runs PyTorch's native kernels, not cuDNN: it must not share the errors
-    # of the implementation it judges.
-    with torch.backends.cudnn.flags(enabled=False):
-        oracle = _run_case(oracle_module, "", x.double(), h0.double(), c0.double(), lengths,
-                           (g_out.double(), g_h.double(), g_c.double()))
-    versus = "cudnn" if device == "cuda" else "nn.LSTM cpu"
+    saved = {k: os.environ.get(k) for k in ("LSTM_KERNELS_TUNE", "LSTM_KERNELS_CACHE_DIR")}
+    os.environ["LSTM_KERNELS_TUNE"] = "1"
+    os.environ["LSTM_KERNELS_CACHE_DIR"] = tempfile.mkdtemp(prefix="gpu_suite_tuning_")
+    dispatch.clear_cache()
     try:
-        cudnn = _run_case(cudnn_module, "", *inputs)
-        timer.sync()
-    except RuntimeError:
-        if device != "cuda":
-            raise
-        # A cuDNN build without this dtype: judge against PyTorch's own CUDA kernels instead.
-        with torch.backends.cudnn.flags(enabled=False):
-            cudnn = _run_case(cudnn_module, "", *inputs)
-        versus = "nn.LSTM native cuda (cuDNN refused this dtype)"
-    return {
-        "cudnn_module": cudnn_module,
-        "inputs": inputs,
-        "oracle": oracle,
-        "cudnn_err": {k: _rel_err(cudnn[k], ref) for k, ref in oracle.items()},
-        "versus": versus,
-    }
-
-
-# --------------------------------------------------------------------------- (c+)
-
-
-def ecosystem_plan(cfg: Config) -> list:
-    """The ecosystem checks as (check, label, dtype name, case) in priority order: first
-    every kind of check on the automatic tier (the multi-program persistent shape with
-    that tier forced), then the other checks on every forced tier, then their compiles
-    (the slowest), so a run cut short by its budget still covers every kind."""
-    tiers = [f"triton:{t}" for t in implemented_tiers() if ONLY is None or f"triton:{t}" in ONLY]
-    compiles = [("compile", d) for d in ("float32", "bfloat16")]
-    det = [(c, d) for c in cfg.determinism_cases for d in ("float32", "bfloat16")]
-
-    def others(label: str) -> list:
-        plan = [("determinism", label, d, c) for c, d in det if label in c.get("labels", (label,))]
-        plan.append(("eval_backward", label, "float32", cfg.eval_case))
-        plan += [("autocast", label, d, cfg.eval_case) for d in cfg.autocast_dtypes]
-        return plan
-
-    first = others("triton")
-    first += [("determinism", t, d, c) for c, d in det if "labels" in c for t in tiers if t in c["labels"]]
-    first.append(("deterministic_algorithms", "triton", "float32", cfg.determinism_cases[-1]))
-    first += [(k, "triton", d, cfg.compile_case) for k, d in compiles]
-    plan = first + [p for t in tiers for p in others(t)]
-    plan += [(k, t, d, cfg.compile_case) for t in tiers for k, d in compiles]
-    seen, unique = set(), []
-    for check, label, dtype_name, case in plan:
-        key = (check, label, dtype_name, case["name"])
-        if key not in seen:
-            seen.add(key)
-            unique.append((check, label, dtype_name, case))
-    return unique
-
-
-def ecosystem(cfg: Config, clock: Clock, timer: Timer, tf32: bool, record: list, skipped: list,
-              save: Callable[[], None] = lambda: None) -> None:
-    """Runs ``ecosystem_plan``; every check becomes one pass/fail entry, never an abort."""
-    if "triton" not in lstm_kernels.available_backends():
-        skipped.append({"section": "ecosystem", "reason": "the triton backend is not available"})
-        print("  the triton backend is not available: nothing to check", flush=True)
-        return
-    plan = ecosystem_plan(cfg)
-    setups: dict = {}  # (case name, dtype name) -> _case_setup, shared by the labels
-    for k, (check, label, dtype_name, case) in enumerate(plan):
-        if clock.left() <= 0:
-            skipped.append({"section": "ecosystem", "reason": "time budget spent", "checks": len(plan) - k,
-                            "first": f"{check} {label} {dtype_name} {case['name']}"})
-            print(f"  time budget spent: the last {len(plan) - k} of {len(plan)} checks skipped", flush=True)
-            break
-        beat(f"ecosystem {check} {label} {dtype_name} {case['name']}")
-        entry = {"check": check, "backend": label, "dtype": dtype_name, "case": case["name"], "error": None}
-        t0 = time.perf_counter()
-        try:
-            if check in ("determinism", "deterministic_algorithms", "eval_backward"):
-                key = (case["name"], dtype_name)
-                if key not in setups:
-                    setups[key] = _case_setup(case, DTYPES[dtype_name], cfg.device, timer)
-                setup = setups[key]
-            if check == "determinism":
-                problem = _check_determinism(entry, setup, label, cfg.device)
-            elif check == "deterministic_algorithms":
-                problem = _check_deterministic_algorithms(entry, setup, label)
-            elif check == "eval_backward":
-                atol = ATOL["float32+tf32" if tf32 and cfg.device == "cuda" else dtype_name]
-                problem = _check_eval_backward(entry, setup, label, atol)
-            elif check == "autocast":
-                problem = _check_autocast(entry, case, label, dtype_name, cfg.device, timer)
-            else:
-                atol = ATOL["float32+tf32" if tf32 and cfg.device == "cuda" and dtype_name == "float32"
-                            else dtype_name]
-                problem = _check_compile(entry, case, label, dtype_name, cfg, atol)
-            timer.sync()
-        except Exception:
-            problem = traceback.format_exc()
-        entry.update(status="fail" if problem else "pass", error=problem or None,
-                     seconds=round(time.perf_counter() - t0, 3))
-        record.append(entry)
-        save()
-        note = "" if not problem else ": " + problem.strip().splitlines()[-1]
-        print(f"  {check:<24} {label:<18} {dtype_name:<9} {case['name']:<30} {entry['status'].upper()}{note}",
-              flush=True)
-
-
-def _differing(a: dict, b: dict) -> list:
-    return [k for k in a if not torch.equal(a[k], b[k])]
-
-
-def _check_determinism(entry: dict, setup: dict, label: str, device: str) -> str:
-    """Two runs of the same module on the same inputs: every output and gradient bitwise equal."""
-    module = _ours(setup["cudnn_module"], label)
-    if label == "triton:persistent":  # say how many programs shared each step
-        from lstm_kernels._triton import persistent
-
-        x, h0, c0 = setup["inputs"][:3]
-        m = setup["cudnn_module"]
-        D = 2 if m.bidirectional else 1
-        pc = persistent.persistent_config(x.shape[1], m.hidden_size, m.proj_size or m.hidden_size,
-                                          m.proj_size > 0, x.dtype, persistent.sm_count(torch.device(device)),
-                                          directions=D)
-        entry["programs_per_step"] = None if pc is None else pc.NP * pc.NM * D
-    first = _run_case(module, label, *setup["inputs"])
-    second = _run_case(module, label, *setup["inputs"])
-    entry["compared"] = len(first)
-    diff = _differing(first, second)
-    return f"differ between identical runs: {', '.join(diff)}" if diff else ""
-
-
-def _check_deterministic_algorithms(entry: dict, setup: dict, label: str) -> str:
-    """The same run under ``torch.use_deterministic_algorithms(True)`` (which also fills new
-    tensors with NaN): it must neither raise nor change a bit; the old setting is restored."""
-    module = _ours(setup["cudnn_module"], label)
-    plain = _run_case(module, label, *setup["inputs"])
-    was, warn_only = torch.are_deterministic_algorithms_enabled(), \
-        torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        first = _run_case(module, label, *setup["inputs"])
-        second = _run_case(module, label, *setup["inputs"])
+        yield
     finally:
-        torch.use_deterministic_algorithms(was, warn_only=warn_only)
-    changed = _differing(plain, first)
-    entry["changes_result"] = bool(changed)
-    entry["cublas_workspace_config"] = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
-    problems = []
-    if changed:
-        problems.append(f"deterministic mode changes {', '.join(changed)}")
-    diff = _differing(first, second)
-    if diff:
-        problems.append(f"differ between identical runs in deterministic mode: {', '.join(diff)}")
-    return "; ".join(problems)
-
-
-def _judge(entry: dict, got: dict, oracle: dict, versus_err: dict, atol: float) -> str:
-    """The suite's rule (our error <= 2 x nn.LSTM's + atol) on every tensor; the failures."""
-    errors, bad = {}, []
-    for name, ref in oracle.items():
-        ours = _rel_err(got[name], ref)
-        bound = 2 * versus_err[name] + atol
-        errors[name] = {"ours": ours, "cudnn": versus_err[name], "bound": bound}
-        if not ours <= bound:  # NaN fails
-            bad.append(f"{name} {ours:.3g} > {bound:.3g}")
-    entry.update(atol=atol, errors=errors)
-    return ("beyond 2 x nn.LSTM's error + atol: " + ", ".join(bad)) if bad else ""
-
-
-def _check_eval_backward(entry: dict, setup: dict, label: str, atol: float) -> str:
-    """Backward through a module in eval mode, judged like the correctness section (nn.LSTM's
-    error measured in training mode: without dropout the math is the same); whether nn.LSTM
-    (cuDNN) itself refuses this is recorded, not judged."""
-    if "nn_eval" not in setup:
-        try:
-            _run_case(copy.deepcopy(setup["cudnn_module"]).eval(), "", *setup["inputs"])
-            setup["nn_eval"] = {"refused": False, "error": None}
-        except RuntimeError as e:
-            setup["nn_eval"] = {"refused": True, "error": str(e).strip()}
-    entry["nn_lstm_eval_backward"] = setup["nn_eval"]
-    entry["versus"] = setup["versus"]
-    module = _ours(setup["cudnn_module"], label).eval()
-    got = _run_case(module, label, *setup["inputs"])
-    return _judge(entry, got, setup["oracle"], setup["cudnn_err"], atol)
-
-
-def _check_autocast(entry: dict, case: dict, label: str, dtype_name: str, device: str, timer: Timer) -> str:
-    """float32 modules under ``torch.autocast(device, dtype)``: our outputs' dtypes are
-    nn.LSTM's, and our errors against the float64 oracle pass the rule with nn.LSTM's
-    autocast errors and the autocast dtype's atol."""
-    setup = _case_setup(case, torch.float32, device, timer)
-    ctx = lambda: torch.autocast(device, dtype=DTYPES[dtype_name])  # noqa: E731
-    theirs = _run_case(setup["cudnn_module"], "", *setup["inputs"], forward_ctx=ctx)
-    ours = _run_case(_ours(setup["cudnn_module"], label), label, *setup["inputs"], forward_ctx=ctx)
-    keys = ("out", "h_n", "c_n")
-    entry["dtypes"] = {k: str(ours[k].dtype).replace("torch.", "") for k in keys}
-    # Recorded, not judged: on CUDA, nn.LSTM (cuDNN) returns float16 under a bfloat16 autocast
-    # (torch 2.11, seen on an H200); ours return the dtype autocast asked for.
-    entry["nn_lstm_dtypes"] = {k: str(theirs[k].dtype).replace("torch.", "") for k in keys}
-    problem = ""
-    if set(entry["dtypes"].values()) != {dtype_name}:
-        problem = f"output dtypes {entry['dtypes']} are not the autocast dtype {dtype_name}; "
-    their_err = {k: _rel_err(theirs[k], ref) for k, ref in setup["oracle"].items()}
-    return (problem + _judge(entry, ours, setup["oracle"], their_err, ATOL[dtype_name])).strip("; ")
-
-
-class _Tagger(nn.Module):
-    """Linear -> LSTM -> Linear: the compiled model."""
-
-    def __init__(self, lstm: LSTM):
-        super().__init__()
-        self.inp = nn.Linear(lstm.input_size, lstm.input_size)
-        self.rnn = lstm
-        self.out = nn.Linear((lstm.proj_size or lstm.hidden_size) * (2 if lstm.bidirectional else 1), 3)
-
-    def forward(self, x):
-        y, (h, c) = self.rnn(self.inp(x))
-        return self.out(y), h, c
-
-
-class _CountingBackend:
-    """A torch.compile backend counting the graphs Dynamo hands over, then compiling each
-    with ``inner``: one graph under fullgraph=True means no graph break."""
-
-    def __init__(self, inner: str):
-        self.inner = torch._dynamo.lookup_backend(inner)
-        self.graphs = 0
-
-    def __call__(self, gm, example_inputs):
-        self.graphs += 1
-        return self.inner(gm, example_inputs)
-
-
-def _check_compile(entry: dict, case: dict, label: str, dtype_name: str, cfg: Config, atol: float) -> str:
-    """``torch.compile(fullgraph=True)`` of a model holding LSTM: one graph, no break, and
-    outputs and gradients within ``atol`` (relative to the largest magnitude) of eager."""
-    import torch._dynamo
-
-    dtype = DTYPES[dtype_name]
-    torch._dynamo.reset()  # each check compiles afresh, never against another's cache limit
-    torch.manual_seed(0)
-    lstm = LSTM(case["I"], case["H"], case["layers"], bidirectional=case["bi"], proj_size=case["proj"],
-                backend="triton", device=cfg.device, dtype=dtype)
-    model = _Tagger(lstm).to(device=cfg.device, dtype=dtype)
-    x = torch.randn(case["T"], case["B"], case["I"], device=cfg.device, dtype=dtype)
-    counter = _CountingBackend(cfg.compile_backend)
-    compiled = torch.compile(model, backend=counter, fullgraph=True)
-    params = list(model.parameters())
-
-    def run(fn):
-        x_req = x.detach().clone().requires_grad_()
-        with _tier_context(label):
-            outs = fn(x_req)
-        torch.manual_seed(1)
-        upstream = [torch.randn_like(o) for o in outs]
-        return list(outs) + list(torch.autograd.grad(outs, [x_req] + params, upstream))
-
-    eager = run(model)
-    got = run(compiled)
-    entry.update(backend_compiler=cfg.compile_backend, graphs=counter.graphs,
-                 graph_breaks=max(counter.graphs - 1, 0), atol=atol)
-    names = ["out", "h_n", "c_n", "grad_input"] + [f"grad_{n}" for n, _ in model.named_parameters()]
-    errors = {n: _rel_err(a, b.double()) for n, a, b in zip(names, got, eager)}
-    entry["max_err"] = max(errors.values())
-    problems = []
-    if counter.graphs != 1:
-        problems.append(f"{counter.graphs} graphs instead of one")
-    bad = [f"{n} {e:.3g}" for n, e in errors.items() if not e <= atol]
-    if bad:
-        problems.append(f"compiled differs from eager beyond {atol:g}: " + ", ".join(bad))
-    return "; ".join(problems)
-
-
-# --------------------------------------------------------------------------- (d)
+        dispatch.clear_cache()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def timings(cfg: Config, clock: Clock, timer: Timer, rates: dict, rows: list, skipped: list,
             save: Callable[[], None] = lambda: None) -> None:
+    with fresh_tuning_cache():
+        _timings(cfg, clock, timer, rates, rows, skipped, save)
+
+
+def _timings(cfg: Config, clock: Clock, timer: Timer, rates: dict, rows: list, skipped: list,
+             save: Callable[[], None]) -> None:
     labels = ["nn.LSTM"] + [b for b in backend_labels() if b not in cfg.time_backends_exclude]
     shapes = list({tuple(sorted(s.items())): s for p in cfg.timing_passes for s in p}.values())
     print(f"  {len(shapes)} shapes x {len(labels)} implementations: {', '.join(labels)}", flush=True)
@@ -896,6 +636,7 @@ def _time_shape(shape: dict, labels: list, cfg: Config, timer: Timer, rates: dic
         except Exception:
             rows[label]["error"] = traceback.format_exc()
     beat(f"timing {shape}")
+    cold = {label: steps.pop(label) for label in list(steps) if label.endswith(COLD)}
     timed = shared_timing.time_interleaved(
         steps, device=cfg.device, rounds=cfg.max_reps, min_rounds=cfg.min_reps, warmup=cfg.warmup,
         budget_s=cfg.measure_s * len(steps),
@@ -907,6 +648,13 @@ def _time_shape(shape: dict, labels: list, cfg: Config, timer: Timer, rates: dic
         else:
             rows[label]["ms"] = t.median * 1e3
             rows[label]["samples_ms"] = [v * 1e3 for v in t.samples]
+    for label, step in cold.items():
+        beat(f"timing {label} {shape}")
+        try:
+            rows[label]["samples_ms"] = _time_cold(step, timer)
+            rows[label]["ms"] = statistics.median(rows[label]["samples_ms"])
+        except Exception:
+            rows[label]["error"] = traceback.format_exc()
     if "nn.LSTM" in rows:
         cudnn_ms = rows["nn.LSTM"]["ms"]
     for label, row in rows.items():
@@ -916,6 +664,24 @@ def _time_shape(shape: dict, labels: list, cfg: Config, timer: Timer, rates: dic
             print(f"  {label} ERROR on {shape}: {row['error'].strip().splitlines()[-1]}", flush=True)
         row["cudnn_ms"] = cudnn_ms
     return list(rows.values())
+
+
+# A cold call measures every candidate (up to dispatch's budget, about a second): timed
+# interleaved, with warm-up and several rounds, it would take most of a shape's time.
+COLD_CALLS = 2
+
+
+def _time_cold(step: Callable[[], object], timer: Timer) -> list:
+    """``COLD_CALLS`` separate calls, each with an empty tuning cache (its step's context),
+    after the other labels ran, so their kernels are compiled: what a first call costs."""
+    samples = []
+    for _ in range(COLD_CALLS):
+        timer.sync()
+        t0 = time.perf_counter()
+        step()
+        timer.sync()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return samples
 
 
 def _forward(module, x):
@@ -933,39 +699,25 @@ def write_json(result: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
-def print_correctness_summary(record: list) -> None:
-    by_backend: dict[str, dict[str, int]] = {}
+def print_test_summary(record: list, summary: dict) -> None:
+    """Counts per test function, then every failing test with the last line of its reason."""
+    by: dict[str, dict[str, int]] = {}
     for e in record:
-        counts = by_backend.setdefault(e["backend"], {"pass": 0, "fail": 0, "error": 0})
-        counts[e["status"]] += 1
-    print("\ncorrectness (our error <= 2 x cuDNN's + atol, vs a float64 oracle):")
-    for label, c in by_backend.items():
-        print(f"  {label:<22} pass {c['pass']:>3}  fail {c['fail']:>3}  error {c['error']:>3}")
+        function = e["test"].partition("::")[2].partition("[")[0]
+        by.setdefault(function, {"pass": 0, "fail": 0, "error": 0, "skip": 0})[e["status"]] += 1
+    exits = [r["returncode"] for r in summary.get("runs", [])]
+    print(f"\ncorrectness (tests/gpu, TRITON_INTERPRET={summary.get('TRITON_INTERPRET')}, "
+          f"pytest exit codes {exits}):")
+    for function, c in by.items():
+        print(f"  {function:<52} pass {c['pass']:>3}  fail {c['fail']:>3}  error {c['error']:>3}"
+              f"  skip {c['skip']:>3}")
+    skips = {e["message"] for e in record if e["status"] == "skip"}
+    if skips:
+        print("  skipped because: " + "; ".join(sorted(str(m) for m in skips)))
     for e in record:
-        if e["status"] != "pass":
-            print(f"  {e['status'].upper():>5} {e['backend']} {e['case']} {e['dtype']}"
-                  + (f" worst={e['worst']}" if "worst" in e else ""))
-
-
-def print_ecosystem_summary(record: list) -> None:
-    """Pass/fail per check and implementation, then every failure with its reason."""
-    by: dict[tuple, dict[str, int]] = {}
-    for e in record:
-        by.setdefault((e["check"], e["backend"]), {"pass": 0, "fail": 0})[e["status"]] += 1
-    print("\necosystem (determinism, deterministic mode, eval backward, autocast, torch.compile):")
-    for (check, label), c in by.items():
-        print(f"  {check:<24} {label:<20} pass {c['pass']:>3}  fail {c['fail']:>3}")
-    for e in record:
-        if e["check"] == "eval_backward" and e["backend"] == "triton":
-            nn_eval = e.get("nn_lstm_eval_backward") or {}
-            print(f"  nn.LSTM ({e.get('versus')}) backward in eval mode: "
-                  + ("refused: " + nn_eval["error"].splitlines()[0] if nn_eval.get("refused") else "works"))
-        if e["check"] == "deterministic_algorithms" and "changes_result" in e:
-            print(f"  torch.use_deterministic_algorithms(True) changes our results: {e['changes_result']}")
-    for e in record:
-        if e["status"] != "pass":
-            print(f"   FAIL {e['check']} {e['backend']} {e['dtype']} {e['case']}: "
-                  + e["error"].strip().splitlines()[-1])
+        if e["status"] in ("fail", "error"):
+            why = (e.get("traceback") or e.get("message") or "").strip().splitlines()
+            print(f"  {e['status'].upper():>5} {e['test']}" + (f": {why[-1]}" if why else ""))
 
 
 def print_table(rows: list) -> None:
@@ -1004,11 +756,14 @@ def main(argv=None) -> int:
     parser.add_argument("--timing-s", type=float, default=None,
                         help="budget of the timing section in seconds (default 120 on a GPU)")
     parser.add_argument("--only", default=None,
-                        help="comma-separated implementations to check and time beside nn.LSTM "
-                             "(e.g. triton,triton:persistent; default: all, reference untimed)")
+                        help="comma-separated implementations to time beside nn.LSTM (e.g. "
+                             "triton,triton:persistent,auto/cold; default: all, reference untimed); "
+                             "the GPU tests always run whole")
+    parser.add_argument("--tests-k", default=None, metavar="EXPR",
+                        help="run only the GPU tests pytest's -k EXPR selects (e.g. 'triton-auto or native')")
     parser.add_argument("--tf32", choices=("on", "off"), default="on",
-                        help="TF32 for float32 matmuls, cuDNN and cuBLAS alike "
-                             "(default on: what nn.LSTM gets by default)")
+                        help="TF32 for float32 matmuls in the timings, cuDNN and cuBLAS alike "
+                             "(default on: what nn.LSTM gets by default; the tests check both)")
     args = parser.parse_args(argv)
     if args.dry_run and os.environ.get("TRITON_INTERPRET") != "1":
         parser.error("--dry-run must be on the command line so TRITON_INTERPRET=1 is set before imports")
@@ -1029,10 +784,6 @@ def main(argv=None) -> int:
     if not args.dry_run and not torch.cuda.is_available():
         print("no CUDA device: run with --dry-run for the CPU rehearsal", file=sys.stderr)
         return 2
-    if not args.dry_run:
-        # Without it every cuBLAS call raises under torch.use_deterministic_algorithms(True), and
-        # torch reads it once, at the first matmul. ":4096:8" is torch's default workspace on sm_90.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     clock = Clock(args.budget_s or (50.0 if args.dry_run else 330.0))
     timer = Timer(cfg.device)
     tf32 = args.tf32 == "on"
@@ -1049,9 +800,8 @@ def main(argv=None) -> int:
     result = {
         "device": env["device"], "date": stamp.isoformat(timespec="seconds"), "dry_run": args.dry_run,
         "torch": env["torch"], "triton": env["triton"], "cudnn": env["cudnn"], "tf32": tf32,
-        "environment": env, "rates": {}, "correctness": [], "ecosystem": [], "rows": [], "skipped": [],
-        "elapsed_s": clock.elapsed,
-        "atol": ATOL, "step_latency_us": roofline.STEP_LATENCY_US,
+        "environment": env, "rates": {}, "correctness": [], "tests": {}, "rows": [], "skipped": [],
+        "elapsed_s": clock.elapsed, "step_latency_us": roofline.STEP_LATENCY_US,
     }
     write_json(result, path)
     save = lambda: write_json(result, path)  # noqa: E731
@@ -1083,13 +833,13 @@ def main(argv=None) -> int:
     write_json(result, path)
 
     clock.begin("correctness", cfg.budgets["correctness"])
-    correctness(cfg, clock, timer, tf32, result["correctness"], result["skipped"], save)
+    try:
+        result["tests"] = correctness(cfg, clock, result["correctness"], result["skipped"], save,
+                                      args.tests_k)
+    except Exception:  # the child could not start: say why, and go on to the timings
+        result["tests"] = {"error": traceback.format_exc()}
+        print(result["tests"]["error"], file=sys.stderr)
     clock.end("correctness")
-    write_json(result, path)
-
-    clock.begin("ecosystem", cfg.budgets["ecosystem"])
-    ecosystem(cfg, clock, timer, tf32, result["ecosystem"], result["skipped"], save)
-    clock.end("ecosystem")
     write_json(result, path)
 
     clock.begin("timing", cfg.budgets["timing"])
@@ -1101,8 +851,7 @@ def main(argv=None) -> int:
     result["elapsed_s"] = dict(clock.elapsed, total=round(clock.run_elapsed(), 3))
     write_json(result, path)
 
-    print_correctness_summary(result["correctness"])
-    print_ecosystem_summary(result["ecosystem"])
+    print_test_summary(result["correctness"], result["tests"])
     print_table(result["rows"])
     print(f"\nwrote {path} ({clock.run_elapsed():.1f} s)")
     return 0

@@ -6,7 +6,6 @@ nn.LSTM on CPU in place of cuDNN), so a broken suite shows up here, not on the G
 """
 import glob
 import json
-import math
 import os
 import subprocess
 import sys
@@ -22,8 +21,7 @@ SUITE = os.path.join(ROOT, "benchmarks", "gpu_suite.py")
 
 ROW_KEYS = {"mode", "T", "B", "I", "H", "layers", "bidirectional", "dtype", "backend", "ms", "cudnn_ms",
             "max_err", "floor_ms"}
-TOP_KEYS = {"device", "date", "torch", "triton", "cudnn", "tf32", "rates", "correctness", "ecosystem", "rows"}
-ECOSYSTEM_CHECKS = {"determinism", "deterministic_algorithms", "eval_backward", "autocast", "compile"}
+TOP_KEYS = {"device", "date", "torch", "triton", "cudnn", "tf32", "rates", "correctness", "tests", "rows"}
 
 
 @pytest.fixture(scope="module")
@@ -50,101 +48,148 @@ def test_dry_run_writes_the_documented_schema(dry_run_result):
     assert result["elapsed_s"]["total"] > 0
 
 
-def test_dry_run_checks_every_backend_and_tier_and_never_aborts(dry_run_result):
+def test_dry_run_runs_the_gpu_tests_and_records_each(dry_run_result):
+    """The correctness section is tests/gpu under pytest: one entry per test, and on CPU every
+    one of them skipped with its reason (none errors at collection)."""
     result, stdout = dry_run_result
-    labels = set(result["environment"]["backends"]) | {f"triton:{t}" for t in result["environment"]["tiers"]}
-    checked = {e["backend"] for e in result["correctness"]}
-    assert labels <= checked
-    for e in result["correctness"]:
-        assert e["status"] in ("pass", "fail", "error"), e
-        assert e["dtype"] in ("float32", "float16", "bfloat16")
-        if e["status"] == "error":
-            assert e["traceback"].strip(), e
-        else:
-            compared = {"out", "h_n", "c_n", "grad_input", "grad_h0", "grad_c0", "grad_weight_hh_l0"}
-            assert set(e["errors"]) >= compared
-            for v in e["errors"].values():
-                assert math.isclose(v["bound"], 2 * v["cudnn"] + e["atol"])
-    # The rule must not reject the eager oracle itself: if it did, every verdict would be noise.
-    reference = [e for e in result["correctness"] if e["backend"] == "reference"]
-    assert reference and all(e["status"] == "pass" for e in reference), reference
-    assert {e["dtype"] for e in result["correctness"]} == {"float32", "float16", "bfloat16"}
-    assert "correctness (our error" in stdout
+    entries = result["correctness"]
+    assert len(entries) >= 20, result["tests"]
+    assert len({e["test"] for e in entries}) == len(entries)
+    assert all(e["test"].startswith("tests/gpu/") for e in entries)
+    assert {e["status"] for e in entries} == {"skip"}, [e for e in entries if e["status"] != "skip"][:3]
+    assert all(e["message"] and ("CUDA" in e["message"] or "TRITON_INTERPRET" in e["message"])
+               for e in entries)
+    summary = result["tests"]
+    assert summary["TRITON_INTERPRET"] == "1"
+    assert summary["counts"] == {"pass": 0, "fail": 0, "error": 0, "skip": len(entries)}
+    # One child per group, parity first; every listed file ran to its end.
+    assert len(summary["runs"]) == len(gpu_suite_groups())
+    assert "tests/gpu/test_gpu_parity.py" in summary["runs"][0]["command"]
+    for run in summary["runs"]:
+        assert run["returncode"] == 0 and run["stopped"] is None, run
+        assert "-m" in run["command"] and "gpu" in run["command"]
+    assert sum(r["counts"]["skip"] for r in summary["runs"]) == len(entries)
+    functions = {e["test"].partition("::")[2].partition("[")[0] for e in entries}
+    assert {"test_matches_cudnn", "test_two_runs_are_bitwise_equal",
+            "test_deterministic_mode_changes_nothing", "test_compile_fullgraph_matches_eager",
+            "test_autocast_follows_nn_lstm", "test_backward_in_eval_mode"} <= functions
+    assert "correctness (tests/gpu" in stdout and "skipped because: " in stdout
+    assert stdout.index("== correctness") < stdout.index("== timing")
 
 
-def test_dry_run_ecosystem_checks_exist_and_pass(dry_run_result):
-    result, stdout = dry_run_result
-    assert "triton" in result["environment"]["backends"], "the dry run needs the interpreted triton backend"
-    entries = result["ecosystem"]
-    failed = [e for e in entries if e["status"] != "pass"]
-    assert not failed, failed
-    assert {e["check"] for e in entries if e["backend"] == "triton"} == ECOSYSTEM_CHECKS
-    # Every forced tier gets every check but the one deterministic-mode run, unless the
-    # budget ran out (recorded, never silent).
-    if not [s for s in result["skipped"] if s.get("section") == "ecosystem"]:
-        for tier in result["environment"]["tiers"]:
-            checks = {e["check"] for e in entries if e["backend"] == f"triton:{tier}"}
-            assert checks == ECOSYSTEM_CHECKS - {"deterministic_algorithms"}, (tier, checks)
-
-    det = [e for e in entries if e["check"] == "determinism"]
-    assert {e["dtype"] for e in det} == {"float32", "bfloat16"}
-    assert any(e["case"].endswith("-packed") for e in det)
-    assert all(e["compared"] >= 7 for e in det)  # out, h_n, c_n, 3 input grads, parameters
-    # The persistent tier's check runs several programs per step (barrier-free when interpreted).
-    assert max(e.get("programs_per_step") or 0 for e in det if e["backend"] == "triton:persistent") > 2
-    algos = [e for e in entries if e["check"] == "deterministic_algorithms"]
-    assert len(algos) == 1 and algos[0]["changes_result"] is False
-    for e in entries:
-        if e["check"] == "compile":
-            assert e["graphs"] == 1 and e["graph_breaks"] == 0, e
-            assert e["max_err"] <= e["atol"]
-        elif e["check"] == "eval_backward":
-            assert set(e["nn_lstm_eval_backward"]) == {"refused", "error"}
-            assert e["errors"]["grad_weight_hh_l1"]["ours"] <= e["errors"]["grad_weight_hh_l1"]["bound"]
-        elif e["check"] == "autocast":
-            assert e["dtype"] == "bfloat16"  # CPU autocast: bfloat16 only
-            assert e["dtypes"] == e["nn_lstm_dtypes"]
-    assert {e["dtype"] for e in entries if e["check"] == "compile"} == {"float32", "bfloat16"}
-    assert "ecosystem (determinism" in stdout
-    assert stdout.index("== ecosystem") < stdout.index("== timing")
+GPU_TESTS = """
+import time
+import pytest
 
 
-def test_ecosystem_records_a_crashing_check_and_goes_on(monkeypatch):
-    """A check that raises becomes a failed entry with its traceback; later checks still run."""
+@pytest.mark.gpu
+def test_passes():
+    pass
+
+
+@pytest.mark.gpu
+def test_fails():
+    assert 1 == 2, "one is not two"
+
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("fixture exploded")
+
+
+@pytest.mark.gpu
+def test_errors(broken):
+    pass
+
+
+@pytest.mark.gpu
+@pytest.mark.skip(reason="not today")
+def test_skipped():
+    pass
+
+
+def test_not_marked_gpu_is_deselected():
+    pass
+
+
+@pytest.mark.gpu
+def test_hangs():
+    time.sleep(600)
+"""
+
+
+def test_correctness_section_records_every_outcome_and_stops_a_hung_test(tmp_path):
+    """Pass, fail (with its traceback), error, skip (with its reason) each become an entry;
+    a test that never finishes is stopped after hang_s and the stop is recorded."""
     gpu_suite = import_gpu_suite()
+    path = tmp_path / "test_outcomes.py"
+    path.write_text(GPU_TESTS)
     cfg = gpu_suite.dry_config()
-    case = cfg.compile_case
-    monkeypatch.setattr(gpu_suite, "ecosystem_plan", lambda cfg: [
-        ("compile", "triton", "float32", case), ("eval_backward", "triton", "float32", case)])
-
-    def broken(*args):
-        raise RuntimeError("compiler exploded")
-
-    monkeypatch.setattr(gpu_suite, "_check_compile", broken)
-    monkeypatch.setattr(gpu_suite, "_check_eval_backward", lambda *args: "")
-    monkeypatch.setattr(gpu_suite, "_case_setup", lambda *args: {})
-    monkeypatch.setattr(gpu_suite.lstm_kernels, "available_backends", lambda: ["triton"])
+    cfg.hang_s = 15.0  # pytest's start-up and the four quick tests fit well inside
+    clock = gpu_suite.Clock(120.0)
+    clock.begin("correctness", 120.0)
     record, skipped = [], []
-    clock = gpu_suite.Clock(60.0)
-    clock.begin("ecosystem", 60.0)
-    gpu_suite.ecosystem(cfg, clock, gpu_suite.Timer("cpu"), False, record, skipped)
-    assert [e["status"] for e in record] == ["fail", "pass"]
-    assert "compiler exploded" in record[0]["error"] and "Traceback" in record[0]["error"]
-    assert skipped == []
+    summary = gpu_suite.run_tests(cfg, clock, record, skipped, paths=(str(path),))
+    status = {e["test"].rpartition("::")[2]: e for e in record}
+    assert {k: e["status"] for k, e in status.items()} == {
+        "test_passes": "pass", "test_fails": "fail", "test_errors": "error", "test_skipped": "skip"}
+    assert status["test_skipped"]["message"] == "not today"
+    assert "one is not two" in status["test_fails"]["traceback"]
+    assert "fixture exploded" in status["test_errors"]["traceback"]
+    assert summary["stopped"] == f"no test finished for {cfg.hang_s:.0f} s"
+    assert skipped == [{"section": "correctness", "reason": summary["stopped"], "paths": [str(path)],
+                        "tests_finished": 4, "after": record[-1]["test"]}]
+    assert summary["counts"] == {"pass": 1, "fail": 1, "error": 1, "skip": 1}
 
 
-def test_ecosystem_rule_and_bitwise_comparison_catch_differences():
+def test_correctness_section_stops_at_its_deadline_and_says_so(tmp_path):
+    """A group past its share of the budget is interrupted like a hung one, its finished
+    tests kept; the next group does not start once the section's budget is spent."""
     gpu_suite = import_gpu_suite()
-    a = {"out": torch.tensor([1.0, 2.0])}
-    assert gpu_suite._differing(a, {"out": torch.tensor([1.0, 2.0])}) == []
-    assert gpu_suite._differing(a, {"out": torch.tensor([1.0, 2.0 + 2**-20])}) == ["out"]
-    oracle = {"out": torch.tensor([1.0, 2.0], dtype=torch.float64)}
-    entry = {}
-    assert gpu_suite._judge(entry, {"out": torch.tensor([1.0, 2.0])}, oracle, {"out": 0.0}, 1e-6) == ""
-    assert "out" in gpu_suite._judge(entry, {"out": torch.tensor([1.0, 2.1])}, oracle, {"out": 0.0}, 1e-6)
-    nan = {"out": torch.tensor([1.0, float("nan")])}
-    assert "out" in gpu_suite._judge(entry, nan, oracle, {"out": 0.0}, 1.0)
-    assert entry["errors"]["out"]["bound"] == 1.0
+    path = tmp_path / "test_outcomes.py"
+    path.write_text(GPU_TESTS)
+    cfg = gpu_suite.dry_config()
+    clock = gpu_suite.Clock(120.0)
+    clock.begin("correctness", 120.0)
+    record, skipped = [], []
+    summary = gpu_suite.run_tests(cfg, clock, record, skipped, paths=(str(path),),
+                                  deadline=gpu_suite.time.perf_counter() + 20.0)
+    assert summary["stopped"] == "time budget spent" and len(record) == 4
+    assert skipped[0]["reason"] == "time budget spent"
+    clock.begin("correctness", 0.0)
+    skipped.clear()
+    assert gpu_suite.correctness(cfg, clock, record, skipped)["runs"] == []
+    assert [s["paths"] for s in skipped] == [list(p) for p, _ in gpu_suite.TEST_GROUPS]
+
+
+def test_test_summary_prints_failures_with_or_without_their_text(capsys):
+    """A test stopped before the JUnit XML was written has no traceback; a child that never
+    started leaves no runs: the final summary must still print."""
+    gpu_suite = import_gpu_suite()
+    parity = "tests/gpu/test_gpu_parity.py::test_matches_cudnn"
+    crash = "Traceback (most recent call last):\nRuntimeError: CUDA error: an illegal memory access"
+    record = [{"test": parity + "[a]", "status": "fail", "message": None},
+              {"test": parity + "[b]", "status": "error", "message": None, "traceback": crash},
+              {"test": "tests/gpu/test_gpu_cell.py::test_cell_matches_cudnn[c]", "status": "skip",
+               "message": "needs a CUDA GPU"}]
+    gpu_suite.print_test_summary(record, {"error": "Traceback ...\nOSError: no python"})
+    out = capsys.readouterr().out
+    assert "FAIL tests/gpu/test_gpu_parity.py::test_matches_cudnn[a]" in out
+    assert "ERROR tests/gpu/test_gpu_parity.py::test_matches_cudnn[b]: RuntimeError: CUDA error" in out
+    assert "skipped because: needs a CUDA GPU" in out
+    assert "test_matches_cudnn" in out and "test_cell_matches_cudnn" in out
+
+
+def gpu_suite_groups():
+    return import_gpu_suite().TEST_GROUPS
+
+
+def test_the_suite_runs_every_gpu_test_file():
+    """A file added to tests/gpu without being listed would silently never run on a GPU."""
+    gpu_suite = import_gpu_suite()
+    listed = {os.path.basename(p) for p in gpu_suite.TEST_PATHS}
+    present = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "tests", "gpu", "test_gpu_*.py"))}
+    assert listed == present and len(gpu_suite.TEST_PATHS) == len(listed)
 
 
 def test_dry_run_timing_rows(dry_run_result):
@@ -165,6 +210,17 @@ def test_dry_run_timing_rows(dry_run_result):
         assert len([r for r in rows if (r["mode"], r["T"], r["B"], r["H"], r["layers"], r["bidirectional"],
                                         r["dtype"]) == s]) >= 2
     assert {r["mode"] for r in rows} == {"inference", "training"}
+    # native, every tier forced, and auto with a fresh tuning cache before every call
+    # ("auto/cold") and with its cache kept ("auto"), beside nn.LSTM on every timed shape.
+    tiers = {f"triton:{t}" for t in result["environment"]["tiers"]}
+    expected = {"nn.LSTM", "native", "auto/cold", "auto"} | tiers
+    for s in shapes:
+        labels = {r["backend"] for r in rows if (r["mode"], r["T"], r["B"], r["H"], r["layers"],
+                                                  r["bidirectional"], r["dtype"]) == s}
+        assert expected <= labels, (s, labels)
+    for r in rows:
+        if r["backend"] in ("auto/cold", "auto", "native"):
+            assert r.get("error") is None and r["max_err"] <= 1e-5, r
     assert "wrote " in stdout
 
 
@@ -179,16 +235,10 @@ def test_gpu_grid_keeps_every_listed_value():
     assert {s["bidirectional"] for s in first_pass} == {False, True}
     assert {s["dtype"] for s in first_pass} == {"float32", "float16", "bfloat16"}
     assert {s["mode"] for s in first_pass} == {"inference", "training"}
-    assert any(c["packed"] for c in cfg.correctness_cases)
-    assert any(c["H"] >= 1024 and c["B"] >= 64 for c in cfg.correctness_cases)
-    order = gpu_suite.correctness_order(cfg.correctness_cases)
-    first_round = order[:len(cfg.correctness_cases)]
-    assert {d for _, d in first_round} == set(gpu_suite.DTYPES)
-    # The ecosystem section's time comes out of the timing budget: the run's length is unchanged.
+    # The GPU tests get the time the suite's own correctness and ecosystem checks had: the
+    # run's length is unchanged.
     assert sum(cfg.budgets.values()) == 15 + 120 + 150
-    assert cfg.budgets["ecosystem"] >= 30 and cfg.autocast_dtypes == ("float16", "bfloat16")
-    assert any(c.get("labels") == ("triton:persistent",) and c["B"] >= 64 and c["H"] >= 1024 and c["packed"]
-               for c in cfg.determinism_cases)
+    assert cfg.budgets["correctness"] >= 150
 
 
 # ------------------------------------------------------------------ floor model
@@ -250,9 +300,10 @@ def test_floor_rejects_bad_rates():
         roofline.floor(_shape(), hbm_gbps=1.0, matmul_tflops=float("nan"))
 
 
-def test_dry_run_with_variant_labels_checks_them(tmp_path):
+def test_dry_run_with_variant_labels_times_them(tmp_path):
     """--only takes the variant labels (a persistent change switched off, fused_step replayed
-    from CUDA graphs; on CPU the latter runs eagerly) and checks them like any backend."""
+    from CUDA graphs; on CPU the latter runs eagerly) and times them beside nn.LSTM, each
+    row's forward within float32 rounding of nn.LSTM's."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     labels = ["triton:fused_step/cuda-graphs", "triton:persistent/h-in-memory"]
     run = subprocess.run([sys.executable, SUITE, "--dry-run", "--out", str(tmp_path), "--only", ",".join(labels)],
@@ -261,6 +312,6 @@ def test_dry_run_with_variant_labels_checks_them(tmp_path):
     (path,) = glob.glob(os.path.join(tmp_path, "*.json"))
     with open(path) as f:
         result = json.load(f)
-    checked = [e for e in result["correctness"] if e["backend"] in labels]
-    assert {e["backend"] for e in checked} == set(labels)
-    assert all(e["status"] == "pass" for e in checked), checked
+    timed = [r for r in result["rows"] if r["backend"] in labels]
+    assert {r["backend"] for r in timed} == set(labels)
+    assert all(r.get("error") is None and r["ms"] > 0 and r["max_err"] <= 1e-5 for r in timed), timed
