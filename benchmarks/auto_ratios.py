@@ -66,7 +66,7 @@ def paired(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b))
 
 
-def bench_one(name, T, B, H, L, D, proj, dtype, packed, mode, rounds, budget) -> dict:
+def bench_one(name, T, B, H, L, D, proj, dtype, packed, mode, rounds, budget, clock="wall") -> dict:
     torch.manual_seed(T * 7919 + B * 31 + H)
     mods = models(H, H, L, D, proj, dtype)
     x = torch.randn(T, B, H, dtype=dtype)
@@ -78,7 +78,7 @@ def bench_one(name, T, B, H, L, D, proj, dtype, packed, mode, rounds, budget) ->
     # warmup=2: the first call scripts (scripted) or tunes (auto); oneDNN builds its
     # primitives over the first two. None of that is the steady state being compared.
     res = timing.time_interleaved(steps, rounds=rounds, min_rounds=3, warmup=2, min_sample_s=0.02,
-                                  max_calls_per_sample=1000, budget_s=budget)
+                                  max_calls_per_sample=1000, budget_s=budget, clock=clock)
     failed = {p: t.error for p, t in res.items() if t.error}
     if failed:
         raise RuntimeError(f"{name} {mode}: {failed}")
@@ -152,6 +152,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="two shapes and one extra (a smoke run)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--clock", choices=["wall", "thread"], default="wall",
+                    help="thread: CPU time of the calling thread (with --threads 1, immune to other load)")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--budget", type=float, default=6.0, help="seconds of sampling per shape and mode")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
@@ -166,12 +168,12 @@ def main(argv=None) -> int:
     rows = []
     for job in jobs(args.quick):
         for mode in args.modes:
-            rows.append(bench_one(*job, mode, args.rounds, args.budget))
+            rows.append(bench_one(*job, mode, args.rounds, args.budget, args.clock))
             r = rows[-1]
             print(f"{r['id']:<28} {mode:<9} auto {r['ratio']['auto']:.3f}  scripted "
                   f"{r['ratio']['scripted']:.3f}  pick {r['auto_pick']}", flush=True)
     summ = summarize(rows)
-    meta = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    meta = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "clock": args.clock,
             "torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "load_avg": os.getloadavg(), "grid": "quick" if args.quick else HELD_OUT}
     if not args.no_first_call:

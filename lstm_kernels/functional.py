@@ -26,8 +26,14 @@ def exporting() -> bool:
     exporters translate to ONNX's ``LSTM`` op and which a trace replays on any T and B;
     our custom ops have no ONNX translation and the Python dispatch would be frozen into
     a trace (tests/test_onnx.py, tests/test_torchscript.py).
+
+    The legacy exporter traces with ``torch.jit`` and the dynamo one runs under
+    ``torch.export``, so outside both no export can be under way: eager calls skip
+    ``is_in_onnx_export``, which imports two modules on every call.
     """
-    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+    if torch.jit.is_tracing():
+        return True
+    return torch.compiler.is_compiling() and torch.onnx.is_in_onnx_export()
 
 
 def _type_name(x) -> str:

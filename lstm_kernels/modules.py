@@ -167,15 +167,22 @@ class LSTM(nn.Module):
         """
         params = self._parameters
         out = []
-        for names in self._all_weights:
-            suffix = names[0][len("weight_ih"):]
+        for names in self._slot_names():
             row = []
-            for base in _SLOT_NAMES:
-                name = base + suffix
+            for name in names:
                 w = params.get(name, _MISSING)
                 row.append(getattr(self, name, None) if w is _MISSING else w)
             out.append(tuple(row))
         return out
+
+    def _slot_names(self) -> list[tuple[str, ...]]:
+        """Per layer and direction the five names ``_layer_weights`` reads, built once."""
+        cached = self.__dict__.get("_slot_names_cache")
+        if cached is None or cached[0] is not self._all_weights:
+            names = [tuple(base + n[0][len("weight_ih"):] for base in _SLOT_NAMES) for n in self._all_weights]
+            cached = (self._all_weights, names)
+            self.__dict__["_slot_names_cache"] = cached
+        return cached[1]
 
     def forward(
         self, input: Union[Tensor, PackedSequence], hx: Optional[tuple[Tensor, Tensor]] = None
