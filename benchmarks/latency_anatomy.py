@@ -102,7 +102,7 @@ def _poll(p_sync, POLL: tl.constexpr):
     if POLL == 0:
         seen = tl.atomic_add(p_sync, 0, sem="acquire", scope="gpu")
     else:
-        seen = tl.load(p_sync, volatile=True, cache_modifier=".cg")
+        seen = tl.load(p_sync, volatile=True)  # ld.volatile is relaxed.sys: never served by a stale L1 line
     return seen
 
 
@@ -165,7 +165,7 @@ def anatomy_kernel(
             else:
                 if UPCAST:
                     b_h = b_h.to(tl.float32)
-                acc = tl.dot(b_h, r_w)  # [B, 4*NG] fp32
+                acc = tl.dot(b_h, r_w, input_precision="ieee")  # [B, 4*NG] fp32; 16-bit operands: exact products
                 acc_if, acc_go = tl.split(tl.permute(tl.reshape(acc, (B, 2, 2 * NG)), (0, 2, 1)))
                 a_i, a_f = tl.split(tl.permute(tl.reshape(acc_if, (B, 2, NG)), (0, 2, 1)))
                 a_g, a_o = tl.split(tl.permute(tl.reshape(acc_go, (B, 2, NG)), (0, 2, 1)))
