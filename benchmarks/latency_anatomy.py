@@ -277,6 +277,7 @@ class Problem:
     gx: torch.Tensor = field(init=False)  # [T, B, 4H]
     h0: torch.Tensor = field(init=False)  # [B, H]
     c0: torch.Tensor = field(init=False)  # [B, H] fp32
+    references: dict = field(init=False, default_factory=dict)  # (level, T) -> reference()
 
     def __post_init__(self):
         g = torch.Generator().manual_seed(0)
@@ -317,6 +318,13 @@ NUM_WARPS = 4  # one warp group
 
 def reference(level: int, prob: Problem, T: int) -> dict:
     """The recurrence level ``level`` computes, in fp32 with h rounded to the storage dtype each step."""
+    key = (level, T)
+    if key not in prob.references:  # every NP and poll of a level checks against the same loop
+        prob.references[key] = _reference(level, prob, T)
+    return prob.references[key]
+
+
+def _reference(level: int, prob: Problem, T: int) -> dict:
     w = prob.w.float()
     h = prob.h0.float()
     c = prob.c0.clone()
@@ -339,7 +347,9 @@ def reference(level: int, prob: Problem, T: int) -> dict:
     return {"h": h, "c": c, "out": torch.stack(outs)}
 
 
-TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}  # a rounding flip of h
+# A few rounding flips of h (ulp 2^-8 in bf16 below 1) over T steps; a stale h from a broken
+# barrier is off by far more.
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
 
 def check(v: Variant, prob: Problem, T: int, bufs: dict) -> dict:
@@ -419,7 +429,8 @@ def add_deltas(rows: list[dict]) -> None:
             base = None if (r["poll"], r["arrive_seen"]) == ("atomic", False) else by_key.get((1, "atomic", False, r["NP"]))
         else:
             base = by_key.get((r["level"] - 1, r["poll"], False, r["NP"]))
-        r["delta_us"] = None if base is None else r["us_per_step"] - base["us_per_step"]
+        timed = base is not None and None not in (r["us_per_step"], base["us_per_step"])
+        r["delta_us"] = r["us_per_step"] - base["us_per_step"] if timed else None
 
 
 def run_all(prob: Problem, todo: list[Variant], n_sm: Optional[int], runs: int, deadline: float) -> dict:
@@ -433,7 +444,12 @@ def run_all(prob: Problem, todo: list[Variant], n_sm: Optional[int], runs: int, 
         if why is not None:
             skipped.append({**where, "reason": why})
             continue
-        rows.append({**where, **time_variant(v, prob, timer=Timer(prob.device), runs=runs)})
+        try:
+            measured = time_variant(v, prob, timer=Timer(prob.device), runs=runs)
+        except Exception as e:  # a launch the driver refuses fails its row (and the exit status), not the run
+            measured = {"ok": False, "problems": [f"{type(e).__name__}: {str(e).strip()[:300]}"],
+                        "us_per_step": None, "marginal_us_per_step": None, "polls_per_step": None}
+        rows.append({**where, **measured})
     add_deltas(rows)
     return {"rows": rows, "skipped": skipped}
 

@@ -87,6 +87,24 @@ def test_check_catches_a_wrong_h_and_an_incomplete_barrier(anatomy):
     assert any("barrier count" in p for p in anatomy.check(v, prob, 3, bufs)["problems"])
 
 
+def test_a_launch_that_fails_fails_its_row_and_the_exit_status(anatomy, tmp_path, monkeypatch):
+    real = anatomy.launch
+
+    def refuse_wide_grids(v, *args):
+        if v.level == 3:
+            raise RuntimeError("cooperative launch too large")
+        return real(v, *args)
+
+    monkeypatch.setattr(anatomy, "launch", refuse_wide_grids)
+    rc, result = _dry_run(anatomy, tmp_path, "--poll", "atomic")
+    assert rc == 1
+    failed = [r for r in result["rows"] if not r["ok"]]
+    assert [r["component"] for r in failed] == ["+dot[atomic]"]
+    assert "cooperative launch too large" in failed[0]["problems"][0]
+    after = next(r for r in result["rows"] if r["component"] == "+cell[atomic]")
+    assert after["ok"] and after["delta_us"] is None  # nothing to compare against
+
+
 def test_variants_that_cannot_run_are_named_not_launched(anatomy):
     wide = anatomy.Variant(3, "atomic", False, 1)  # H=256: a [256, 1024] bf16 slice per program
     assert "KiB" in anatomy.fit_problem(wide, 16, 256, torch.bfloat16, 132)
