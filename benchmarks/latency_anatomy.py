@@ -78,8 +78,8 @@ import triton.language as tl  # noqa: E402
 LEVELS = ("barrier", "exchange", "dot", "cell", "gx", "stores")
 POLLS = ("atomic", "volatile")
 NP_DEFAULT = (1, 8, 32, 64, 128)
-# The W_hh slice a program keeps on chip for all T steps: 64 KiB is 128 registers a thread
-# at 4 warps (the AOT check of the H=256 NP=8 kernel shows whether that spills).
+# The W_hh slice a program keeps on chip for all T steps. Triton keeps it in shared memory
+# (`--aot sm_90`: 72 KiB with h's staging at H=256 NP=8); NP=1 at H=256 would need 512 KiB.
 W_SLICE_LIMIT = 64 * 1024
 # Total poll iterations one program may spin in a launch (a legitimate run needs a few per
 # step); past it the program stops waiting and the row reports the barrier as broken.
@@ -156,6 +156,8 @@ def anatomy_kernel(
     if LEVEL >= 4:
         c = tl.load(p_c0 + p_own, mask=m_own, other=0.0)
     spins = tl.zeros((), dtype=tl.int32)
+    # Two h buffers suffice with one barrier per step: a program writes buffer t%2 at step t
+    # only after barrier t-1, which every program reaches after its step t-1 read of it.
     for t in range(T):
         if LEVEL >= 2:
             p_prev = p_hx + ((t + 1) % 2) * B * H
@@ -601,6 +603,8 @@ def parse_args(argv=None):
     if small and any(n != 1 for n in nps):
         parser.error("--dry-run launches NP=1 only: the interpreter runs programs one after another, "
                      "so a spin barrier across programs would deadlock")
+    if args.aot is not None and args.dry_run:
+        parser.error("--aot compiles real kernels and --dry-run interprets them: pick one")
     if args.aot is None and args.out is None:
         parser.error("--out is required (or --aot ARCH to compile only)")
     if args.runs < 1:
