@@ -167,7 +167,8 @@ def anatomy_kernel(
             else:
                 if UPCAST:
                     b_h = b_h.to(tl.float32)
-                acc = tl.dot(b_h, r_w, input_precision="ieee")  # [B, 4*NG] fp32; 16-bit operands: exact products
+                # [B, 4*NG] fp32; "ieee" matters only for fp32 operands (16-bit products are exact)
+                acc = tl.dot(b_h, r_w, input_precision="ieee")
                 acc_if, acc_go = tl.split(tl.permute(tl.reshape(acc, (B, 2, 2 * NG)), (0, 2, 1)))
                 a_i, a_f = tl.split(tl.permute(tl.reshape(acc_if, (B, 2, NG)), (0, 2, 1)))
                 a_g, a_o = tl.split(tl.permute(tl.reshape(acc_go, (B, 2, NG)), (0, 2, 1)))
@@ -224,7 +225,8 @@ def validate(B: int, H: int, T: int, nps) -> None:
     if T < 2:
         raise ValueError(f"--T must be at least 2; got {T}")
     if T * B * 4 * H >= 2 ** 31:  # the kernel's offsets are int32
-        raise ValueError(f"T*B*4H = {T * B * 4 * H} elements of gx overflow int32 offsets; lower --T, --B or --H")
+        raise ValueError(f"T*B*4H = {T * B * 4 * H} elements of gx overflow int32 offsets; "
+                         "lower --T, --B or --H")
     for n in nps:
         if not (_power_of_two(n) and n <= H):
             raise ValueError(f"every NP must be a power of two <= H={H}; got {n}")
@@ -244,7 +246,8 @@ def fit_problem(v: Variant, B: int, H: int, dtype: torch.dtype, n_sm: Optional[i
         _, NG = block_sizes(H, v.NP)
         size = H * 4 * NG * dtype.itemsize
         if size > W_SLICE_LIMIT:
-            return f"the W_hh slice [{H}, {4 * NG}] is {size // 1024} KiB, over the {W_SLICE_LIMIT // 1024} KiB kept on chip"
+            return (f"the W_hh slice [{H}, {4 * NG}] is {size // 1024} KiB, "
+                    f"over the {W_SLICE_LIMIT // 1024} KiB kept on chip")
     return None
 
 
@@ -428,7 +431,8 @@ def add_deltas(rows: list[dict]) -> None:
     by_key = {(r["level"], r["poll"], r["arrive_seen"], r["NP"]): r for r in rows}
     for r in rows:
         if r["level"] == 1:
-            base = None if (r["poll"], r["arrive_seen"]) == ("atomic", False) else by_key.get((1, "atomic", False, r["NP"]))
+            is_base = (r["poll"], r["arrive_seen"]) == ("atomic", False)
+            base = None if is_base else by_key.get((1, "atomic", False, r["NP"]))
         else:
             base = by_key.get((r["level"] - 1, r["poll"], False, r["NP"]))
         timed = base is not None and None not in (r["us_per_step"], base["us_per_step"])
@@ -486,7 +490,8 @@ def main_run(args, nps, polls) -> int:
         device, n_sm = torch.device("cpu"), None
     else:
         if interpreting():
-            raise RuntimeError("TRITON_INTERPRET is set: interpreted timings mean nothing; unset it or use --dry-run")
+            raise RuntimeError("TRITON_INTERPRET is set: interpreted timings mean nothing; "
+                               "unset it or use --dry-run")
         if not torch.cuda.is_available():
             raise RuntimeError("no CUDA GPU: use --dry-run (CPU rehearsal) or --aot sm_90 (compile only)")
         device = torch.device("cuda")
@@ -495,7 +500,8 @@ def main_run(args, nps, polls) -> int:
     result = run_all(prob, variants(nps, polls), n_sm, args.runs, start + args.budget_s)
     result.update(
         device=_device_name(device), sm_count=n_sm, dry_run=bool(args.dry_run), B=args.B, H=args.H, T=args.T,
-        dtype=args.dtype, num_warps=NUM_WARPS, runs=args.runs, torch=torch.__version__, triton=triton.__version__,
+        dtype=args.dtype, num_warps=NUM_WARPS, runs=args.runs, torch=torch.__version__,
+        triton=triton.__version__,
         elapsed_s=time.monotonic() - start,
     )
     print(f"latency anatomy on {result['device']}: B={args.B} H={args.H} T={args.T} {args.dtype}, "
@@ -584,9 +590,11 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None, help="folder for latency_anatomy.json (required unless --aot)")
     parser.add_argument("--B", type=int, default=None, help="batch (default 16; 16 with --dry-run)")
     parser.add_argument("--H", type=int, default=None, help="hidden size (default 256; 16 with --dry-run)")
-    parser.add_argument("--T", type=int, default=None, help="steps per launch (default 512; 4 with --dry-run)")
+    parser.add_argument("--T", type=int, default=None,
+                        help="steps per launch (default 512; 4 with --dry-run)")
     parser.add_argument("--np", type=_int_list, default=None,
-                        help=f"programs, comma-separated (default {','.join(map(str, NP_DEFAULT))}; 1 with --dry-run)")
+                        help=f"programs, comma-separated (default {','.join(map(str, NP_DEFAULT))}; "
+                             "1 with --dry-run)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     parser.add_argument("--poll", choices=(*POLLS, "both"), default="both",
                         help="the barrier poll of levels 2-6 (the barrier alone always times both)")

@@ -16,9 +16,10 @@ from helpers import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "latency_anatomy.py")
-ROW_KEYS = {"component", "level", "poll", "arrive_seen", "NP", "us_per_step", "marginal_us_per_step", "delta_us",
-            "polls_per_step", "ok", "problems"}
-TOP_KEYS = {"device", "sm_count", "dry_run", "B", "H", "T", "dtype", "num_warps", "rows", "skipped", "elapsed_s"}
+ROW_KEYS = {"component", "level", "poll", "arrive_seen", "NP", "us_per_step", "marginal_us_per_step",
+            "delta_us", "polls_per_step", "ok", "problems"}
+TOP_KEYS = {"device", "sm_count", "dry_run", "B", "H", "T", "dtype", "num_warps", "rows", "skipped",
+            "elapsed_s"}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,8 @@ def test_dry_run_times_every_level_and_poll_and_matches_torch(anatomy, tmp_path,
 
 
 def test_dry_run_in_float32_matches_the_step_loop_to_fp32_tolerance(anatomy, tmp_path):
-    rc, result = _dry_run(anatomy, tmp_path, "--dtype", "float32", "--H", "32", "--T", "5", "--poll", "volatile")
+    rc, result = _dry_run(anatomy, tmp_path, "--dtype", "float32", "--H", "32", "--T", "5",
+                          "--poll", "volatile")
     assert rc == 0
     computed = [r for r in result["rows"] if r["level"] >= 2]
     assert len(computed) == len(anatomy.LEVELS) - 1
@@ -131,8 +133,8 @@ def test_every_kernel_compiles_for_sm80_and_sm90_without_spills():
     # `python benchmarks/latency_anatomy.py --aot sm_90`.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the script sets it itself
     procs = {
-        arch: subprocess.Popen([sys.executable, SCRIPT, "--aot", f"sm_{arch}", "--np", "8,128"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        arch: subprocess.Popen([sys.executable, SCRIPT, "--aot", f"sm_{arch}", "--np", "8,128"], cwd=ROOT,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for arch in (80, 90)
     }
     try:
