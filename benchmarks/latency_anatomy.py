@@ -13,9 +13,10 @@ compiled kernel holding exactly the code of the level before plus one block:
               poll until the count reaches (t+1)*NP. POLL picks the poll load:
               ``atomic`` (``atomic_add(p, 0)``, as lstm_kernels' persistent tier does; a
               scalar atomic is issued by one thread and broadcast through shared memory
-              with a bar.sync each iteration, triton-lang/triton#7125) or ``volatile``
-              (``ld.volatile`` past L1, every thread). ARRIVE_SEEN starts the poll from the
-              count the arriving atomic returned instead of a separate first poll.
+              with a bar.sync each iteration, triton-lang/triton#7125), ``volatile``
+              (``ld.volatile`` past L1, every thread) or ``acquire`` (inline PTX
+              ``ld.acquire.gpu``, every thread: GPU only). ARRIVE_SEEN starts the poll from
+              the count the arriving atomic returned instead of a separate first poll.
   2 exchange  + each program stores its [B, H/NP] slice of h into a ping-pong buffer and,
               after the barrier, loads all of h_prev [B, H] (past L1, ``.cg``); h_new is
               0.5 * mean(h_prev) so the load cannot be dropped
@@ -40,8 +41,9 @@ level 6 out and c_n) against a torch step loop of the same recurrence. A global 
 
 ``--dry-run`` runs the same code on CPU under TRITON_INTERPRET=1 with T=4, NP=1, B=H=16:
 the interpreter runs programs one after another, so a spin barrier across more than one
-program would deadlock there, and no NP > 1 is ever launched. Every level's h (levels
-2-3 their own recurrence, levels 4-6 an LSTM step loop) must match torch.
+program would deadlock there, and no NP > 1 is ever launched; the ``acquire`` poll (inline
+PTX) is listed as skipped. Every level's h (levels 2-3 their own recurrence, levels 4-6 an
+LSTM step loop) must match torch.
 
 ``--aot sm_90`` (or sm_80) compiles every kernel the run would launch for that target with
 ``lstm_kernels.aot`` and reports registers, spills and shared memory; spills fail it.
@@ -76,7 +78,7 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 LEVELS = ("barrier", "exchange", "dot", "cell", "gx", "stores")
-POLLS = ("atomic", "volatile")
+POLLS = ("atomic", "volatile", "acquire")
 NP_DEFAULT = (1, 8, 32, 64, 128)
 # The W_hh slice a program keeps on chip for all T steps. Triton keeps it in shared memory
 # (`--aot sm_90`: 72 KiB with h's staging at H=256 NP=8); NP=1 at H=256 would need 512 KiB.
@@ -100,9 +102,15 @@ def interpreting() -> bool:
 @triton.jit
 def _poll(p_sync, POLL: tl.constexpr):
     if POLL == 0:
+        # One thread's ld.acquire, broadcast through shared memory with two bar.sync.
         seen = tl.atomic_add(p_sync, 0, sem="acquire", scope="gpu")
-    else:
+    elif POLL == 1:
         seen = tl.load(p_sync, volatile=True)  # ld.volatile is relaxed.sys: never served by a stale L1 line
+    else:
+        # Every thread's own ld.acquire: the ordering of POLL 0 without the broadcast. Inline
+        # PTX: the interpreter cannot run it (fit_problem keeps it off the dry run).
+        seen = tl.inline_asm_elementwise("ld.acquire.gpu.global.b32 $0, [$1];", "=r,l", [p_sync],
+                                         dtype=tl.int32, is_pure=False, pack=1)
     return seen
 
 
@@ -238,8 +246,11 @@ def block_sizes(H: int, NP: int) -> tuple[int, int]:
     return BH, max(BH, 4)
 
 
-def fit_problem(v: Variant, B: int, H: int, dtype: torch.dtype, n_sm: Optional[int]) -> Optional[str]:
-    """Why variant ``v`` cannot run (None when it can)."""
+def fit_problem(v: Variant, B: int, H: int, dtype: torch.dtype, n_sm: Optional[int],
+                interpreter: bool = False) -> Optional[str]:
+    """Why variant ``v`` cannot run (None when it can); ``interpreter``: under TRITON_INTERPRET."""
+    if interpreter and v.poll == "acquire":
+        return "the acquire poll is inline PTX, which only a GPU runs"
     if n_sm is not None and v.NP > n_sm:
         return f"NP={v.NP} programs exceed the {n_sm} SMs: a spin barrier needs them all resident"
     if v.level >= 3:
@@ -444,7 +455,7 @@ def run_all(prob: Problem, todo: list[Variant], n_sm: Optional[int], runs: int, 
     for v in todo:
         where = {"component": v.component, "level": v.level, "poll": v.poll, "arrive_seen": v.arrive_seen,
                  "NP": v.NP}
-        why = fit_problem(v, prob.B, prob.H, prob.dtype, n_sm)
+        why = fit_problem(v, prob.B, prob.H, prob.dtype, n_sm, interpreter=interpreting())
         if why is None and time.monotonic() > deadline:
             why = "the run's time budget was spent"
         if why is not None:
@@ -596,8 +607,8 @@ def parse_args(argv=None):
                         help=f"programs, comma-separated (default {','.join(map(str, NP_DEFAULT))}; "
                              "1 with --dry-run)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
-    parser.add_argument("--poll", choices=(*POLLS, "both"), default="both",
-                        help="the barrier poll of levels 2-6 (the barrier alone always times both)")
+    parser.add_argument("--poll", choices=(*POLLS, "all"), default="all",
+                        help="the barrier poll of levels 2-6 (the barrier alone always times every poll)")
     parser.add_argument("--runs", type=int, default=5, help="timed launches per row (median)")
     parser.add_argument("--budget-s", type=float, default=50.0, help="deadline for the whole run")
     parser.add_argument("--dry-run", action="store_true", help="CPU rehearsal under the Triton interpreter")
@@ -621,7 +632,7 @@ def parse_args(argv=None):
         validate(args.B, args.H, args.T, nps)
     except ValueError as e:
         parser.error(str(e))
-    polls = list(POLLS) if args.poll == "both" else [args.poll]
+    polls = list(POLLS) if args.poll == "all" else [args.poll]
     return args, nps, polls
 
 
