@@ -85,7 +85,7 @@ NP_DEFAULT = (1, 8, 32, 64, 128)
 W_SLICE_LIMIT = 64 * 1024
 # Total poll iterations one program may spin in a launch (a legitimate run needs a few per
 # step); past it the program stops waiting and the row reports the barrier as broken.
-MAX_SPIN = 1 << 22
+MAX_SPIN = 1 << 20
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 TL_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
@@ -375,6 +375,7 @@ def check(v: Variant, prob: Problem, T: int, bufs: dict) -> dict:
     spins = int(bufs["stat"].max().item())
     if count != T * v.NP:
         result["problems"].append(f"barrier count {count} != T*NP = {T * v.NP}")
+    result["spin_budget_spent"] = spins >= MAX_SPIN
     if spins >= MAX_SPIN:
         result["problems"].append(f"spin budget of {MAX_SPIN} polls exhausted: the barrier never completed")
     result["polls_per_step"] = spins / T
@@ -418,6 +419,9 @@ def time_variant(v: Variant, prob: Problem, timer: Timer, runs: int) -> dict:
     bufs = buffers(v, prob, T)
     launch(v, prob, T, bufs)  # compiles; its results are the ones checked
     row = check(v, prob, T, bufs)
+    if row["spin_budget_spent"]:  # every further launch would spin out its budget too
+        row.update(us_per_step=None, marginal_us_per_step=None)
+        return row
 
     def median_ms(steps):
         times = []
@@ -465,7 +469,8 @@ def run_all(prob: Problem, todo: list[Variant], n_sm: Optional[int], runs: int, 
             measured = time_variant(v, prob, timer=Timer(prob.device), runs=runs)
         except Exception as e:  # a launch the driver refuses fails its row (and the exit status), not the run
             measured = {"ok": False, "problems": [f"{type(e).__name__}: {str(e).strip()[:300]}"],
-                        "us_per_step": None, "marginal_us_per_step": None, "polls_per_step": None}
+                        "us_per_step": None, "marginal_us_per_step": None, "polls_per_step": None,
+                        "spin_budget_spent": False}
         rows.append({**where, **measured})
     add_deltas(rows)
     return {"rows": rows, "skipped": skipped}

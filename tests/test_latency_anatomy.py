@@ -17,7 +17,7 @@ from helpers import load_script
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "latency_anatomy.py")
 ROW_KEYS = {"component", "level", "poll", "arrive_seen", "NP", "us_per_step", "marginal_us_per_step",
-            "delta_us", "polls_per_step", "ok", "problems"}
+            "delta_us", "polls_per_step", "spin_budget_spent", "ok", "problems"}
 TOP_KEYS = {"device", "sm_count", "dry_run", "B", "H", "T", "dtype", "num_warps", "rows", "skipped",
             "elapsed_s"}
 
@@ -89,6 +89,25 @@ def test_check_catches_a_wrong_h_and_an_incomplete_barrier(anatomy):
     assert not bad["ok"] and "max error" in bad["problems"][0]
     bufs["sync"].sub_(1)
     assert any("barrier count" in p for p in anatomy.check(v, prob, 3, bufs)["problems"])
+    bufs["stat"].fill_(anatomy.MAX_SPIN)  # a program that stopped waiting
+    spent = anatomy.check(v, prob, 3, bufs)
+    assert spent["spin_budget_spent"] and any("spin budget" in p for p in spent["problems"])
+
+
+def test_a_barrier_that_spins_out_is_not_timed(anatomy, monkeypatch):
+    prob = anatomy.Problem(16, 16, 4, torch.float32, torch.device("cpu"))
+    real = anatomy.launch
+    launches = []
+
+    def spin_out(v, prob, T, bufs):
+        launches.append(T)
+        real(v, prob, T, bufs)
+        bufs["stat"].fill_(anatomy.MAX_SPIN)
+
+    monkeypatch.setattr(anatomy, "launch", spin_out)
+    v = anatomy.Variant(1, "volatile", False, 1)
+    row = anatomy.time_variant(v, prob, anatomy.Timer(prob.device), runs=3)
+    assert launches == [4] and not row["ok"] and row["us_per_step"] is None
 
 
 def test_a_launch_that_fails_fails_its_row_and_the_exit_status(anatomy, tmp_path, monkeypatch):
