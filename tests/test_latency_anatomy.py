@@ -6,6 +6,7 @@ Dimensions: T steps, B batch, H hidden, NP programs.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -53,6 +54,16 @@ def test_dry_run_times_every_level_and_poll_and_matches_torch(anatomy, tmp_path,
     assert len(result["skipped"]) == 2 + len(anatomy.LEVELS) - 1
     assert all(s["poll"] == "acquire" and "inline PTX" in s["reason"] for s in result["skipped"])
     assert "+stores[atomic]" in capsys.readouterr().out
+
+
+def test_the_script_sets_the_interpreter_itself_for_a_dry_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # as on a GPU machine
+    run = subprocess.run([sys.executable, SCRIPT, "--dry-run", "--out", str(tmp_path), "--runs", "1",
+                          "--poll", "atomic"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert re.search(r"^\+stores\[atomic\]\s+1\s", run.stdout, re.MULTILINE), run.stdout
+    with open(tmp_path / "latency_anatomy.json") as f:
+        assert json.load(f)["dry_run"] is True
 
 
 def test_dry_run_in_float32_matches_the_step_loop_to_fp32_tolerance(anatomy, tmp_path):
