@@ -572,9 +572,45 @@ def aot_specs(B: int, H: int, dtype: torch.dtype, nps, polls, arch: int) -> list
             signature={**pointers, "T": "i32", **{k: "constexpr" for k in consts}},
             constexprs=consts,
             label=f"{v.component} {tdt} B={B} H={H} BH={consts['BH']} NG={consts['NG']}",
+            extra={"kernel": f"{v.component} BH={consts['BH']} NG={consts['NG']}"},
             divisible_by_16=tuple(pointers),
         ))
     return specs
+
+
+PTX_OPS = ("bar.sync", "atom.", "ld.global.gpu.acquire", "ld.acquire.gpu", "ld.volatile", "st.shared",
+           "mma.sync", "wgmma", "ldmatrix")
+
+
+def ptx_counts(spec: AnatomySpec, arch: int) -> dict:
+    """How often each of PTX_OPS occurs in the kernel's PTX (the whole kernel, not per step).
+
+    Compiling ``spec`` again after ``aot.check_specs`` hits triton's cache: same source,
+    target, options and argument attributes.
+    """
+    import inspect
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = list(spec.signature)
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in spec.divisible_by_16}
+    key = "constexprs" if "constexprs" in inspect.signature(ASTSource.__init__).parameters else "constants"
+    src = ASTSource(fn=spec.kernel, signature=dict(spec.signature), attrs=attrs,
+                    **{key: dict(spec.constexprs)})
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": spec.num_warps, "num_stages": spec.num_stages})
+    ptx = compiled.asm["ptx"]
+    return {op: ptx.count(op) for op in PTX_OPS}
+
+
+def format_ptx_table(specs, counts) -> str:
+    head = ["kernel", *PTX_OPS]
+    body = [[s.extra["kernel"], *(str(c[op]) for op in PTX_OPS)] for s, c in zip(specs, counts)]
+    widths = [max([len(h)] + [len(b[k]) for b in body]) for k, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip() for b in body]
+    return "\n".join(lines)
 
 
 def main_aot(args, nps, polls) -> int:
@@ -590,6 +626,9 @@ def main_aot(args, nps, polls) -> int:
     for r in reports:
         if r.error is not None and r.extra.get("traceback"):
             print(f"\n{r.name} [{r.label}]:\n{r.extra['traceback']}", file=sys.stderr)
+    built = [s for s, r in zip(specs, reports) if r.error is None]
+    print("\nPTX instructions per kernel (the poll loop's bar.sync and shared-memory broadcast show here):")
+    print(format_ptx_table(built, [ptx_counts(s, arch) for s in built]))
     print(aot.summary_line(reports, arch) + f" ({time.monotonic() - start:.1f} s)")
     return 0 if all(r.ok for r in reports) else 1
 
@@ -628,6 +667,13 @@ def parse_args(argv=None):
     if small and any(n != 1 for n in nps):
         parser.error("--dry-run launches NP=1 only: the interpreter runs programs one after another, "
                      "so a spin barrier across programs would deadlock")
+    if args.aot is not None:
+        from lstm_kernels.aot import parse_arch
+
+        try:
+            parse_arch(args.aot)
+        except ValueError as e:
+            parser.error(f"--aot: {e}")
     if args.aot is not None and args.dry_run:
         parser.error("--aot compiles real kernels and --dry-run interprets them: pick one")
     if args.aot is None and args.out is None:

@@ -159,6 +159,13 @@ def test_dry_run_refuses_what_it_cannot_run(anatomy, tmp_path, capsys, argv, mes
     assert message in capsys.readouterr().err
 
 
+def test_aot_refuses_an_unknown_target(anatomy, capsys):
+    with pytest.raises(SystemExit) as e:
+        anatomy.main(["--aot", "sm_75"])
+    assert e.value.code == 2
+    assert "--aot: --arch must be one of" in capsys.readouterr().err
+
+
 def test_every_kernel_compiles_for_sm80_and_sm90_without_spills():
     # Both architectures at once, one process each: they share the 2 CPUs. NP=8 holds the
     # largest W slice on chip, NP=128 the narrowest (padded) gates; the full sweep is
@@ -177,11 +184,30 @@ def test_every_kernel_compiles_for_sm80_and_sm90_without_spills():
             # fits: sm_80's 108 SMs cannot hold NP=128 resident, so it compiles NP=8 only.
             count = {80: 6 + 15, 90: 6 + 30}[arch]
             assert f"sm_{arch}: {count} kernels checked, 0 failed to compile, 0 spill" in stdout, stdout
+            ptx = _ptx_table(stdout)
+            # The volatile and acquire polls are every thread's own load: no shared-memory
+            # broadcast of the count (the atomic poll's, triton-lang/triton#7125).
+            for poll, load in (("volatile", "ld.volatile"), ("acquire", "ld.acquire.gpu")):
+                row = ptx[f"barrier[{poll}] BH=1 NG=1"]
+                assert row["st.shared"] == 0 and row[load] > 0, (poll, row)
     finally:
         for proc in procs.values():  # a failed assertion must not leave a compile running
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+
+
+def _ptx_table(stdout: str) -> dict:
+    """{kernel: {instruction: count}} from the --aot output's PTX table."""
+    lines = stdout.split("PTX instructions per kernel", 1)[1].splitlines()[1:]
+    head = lines[0].split()[1:]
+    table = {}
+    for line in lines[2:]:
+        if line.startswith("sm_"):
+            break
+        name = line.split()[:-len(head)]
+        table[" ".join(name)] = dict(zip(head, map(int, line.split()[-len(head):])))
+    return table
 
 
 @pytest.mark.gpu
