@@ -78,7 +78,10 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 LEVELS = ("barrier", "exchange", "dot", "cell", "gx", "stores")
-POLLS = ("atomic", "volatile", "acquire")
+# The barrier's poll load, and the kernel's POLL constexpr for it. Stacks run in this order,
+# so when the time budget cuts the run the package's own poll and the ordered one come first.
+POLLS = ("atomic", "acquire", "volatile")
+POLL_CODE = {"atomic": 0, "volatile": 1, "acquire": 2}
 NP_DEFAULT = (1, 8, 32, 64, 128)
 # The W_hh slice a program keeps on chip for all T steps. Triton keeps it in shared memory
 # (`--aot sm_90`: 72 KiB with h's staging at H=256 NP=8); NP=1 at H=256 would need 512 KiB.
@@ -273,7 +276,7 @@ def variants(nps, polls) -> list[Variant]:
 def constexprs(v: Variant, B: int, H: int, upcast: bool) -> dict:
     # The barrier alone does not depend on the slice width: one compile for every NP.
     BH, NG = block_sizes(H, v.NP) if v.level >= 2 else (1, 1)
-    return dict(LEVEL=v.level, POLL=POLLS.index(v.poll), ARRIVE_SEEN=v.arrive_seen, B=B, H=H, BH=BH, NG=NG,
+    return dict(LEVEL=v.level, POLL=POLL_CODE[v.poll], ARRIVE_SEEN=v.arrive_seen, B=B, H=H, BH=BH, NG=NG,
                 UPCAST=upcast, MAX_SPIN=MAX_SPIN)
 
 
