@@ -89,6 +89,7 @@ W_SLICE_LIMIT = 64 * 1024
 # Total poll iterations one program may spin in a launch (a legitimate run needs a few per
 # step); past it the program stops waiting and the row reports the barrier as broken.
 MAX_SPIN = 1 << 20
+NUM_WARPS = 4  # one warp group per program
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 TL_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
@@ -332,8 +333,6 @@ def launch(v: Variant, prob: Problem, T: int, bufs: dict) -> None:
     )
 
 
-NUM_WARPS = 4  # one warp group
-
 
 def reference(level: int, prob: Problem, T: int) -> dict:
     """The recurrence level ``level`` computes, in fp32 with h rounded to the storage dtype each step."""
@@ -398,7 +397,7 @@ def check(v: Variant, prob: Problem, T: int, bufs: dict) -> dict:
 
 
 class Timer:
-    """CUDA events on a GPU, perf_counter (after a synchronize) on CPU; milliseconds."""
+    """CUDA events on a GPU, perf_counter on CPU (the interpreter runs synchronously); milliseconds."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
