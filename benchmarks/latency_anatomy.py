@@ -149,20 +149,28 @@ def anatomy_kernel(
     LEVEL: tl.constexpr, POLL: tl.constexpr, ARRIVE_SEEN: tl.constexpr,
     B: tl.constexpr, H: tl.constexpr, BH: tl.constexpr, NG: tl.constexpr,
     UPCAST: tl.constexpr, MAX_SPIN: tl.constexpr,
+    GATE_MAJOR: tl.constexpr = False,  # tiles [NG, B] and gates^T = W slice @ h_prev^T, as the tier does
 ):
     pid = tl.program_id(0)
     NP = tl.num_programs(0)
     o_b = tl.arange(0, B)
     o_k = tl.arange(0, H)
     o_jj = tl.arange(0, NG)
-    o_j = pid * BH + o_jj  # owned hidden units (columns jj >= BH are padding)
-    m_own = (o_jj < BH)[None, :] & (o_b < B)[:, None]  # [B, NG]
-    p_own = o_b[:, None] * H + o_j[None, :]  # [B, NG] offsets into a [B, H] tensor
+    o_j = pid * BH + o_jj  # owned hidden units (jj >= BH is padding)
+    o_c = tl.arange(0, 4 * NG)  # W slice row/column g*NG + jj holds W_hh[g*H + pid*BH + jj, :]
+    w_rows = (o_c // NG) * H + pid * BH + o_c % NG
+    if GATE_MAJOR:  # tiles [NG, B], h_prev^T [H, B], W slice [4*NG, H]
+        r_b, r_j, r_jj, r_k = o_b[None, :], o_j[:, None], o_jj[:, None], o_k[:, None]
+        p_wt = p_w + w_rows[:, None] * H + o_k[None, :]
+        m_w = ((o_c % NG) < BH)[:, None]
+    else:  # tiles [B, NG], h_prev [B, H], W slice [H, 4*NG]
+        r_b, r_j, r_jj, r_k = o_b[:, None], o_j[None, :], o_jj[None, :], o_k[None, :]
+        p_wt = p_w + w_rows[None, :] * H + o_k[:, None]
+        m_w = ((o_c % NG) < BH)[None, :]
+    m_own = (r_jj < BH) & (r_b < B)
+    p_own = r_b * H + r_j  # offsets of the owned tile in a [B, H] tensor
     if LEVEL >= 3:
-        # W slice [H, 4*NG]: column g*NG + jj holds W_hh[g*H + pid*BH + jj, :], loaded once.
-        o_c = tl.arange(0, 4 * NG)
-        w_rows = (o_c // NG) * H + pid * BH + o_c % NG
-        r_w = tl.load(p_w + w_rows[None, :] * H + o_k[:, None], mask=((o_c % NG) < BH)[None, :], other=0.0)
+        r_w = tl.load(p_wt, mask=m_w, other=0.0)  # loaded once for all T steps
         if UPCAST:
             r_w = r_w.to(tl.float32)
     if LEVEL >= 4:
@@ -173,19 +181,28 @@ def anatomy_kernel(
     for t in range(T):
         if LEVEL >= 2:
             p_prev = p_hx + ((t + 1) % 2) * B * H
-            b_h = tl.load(p_prev + o_b[:, None] * H + o_k[None, :], cache_modifier=".cg")  # [B, H]
+            b_h = tl.load(p_prev + r_b * H + r_k, cache_modifier=".cg")  # all of h_prev
             if LEVEL == 2:
-                h = tl.broadcast_to(0.5 * tl.sum(b_h.to(tl.float32), axis=1)[:, None] / H, (B, NG))
+                if GATE_MAJOR:
+                    h = tl.broadcast_to(0.5 * tl.sum(b_h.to(tl.float32), axis=0)[None, :] / H, (NG, B))
+                else:
+                    h = tl.broadcast_to(0.5 * tl.sum(b_h.to(tl.float32), axis=1)[:, None] / H, (B, NG))
             else:
                 if UPCAST:
                     b_h = b_h.to(tl.float32)
-                # [B, 4*NG] fp32; "ieee" matters only for fp32 operands (16-bit products are exact)
-                acc = tl.dot(b_h, r_w, input_precision="ieee")
-                acc_if, acc_go = tl.split(tl.permute(tl.reshape(acc, (B, 2, 2 * NG)), (0, 2, 1)))
-                a_i, a_f = tl.split(tl.permute(tl.reshape(acc_if, (B, 2, NG)), (0, 2, 1)))
-                a_g, a_o = tl.split(tl.permute(tl.reshape(acc_go, (B, 2, NG)), (0, 2, 1)))
+                # fp32 accumulators; "ieee" matters only for fp32 operands (16-bit products are exact)
+                if GATE_MAJOR:
+                    acc = tl.dot(r_w, b_h, input_precision="ieee")  # [4*NG, B]
+                    acc_if, acc_go = tl.split(tl.permute(tl.reshape(acc, (2, 2 * NG, B)), (1, 2, 0)))
+                    a_i, a_f = tl.split(tl.permute(tl.reshape(acc_if, (2, NG, B)), (1, 2, 0)))
+                    a_g, a_o = tl.split(tl.permute(tl.reshape(acc_go, (2, NG, B)), (1, 2, 0)))
+                else:
+                    acc = tl.dot(b_h, r_w, input_precision="ieee")  # [B, 4*NG]
+                    acc_if, acc_go = tl.split(tl.permute(tl.reshape(acc, (B, 2, 2 * NG)), (0, 2, 1)))
+                    a_i, a_f = tl.split(tl.permute(tl.reshape(acc_if, (B, 2, NG)), (0, 2, 1)))
+                    a_g, a_o = tl.split(tl.permute(tl.reshape(acc_go, (B, 2, NG)), (0, 2, 1)))
                 if LEVEL >= 5:
-                    p_g = p_gx + t * B * 4 * H + o_b[:, None] * 4 * H + o_j[None, :]
+                    p_g = p_gx + t * B * 4 * H + r_b * 4 * H + r_j
                     a_i += tl.load(p_g, mask=m_own, other=0.0).to(tl.float32)
                     a_f += tl.load(p_g + H, mask=m_own, other=0.0).to(tl.float32)
                     a_g += tl.load(p_g + 2 * H, mask=m_own, other=0.0).to(tl.float32)
@@ -216,13 +233,14 @@ class Variant:
     poll: str
     arrive_seen: bool
     NP: int
+    gate_major: bool = False  # tiles [NG, B]; the dot is W slice @ h_prev^T
 
     @property
     def component(self) -> str:
         name = LEVELS[self.level - 1]
         if self.level == 1:
             return f"barrier[{self.poll}{'+arrive' if self.arrive_seen else ''}]"
-        return f"+{name}[{self.poll}]"
+        return f"+{name}[{self.poll}{',gate-major' if self.gate_major else ''}]"
 
 
 def _power_of_two(n: int) -> bool:
@@ -266,11 +284,13 @@ def fit_problem(v: Variant, B: int, H: int, dtype: torch.dtype, n_sm: Optional[i
     return None
 
 
-def variants(nps, polls) -> list[Variant]:
-    """Barrier variants first (every poll, with and without ARRIVE_SEEN), then each poll's stack."""
+def variants(nps, polls, gate_major: bool = True) -> list[Variant]:
+    """Barrier variants first (every poll, with and without ARRIVE_SEEN), then each poll's stack;
+    after the first poll's, the same stack gate-major (``gate_major``)."""
     out = [Variant(1, p, a, n) for n in nps for p in POLLS for a in (False, True)]
-    for p in polls:
-        out += [Variant(level, p, False, n) for n in nps for level in range(2, len(LEVELS) + 1)]
+    for k, p in enumerate(polls):
+        for gm in (False, True) if (gate_major and k == 0) else (False,):
+            out += [Variant(level, p, False, n, gm) for n in nps for level in range(2, len(LEVELS) + 1)]
     return out
 
 
@@ -278,7 +298,7 @@ def constexprs(v: Variant, B: int, H: int, upcast: bool) -> dict:
     # The barrier alone does not depend on the slice width: one compile for every NP.
     BH, NG = block_sizes(H, v.NP) if v.level >= 2 else (1, 1)
     return dict(LEVEL=v.level, POLL=POLL_CODE[v.poll], ARRIVE_SEEN=v.arrive_seen, B=B, H=H, BH=BH, NG=NG,
-                UPCAST=upcast, MAX_SPIN=MAX_SPIN)
+                UPCAST=upcast, MAX_SPIN=MAX_SPIN, GATE_MAJOR=v.gate_major)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,13 +465,15 @@ def time_variant(v: Variant, prob: Problem, timer: Timer, runs: int) -> dict:
 
 def add_deltas(rows: list[dict]) -> None:
     """delta_us: against the previous level at the same NP and poll (barrier variants: the atomic one)."""
-    by_key = {(r["level"], r["poll"], r["arrive_seen"], r["NP"]): r for r in rows}
+    by_key = {(r["level"], r["poll"], r["arrive_seen"], r["NP"], r["gate_major"]): r for r in rows}
     for r in rows:
         if r["level"] == 1:
             is_base = (r["poll"], r["arrive_seen"]) == ("atomic", False)
-            base = None if is_base else by_key.get((1, "atomic", False, r["NP"]))
+            base = None if is_base else by_key.get((1, "atomic", False, r["NP"], False))
+        elif r["level"] == 2:
+            base = by_key.get((1, r["poll"], False, r["NP"], False))
         else:
-            base = by_key.get((r["level"] - 1, r["poll"], False, r["NP"]))
+            base = by_key.get((r["level"] - 1, r["poll"], False, r["NP"], r["gate_major"]))
         timed = base is not None and None not in (r["us_per_step"], base["us_per_step"])
         r["delta_us"] = r["us_per_step"] - base["us_per_step"] if timed else None
 
@@ -460,7 +482,7 @@ def run_all(prob: Problem, todo: list[Variant], n_sm: Optional[int], runs: int, 
     rows, skipped = [], []
     for v in todo:
         where = {"component": v.component, "level": v.level, "poll": v.poll, "arrive_seen": v.arrive_seen,
-                 "NP": v.NP}
+                 "NP": v.NP, "gate_major": v.gate_major}
         why = fit_problem(v, prob.B, prob.H, prob.dtype, n_sm, interpreter=interpreting())
         if why is None and time.monotonic() > deadline:
             why = "the run's time budget was spent"
@@ -515,7 +537,7 @@ def main_run(args, nps, polls) -> int:
         device = torch.device("cuda")
         n_sm = torch.cuda.get_device_properties(device).multi_processor_count
     prob = Problem(args.B, args.H, args.T, DTYPES[args.dtype], device)
-    result = run_all(prob, variants(nps, polls), n_sm, args.runs, start + args.budget_s)
+    result = run_all(prob, variants(nps, polls, args.gate_major), n_sm, args.runs, start + args.budget_s)
     result.update(
         device=_device_name(device), sm_count=n_sm, dry_run=bool(args.dry_run), B=args.B, H=args.H, T=args.T,
         dtype=args.dtype, num_warps=NUM_WARPS, runs=args.runs, torch=torch.__version__,
@@ -554,14 +576,15 @@ class AnatomySpec:
     divisible_by_16: tuple = ()
 
 
-def aot_specs(B: int, H: int, dtype: torch.dtype, nps, polls, arch: int) -> list[AnatomySpec]:
+def aot_specs(B: int, H: int, dtype: torch.dtype, nps, polls, arch: int,
+              gate_major: bool = True) -> list[AnatomySpec]:
     """One spec per distinct compiled kernel of the run (the barrier alone is one per poll for every NP)."""
     n_sm = 132 if arch >= 90 else 108  # H100/H200, A100
     tdt = TL_DTYPES[dtype]
     pointers = {"p_sync": "*i32", "p_stat": "*i32", "p_hx": f"*{tdt}", "p_w": f"*{tdt}", "p_gx": f"*{tdt}",
                 "p_c0": "*fp32", "p_out": f"*{tdt}", "p_cn": "*fp32"}
     specs, seen = [], set()
-    for v in variants(nps, polls):
+    for v in variants(nps, polls, gate_major):
         if fit_problem(v, B, H, dtype, n_sm) is not None:
             continue
         consts = constexprs(v, B, H, upcast=dtype == torch.float32)
@@ -622,7 +645,7 @@ def main_aot(args, nps, polls) -> int:
     if interpreting():
         raise RuntimeError("--aot compiles real cubins; run it as a script (it turns TRITON_INTERPRET off)")
     start = time.monotonic()
-    specs = aot_specs(args.B, args.H, DTYPES[args.dtype], nps, polls, arch)
+    specs = aot_specs(args.B, args.H, DTYPES[args.dtype], nps, polls, arch, args.gate_major)
     reports = aot.check_specs(specs, arch, module="latency_anatomy")
     print(aot.format_table(reports))
     for r in reports:
@@ -655,6 +678,8 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     parser.add_argument("--poll", choices=(*POLLS, "all"), default="all",
                         help="the barrier poll of levels 2-6 (the barrier alone always times every poll)")
+    parser.add_argument("--no-gate-major", dest="gate_major", action="store_false",
+                        help="skip the gate-major stack (gates^T = W slice @ h_prev^T, the tier's form)")
     parser.add_argument("--runs", type=int, default=5, help="timed launches per row (median)")
     # 45 s of rows leaves the imports, CUDA's start and the last row inside a minute.
     parser.add_argument("--budget-s", type=float, default=45.0, help="deadline for the rows, seconds")

@@ -17,8 +17,8 @@ from helpers import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "latency_anatomy.py")
-ROW_KEYS = {"component", "level", "poll", "arrive_seen", "NP", "us_per_step", "marginal_us_per_step",
-            "delta_us", "polls_per_step", "spin_budget_spent", "ok", "problems"}
+ROW_KEYS = {"component", "level", "poll", "arrive_seen", "NP", "gate_major", "us_per_step",
+            "marginal_us_per_step", "delta_us", "polls_per_step", "spin_budget_spent", "ok", "problems"}
 TOP_KEYS = {"device", "sm_count", "dry_run", "B", "H", "T", "dtype", "num_warps", "rows", "skipped",
             "elapsed_s"}
 
@@ -46,8 +46,10 @@ def test_dry_run_times_every_level_and_poll_and_matches_torch(anatomy, tmp_path,
     interpretable = [p for p in anatomy.POLLS if p != "acquire"]  # inline PTX: GPU only
     barrier = {(r["poll"], r["arrive_seen"]) for r in rows if r["level"] == 1}
     assert barrier == {(p, a) for p in interpretable for a in (False, True)}
-    for poll in interpretable:
-        stack = [r for r in rows if r["poll"] == poll and r["level"] >= 2]
+    stacks = [(p, False) for p in interpretable] + [(anatomy.POLLS[0], True)]  # + the gate-major one
+    assert {(r["poll"], r["gate_major"]) for r in rows if r["level"] >= 2} == set(stacks)
+    for poll, gate_major in stacks:
+        stack = [r for r in rows if (r["poll"], r["gate_major"]) == (poll, gate_major) and r["level"] >= 2]
         assert [r["level"] for r in stack] == list(range(2, len(anatomy.LEVELS) + 1))
         assert all(r["max_err"] <= anatomy.TOLERANCE[torch.bfloat16] for r in stack)
         assert all(r["delta_us"] is not None and r["us_per_step"] > 0 for r in stack)
@@ -71,7 +73,7 @@ def test_dry_run_in_float32_matches_the_step_loop_to_fp32_tolerance(anatomy, tmp
                           "--poll", "volatile")
     assert rc == 0
     computed = [r for r in result["rows"] if r["level"] >= 2]
-    assert len(computed) == len(anatomy.LEVELS) - 1
+    assert len(computed) == 2 * (len(anatomy.LEVELS) - 1)  # batch-major and gate-major
     assert all(r["max_err"] <= 1e-5 for r in computed), computed
 
 
@@ -133,7 +135,7 @@ def test_a_launch_that_fails_fails_its_row_and_the_exit_status(anatomy, tmp_path
     rc, result = _dry_run(anatomy, tmp_path, "--poll", "atomic")
     assert rc == 1
     failed = [r for r in result["rows"] if not r["ok"]]
-    assert [r["component"] for r in failed] == ["+dot[atomic]"]
+    assert [r["component"] for r in failed] == ["+dot[atomic]", "+dot[atomic,gate-major]"]
     assert "cooperative launch too large" in failed[0]["problems"][0]
     after = next(r for r in result["rows"] if r["component"] == "+cell[atomic]")
     assert after["ok"] and after["delta_us"] is None  # nothing to compare against
@@ -172,18 +174,19 @@ def test_the_kernels_compile_for_sm80_and_sm90_without_spills():
     # the barrier variants, the levels above on the package's atomic poll. The full sweep
     # (every NP, every poll's stack) is `python benchmarks/latency_anatomy.py --aot sm_90`.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the script sets it itself
+    args = ["--np", "8,128", "--poll", "atomic"]
     procs = {
-        arch: subprocess.Popen([sys.executable, SCRIPT, "--aot", f"sm_{arch}", "--np", "8,128", "--poll", "atomic"], cwd=ROOT,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        arch: subprocess.Popen([sys.executable, SCRIPT, "--aot", f"sm_{arch}", *args], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for arch in (80, 90)
     }
     try:
         for arch, proc in procs.items():
             stdout, stderr = proc.communicate(timeout=300)
             assert proc.returncode == 0, f"sm_{arch}:\n{stdout}\n{stderr[-4000:]}"
-            # 6 barrier variants (one compile for every NP) + 5 levels per NP that fits:
-            # sm_80's 108 SMs cannot hold NP=128 resident, so it compiles NP=8 only.
-            count = {80: 6 + 5, 90: 6 + 10}[arch]
+            # 6 barrier variants (one compile for every NP) + 5 levels, batch- and gate-major,
+            # per NP that fits: sm_80's 108 SMs cannot hold NP=128 resident, so NP=8 only.
+            count = {80: 6 + 10, 90: 6 + 20}[arch]
             assert f"sm_{arch}: {count} kernels checked, 0 failed to compile, 0 spill" in stdout, stdout
             ptx = _ptx_table(stdout)
             # The volatile and acquire polls are every thread's own load: no shared-memory
@@ -191,6 +194,8 @@ def test_the_kernels_compile_for_sm80_and_sm90_without_spills():
             for poll, load in (("volatile", "ld.volatile"), ("acquire", "ld.acquire.gpu")):
                 row = ptx[f"barrier[{poll}] BH=1 NG=1"]
                 assert row["st.shared"] == 0 and row[load] > 0, (poll, row)
+            if arch == 90:  # the gate-major dot has the tier's >= 64-row operand: Hopper's wgmma
+                assert ptx["+dot[atomic,gate-major] BH=32 NG=32"]["wgmma"] > 0
     finally:
         for proc in procs.values():  # a failed assertion must not leave a compile running
             if proc.poll() is None:
