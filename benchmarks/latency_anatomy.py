@@ -27,6 +27,10 @@ compiled kernel holding exactly the code of the level before plus one block:
   5 gx        + the input projection: gx[t] [B, 4*H/NP] loaded every step
   6 stores    + out[t] and c_n stored every step: the full step of the persistent tier
 
+Levels 2-6 run once per poll. The first poll's stack also runs gate-major (GATE_MAJOR):
+tiles [NG, B] and gates^T = W slice [4*NG, H] @ h_prev^T, the tier's form, whose >= 64-row
+operand Hopper's wgmma takes (NP=8 at H=256); batch-major M = B = 16 runs mma.sync.
+
 Programs own H/NP hidden units each. The spin barrier needs every program resident at
 once: NP may not exceed the SM count, launches are cooperative (the driver refuses a grid
 that cannot be co-resident), and every poll loop is bounded by a spin budget, so a
