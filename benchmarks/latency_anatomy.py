@@ -38,9 +38,10 @@ barrier that never completes ends the launch and is reported instead of hanging.
 
 Each row is timed with CUDA events: ``us_per_step`` is the median over a few launches of
 elapsed / T after a warm-up; ``marginal_us_per_step`` is (t(T) - t(T/8)) / (T - T/8), the
-launch and prologue removed. ``delta_us`` is against the previous level at the same NP
-and poll (the barrier variants against the ``atomic`` barrier). Levels 4-6 check h (and
-level 6 out and c_n) against a torch step loop of the same recurrence. A global deadline
+launch and prologue removed. ``delta_us`` is against the previous level at the same NP,
+poll and layout (the barrier variants against the ``atomic`` barrier). Each row's warm-up
+launch is checked: the barrier's final count, and h against torch (levels 2-3 their own
+recurrence, levels 4-6 an LSTM step loop, level 6 also out and c_n). A global deadline
 (``--budget-s``, default 45 s) bounds the run; rows past it are listed as skipped.
 
 ``--dry-run`` runs the same code on CPU under TRITON_INTERPRET=1 with T=4, NP=1, B=H=16:
@@ -50,7 +51,8 @@ PTX) is listed as skipped. Every level's h (levels 2-3 their own recurrence, lev
 LSTM step loop) must match torch.
 
 ``--aot sm_90`` (or sm_80) compiles every kernel the run would launch for that target with
-``lstm_kernels.aot`` and reports registers, spills and shared memory; spills fail it.
+``lstm_kernels.aot`` and reports registers, spills and shared memory (spills fail it),
+then counts the PTX barriers, shared-memory stores, poll loads and mma instructions.
 
 Dimensions: T steps, B batch, H hidden, NP programs, BH = H/NP hidden units per program,
 NG = max(BH, 4) gate width padded so a dot's N = 4*NG is at least 16.
