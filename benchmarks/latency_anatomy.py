@@ -73,6 +73,7 @@ if __name__ == "__main__":
         sys.path.insert(0, _ROOT)
 
 import argparse  # noqa: E402
+import datetime  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -545,10 +546,10 @@ def main_run(args, nps, polls) -> int:
     prob = Problem(args.B, args.H, args.T, DTYPES[args.dtype], device)
     result = run_all(prob, variants(nps, polls, args.gate_major), n_sm, args.runs, start + args.budget_s)
     result.update(
-        device=_device_name(device), sm_count=n_sm, dry_run=bool(args.dry_run), B=args.B, H=args.H, T=args.T,
-        dtype=args.dtype, num_warps=NUM_WARPS, runs=args.runs, torch=torch.__version__,
-        triton=triton.__version__,
-        elapsed_s=time.monotonic() - start,
+        device=_device_name(device), sm_count=n_sm,
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        dry_run=bool(args.dry_run), B=args.B, H=args.H, T=args.T, dtype=args.dtype, num_warps=NUM_WARPS,
+        runs=args.runs, torch=torch.__version__, triton=triton.__version__, elapsed_s=time.monotonic() - start,
     )
     print(f"latency anatomy on {result['device']}: B={args.B} H={args.H} T={args.T} {args.dtype}, "
           f"{NUM_WARPS} warps, median of {args.runs} (us per step)")

@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "latency_anatomy.py")
 ROW_KEYS = {"component", "level", "poll", "arrive_seen", "NP", "gate_major", "us_per_step",
             "marginal_us_per_step", "delta_us", "polls_per_step", "spin_budget_spent", "ok", "problems"}
-TOP_KEYS = {"device", "sm_count", "dry_run", "B", "H", "T", "dtype", "num_warps", "rows", "skipped",
+TOP_KEYS = {"device", "date", "sm_count", "dry_run", "B", "H", "T", "dtype", "num_warps", "rows", "skipped",
             "elapsed_s"}
 
 
