@@ -549,7 +549,8 @@ def main_run(args, nps, polls) -> int:
         device=_device_name(device), sm_count=n_sm,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         dry_run=bool(args.dry_run), B=args.B, H=args.H, T=args.T, dtype=args.dtype, num_warps=NUM_WARPS,
-        runs=args.runs, torch=torch.__version__, triton=triton.__version__, elapsed_s=time.monotonic() - start,
+        runs=args.runs, torch=torch.__version__, triton=triton.__version__,
+        elapsed_s=time.monotonic() - start,
     )
     print(f"latency anatomy on {result['device']}: B={args.B} H={args.H} T={args.T} {args.dtype}, "
           f"{NUM_WARPS} warps, median of {args.runs} (us per step)")
