@@ -516,6 +516,10 @@ def format_table(rows: list[dict]) -> str:
     body = [[r["component"], str(r["NP"]), _fmt(r["us_per_step"]), _fmt(r["marginal_us_per_step"]),
              _fmt(r["delta_us"], "+.2f"), _fmt(r["polls_per_step"], ".1f"), _fmt(r.get("max_err"), ".2g"),
              "ok" if r["ok"] else "FAIL: " + "; ".join(r["problems"])] for r in rows]
+    return _aligned(head, body)
+
+
+def _aligned(head: list[str], body: list[list[str]]) -> str:
     widths = [max([len(h)] + [len(b[k]) for b in body]) for k, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip() for b in body]
@@ -640,10 +644,7 @@ def ptx_counts(spec: AnatomySpec, arch: int) -> dict:
 def format_ptx_table(specs, counts) -> str:
     head = ["kernel", *PTX_OPS]
     body = [[s.extra["kernel"], *(str(c[op]) for op in PTX_OPS)] for s, c in zip(specs, counts)]
-    widths = [max([len(h)] + [len(b[k]) for b in body]) for k, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip() for b in body]
-    return "\n".join(lines)
+    return _aligned(head, body)
 
 
 def main_aot(args, nps, polls) -> int:
