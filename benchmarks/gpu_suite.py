@@ -412,7 +412,7 @@ def backend_labels() -> list[str]:
     return [b for b in all_labels() + list(VARIANT_LABELS) if b in ONLY]
 
 
-# Persistent-tier variants that switch off one change each (lstm_kernels._triton.persistent.variant),
+# Persistent-tier variants that switch off one change each (lstm_kernels._triton.common.variants.variant),
 # and fused_step with its loops replayed as CUDA graphs (lstm_kernels.cuda_graphs), selectable
 # with --only to time a change against the code without it in the same run.
 GRAPHS = "/cuda-graphs"
@@ -429,7 +429,7 @@ def _tier_context(label: str):
         yield
         return
     from lstm_kernels._triton.backend import force_tier
-    from lstm_kernels._triton.persistent import variant
+    from lstm_kernels._triton.common.variants import variant
 
     tier, _, changes = label.split(":", 1)[1].partition("/")
     if "/" + changes == GRAPHS:

@@ -17,6 +17,8 @@ import triton.language as tl
 
 from lstm_kernels import aot
 from lstm_kernels._triton import fused_step, persistent
+from lstm_kernels._triton.common.dtypes import TL_DTYPES
+from lstm_kernels._triton.common.tiles import block_b
 from lstm_kernels._triton.specs import KernelSpec
 from lstm_kernels.reference import compute_dtype
 
@@ -218,10 +220,10 @@ def test_fused_step_sweep_reaches_every_block_choice():
                      c["DOT_PRECISION"]))
     for k, (B, H, P, has_proj, _) in enumerate(_random_shapes(0, 4000)):
         dtype = (torch.float32, torch.float16, torch.bfloat16)[k % 3]
-        tdt = fused_step._TL_DTYPES[dtype]
+        tdt = TL_DTYPES[dtype]
         # Without a projection h goes to out (storage dtype), with one to hs (compute dtype).
-        hout = fused_step._TL_DTYPES[compute_dtype(dtype)] if has_proj else tdt
-        BB = fused_step.block_b(B)
+        hout = TL_DTYPES[compute_dtype(dtype)] if has_proj else tdt
+        BB = block_b(B)
         for prec in (("tf32", "ieee") if dtype == torch.float32 else ("ieee",)):
             BH, BK, warps = fused_step.forward_blocks(H, P, BB, dtype, prec)
             assert (f"*{tdt}", f"*{hout}", BH, BB, BK, warps, prec) in fwd, (B, H, P, dtype, prec)

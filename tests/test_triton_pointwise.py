@@ -293,7 +293,7 @@ def test_aot_specs_cover_every_launch_configuration():
     types = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float64: "*fp64"}
     for H in (1, 31, 32, 33, 100, 1000, 1024, 1025, 5000):
         BLOCK_H = pointwise.block_h(H)
-        assert BLOCK_H in pointwise.BLOCK_H_CHOICES and BLOCK_H * pointwise.block_b(BLOCK_H) == pointwise.TILE
+        assert BLOCK_H in pointwise.BLOCK_H_CHOICES and BLOCK_H * pointwise.block_rows(BLOCK_H) == pointwise.TILE
         for dtype in pointwise.STORAGE_DTYPES:
             for save in (False, True):
                 for proj in (False, True):

@@ -34,22 +34,24 @@ once per shape and replayed as CUDA graphs (``lstm_kernels/graphs.py``).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
-from torch import Tensor
 
 from .. import graphs
-from .._base import triton_interpreting
-from ..ops import register_scan, state_entering_each_step
 from ..reference import compute_dtype
-from .gates import activate_gates, gate_dots, store_gates
-from .math import tanh
+from .common.batches import all_rows_full, batch_sizes_list, finish_forward, step_order
+from .common.dtypes import HALF_DTYPES, TL_DTYPES
+from .common.gates import activate_gates, gate_dots, store_gates
+from .common.grads import stacked_weight_grads
+from .common.math import tanh
+from .common.precision import backward_precision, dot_settings
+from .common.registration import register_tier_scans
+from .common.tiles import block_b, pow2, step_warps
+from .common.variants import current as current_variants
 from .specs import KernelSpec
-
-_TL_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,21 +224,6 @@ def _bwd_step_kernel(
 # ---------------------------------------------------------------------------------------------
 
 
-def _pow2(n: int, lo: int, hi: int) -> int:
-    return max(lo, min(hi, triton.next_power_of_2(max(int(n), 1))))
-
-
-def block_b(B: int) -> int:
-    """Batch tile: the MMA N side; 16 is the smallest tl.dot accepts."""
-    return _pow2(B, 16, 64)
-
-
-def step_warps(BH: int, BB: int) -> int:
-    # Four fp32 gate tiles, their 64-bit pointer tiles and (fp16/bf16) the MMA operands of
-    # a 32 x 32 tile spill at 4 warps (ptxas, sm_90); 8 warps halve the per-thread share.
-    return 8 if BH * BB >= 512 else 4
-
-
 def forward_blocks(H: int, P: int, BB: int, dtype: Optional[torch.dtype] = None,
                    precision: str = "tf32") -> tuple[int, int, int]:
     """(BLOCK_H, BLOCK_K, num_warps) of the forward step kernel.
@@ -247,11 +234,11 @@ def forward_blocks(H: int, P: int, BB: int, dtype: Optional[torch.dtype] = None,
     tiles take 4 with TF32 (AOT check, sm_80 and sm_90, triton 3.6 and 3.9); with IEEE
     (``cudnn.allow_tf32`` off) 4 warps spill 32 B on sm_80 under both, so they keep 8.
     """
-    BH = _pow2(H, 16, 32)
+    BH = pow2(H, 16, 32)
     warps = 16 if BH * BB >= 2048 else 8
     if dtype == torch.float32 and precision == "tf32":
         warps = 4 if BH * BB <= 256 else warps
-    return BH, _pow2(P, 16, 32), warps
+    return BH, pow2(P, 16, 32), warps
 
 
 def backward_blocks(H: int, BB: int, precision: str = "tf32") -> tuple[int, int, int]:
@@ -262,151 +249,8 @@ def backward_blocks(H: int, BB: int, precision: str = "tf32") -> tuple[int, int,
     matmul's DOT_PRECISION) changes nothing: the fp32 IEEE tiles are spill-free with the
     same counts (AOT check, sm_80 and sm_90, triton 3.6 and 3.9).
     """
-    BH = _pow2(H, 16, 32)
+    BH = pow2(H, 16, 32)
     return BH, 64, 16 if BH * BB >= 1024 else step_warps(BH, BB)
-
-
-def dot_settings(dtype: torch.dtype) -> tuple[bool, str]:
-    """(UPCAST_DOT, DOT_PRECISION) for storage ``dtype``.
-
-    fp32 follows nn.LSTM on cuDNN: TF32 tensor-core matmuls while
-    ``torch.backends.cudnn.allow_tf32`` is on (PyTorch's default), full IEEE fp32 when it is
-    off. fp16/bf16 feed the tensor cores natively with fp32 accumulation. The interpreter's
-    bf16 dot is wrong, so there everything is upcast to fp32 right after the loads, in IEEE.
-    """
-    interpreting = triton_interpreting()
-    upcast = interpreting or dtype not in (torch.float16, torch.bfloat16)
-    tf32 = dtype == torch.float32 and not interpreting and torch.backends.cudnn.allow_tf32
-    return upcast, "tf32" if tf32 else "ieee"
-
-
-# Whether 16-bit models' backward takes TF32 (``backward_precision``); off: IEEE, as before.
-BACKWARD_TF32 = [True]
-
-
-def backward_precision(dtype: torch.dtype) -> str:
-    """DOT_PRECISION of the backward kernels' dh matmul (fp32 gate gradients times W_hh).
-
-    Both operands are fp32 there (the weights upcast), so "ieee" would run on the FMA units:
-    on an H200 that made the fp16/bf16 backward 4x slower than the TF32 fp32 one at B=32,
-    H=512. fp16/bf16 weights are exact in TF32 and TF32 keeps 3 more mantissa bits of the
-    gate gradients than the storage dtype would, so 16-bit models always take TF32; fp32
-    follows ``cudnn.allow_tf32`` like the forward. The interpreter computes in IEEE.
-    """
-    if triton_interpreting():
-        return "ieee"
-    if dtype in (torch.float16, torch.bfloat16):
-        return "tf32" if BACKWARD_TF32[0] else "ieee"
-    return dot_settings(dtype)[1]
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers shared with the persistent tier: variable-length bookkeeping and weight gradients
-# ---------------------------------------------------------------------------------------------
-
-
-def step_order(T: int, reverse: bool) -> list[int]:
-    """Time indices in the order the forward runs them."""
-    return list(range(T - 1, -1, -1)) if reverse else list(range(T))
-
-
-def batch_sizes_list(batch_sizes: Optional[Tensor], T: int, B: int) -> list[int]:
-    return [B] * T if batch_sizes is None else [int(v) for v in batch_sizes.tolist()]
-
-
-def check_scan_inputs(gx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], tier: str):
-    """Shape/dtype/device checks a launcher does before allocating anything."""
-    T, B, G = gx.shape
-    H, P = c0.shape[1], h0.shape[1]
-    if G != 4 * H or tuple(w_hh.shape) != (4 * H, P):
-        raise ValueError(f"triton {tier}: gx [T,B,4H] = {tuple(gx.shape)} and w_hh [4H,P] = "
-                         f"{tuple(w_hh.shape)} do not match H={H}, P={P}")
-    if w_hr is None and P != H:
-        raise ValueError(f"triton {tier}: h0 has width {P} but there is no projection and H={H}")
-    if w_hr is not None and tuple(w_hr.shape) != (P, H):
-        raise ValueError(f"triton {tier}: w_hr must be [P, H] = {(P, H)}, got {tuple(w_hr.shape)}")
-    if gx.dtype not in _TL_DTYPES or gx.dtype == torch.float64:
-        raise TypeError(f"triton {tier}: dtype {gx.dtype} is not supported (float32, float16, bfloat16)")
-    for name, x in (("h0", h0), ("c0", c0), ("w_hh", w_hh), ("w_hr", w_hr)):
-        if x is not None and (x.dtype != gx.dtype or x.device != gx.device):
-            raise ValueError(f"triton {tier}: {name} is {x.dtype} on {x.device}, "
-                             f"gx is {gx.dtype} on {gx.device}")
-
-
-def all_rows_full(bs: list[int], B: int) -> bool:
-    """Whether every row runs every step (no packing): the helpers below then index with
-    plain slices instead of index tensors built on the host, whose copy to the GPU would
-    make the host wait for the device on every call."""
-    return len(bs) == 0 or (bs[0] == B and bs[-1] == B)  # batch sizes never increase
-
-
-def device_batch_sizes(bs: list[int], B: int, device) -> Tensor:
-    """``bs`` as an int32 tensor on ``device``; filled on the device when every row is full."""
-    if all_rows_full(bs, B):
-        return torch.full((len(bs),), B, dtype=torch.int32, device=device)
-    return torch.tensor(bs, dtype=torch.int32).to(device)
-
-
-def rows_last_first(bs: list[int], B: int, reverse: bool, device) -> tuple[Tensor, Tensor]:
-    """Per row: the time index of its last and of its first step in the forward's order."""
-    # A row's length is the number of steps whose active prefix covers it (one tensor op:
-    # a Python loop over T x B cost ~1 ms per call at T=512, B=128).
-    lengths = (torch.tensor(bs, dtype=torch.int64)[:, None] > torch.arange(B)[None, :]).sum(0)
-    if reverse:
-        last, first = torch.zeros(B, dtype=torch.int64), lengths - 1
-    else:
-        last, first = lengths - 1, torch.zeros(B, dtype=torch.int64)
-    return last.to(device), first.to(device)
-
-
-def finish_forward(out: Tensor, c_state: Tensor, c0: Tensor, bs: list[int], reverse: bool):
-    """(h_n, c_n) from the output and the final fp32 cell state."""
-    B = out.shape[1]
-    if all_rows_full(bs, B) and out.shape[0] > 0:
-        # A copy: a custom op's outputs may not alias one another.
-        return out[0 if reverse else out.shape[0] - 1].clone(), c_state.to(c0.dtype)
-    last, _ = rows_last_first(bs, B, reverse, out.device)
-    h_n = out[last, torch.arange(B, device=out.device)]
-    return h_n, c_state.to(c0.dtype)
-
-
-def weight_grads(d_gates: Tensor, out: Tensor, h0: Tensor, w_hh: Tensor, bs: list[int], reverse: bool,
-                 d_hs: Optional[Tensor], hs: Tensor, w_hr: Optional[Tensor]):
-    """(d_w_hh, d_w_hr) as one large matmul each over all T*B rows (inactive rows are zero)."""
-    T, B, G = d_gates.shape
-    cdt = d_gates.dtype
-    h_prev = state_entering_each_step(out, h0, [] if all_rows_full(bs, B) else bs, reverse).to(cdt)
-    # Explicit widths, not -1: an empty batch (T * B == 0) leaves -1 ambiguous.
-    d_w_hh = (d_gates.reshape(T * B, G).t() @ h_prev.reshape(T * B, h_prev.shape[2])).to(w_hh.dtype)
-    if w_hr is None:
-        return d_w_hh, w_hh.new_empty(0)
-    d_w_hr = (d_hs.reshape(T * B, d_hs.shape[2]).t() @ hs.reshape(T * B, hs.shape[2])).to(w_hr.dtype)
-    return d_w_hh, d_w_hr
-
-
-def stacked_weight_grads(d_gates, out, h0, w_hh, w_hr, d_hs, hs, bs: list[int], reverse: bool, first_dh: bool):
-    """Per direction of [D, ...] launch tensors: ``weight_grads`` and (``first_dh``) the
-    gradient into h0 from ``first_step_dh``; returns (d_w_hh, d_w_hr, d_h0 or None), stacked."""
-    has_proj = w_hr is not None
-    d_w_hh, d_w_hr, d_h0 = [], [], []
-    for d in range(d_gates.shape[0]):
-        rev = reverse != (d == 1)
-        dw, dwr = weight_grads(d_gates[d], out[d], h0[d], w_hh[d], bs, rev, d_hs[d] if has_proj else None,
-                               hs[d] if has_proj else hs, w_hr[d] if has_proj else None)
-        d_w_hh.append(dw)
-        d_w_hr.append(dwr)
-        if first_dh:
-            d_h0.append(first_step_dh(d_gates[d], w_hh[d], bs, rev))
-    return torch.stack(d_w_hh), torch.stack(d_w_hr), (torch.stack(d_h0) if first_dh else None)
-
-
-def first_step_dh(d_gates: Tensor, w_hh: Tensor, bs: list[int], reverse: bool) -> Tensor:
-    """Gradient into h0 [B, P]: each row's gate gradient at its first step, times W_hh."""
-    B = d_gates.shape[1]
-    if all_rows_full(bs, B) and d_gates.shape[0] > 0:
-        return d_gates[d_gates.shape[0] - 1 if reverse else 0] @ w_hh.to(d_gates.dtype)
-    _, first = rows_last_first(bs, B, reverse, d_gates.device)
-    return d_gates[first, torch.arange(B, device=d_gates.device)] @ w_hh.to(d_gates.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,7 +343,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     c0c = c0.contiguous()
     gates, cs = gates.contiguous(), cs.contiguous()
     BB = block_b(B)
-    prec = backward_precision(out.dtype)
+    prec = backward_precision(out.dtype, current_variants().backward_tf32)
     BH, BK, warps = backward_blocks(H, BB, prec)
     if not has_proj:
         wt = w_hh.transpose(1, 2).contiguous()  # [D, P, G]: the rows one program needs are contiguous
@@ -542,47 +386,6 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     return d_gates.to(out.dtype), d_h0.to(h0.dtype), dc.to(c0.dtype), d_w_hh, d_w_hr
 
 
-def register_tier_scans(name: str, launch_forward: Callable, launch_backward: Callable):
-    """Register a tier's direction-stacked launchers as its two scans; return
-    ``(scan, scan_bidirectional)``.
-
-    ``scan`` is the per-direction contract (``lstm_kernels::<name>_scan``), running the
-    launchers with D = 1; ``scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes)``
-    runs both directions of a layer (the two-element lists ``Backend.scan_layer`` receives,
-    direction 1 reversed) in the launches of one D = 2 call, through the direction-stacked
-    contract (``lstm_kernels::<name>_bidir_scan``). Both give the results of two ``scan`` calls.
-    """
-    def forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
-        check_scan_inputs(gx, h0, c0, w_hh, w_hr, name)
-        res = launch_forward(gx[None], h0[None], c0[None], w_hh[None], None if w_hr is None else w_hr[None],
-                             batch_sizes, reverse, save)
-        return tuple(r[0] if r.dim() > 1 else r for r in res)
-
-    def backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse, out, gates, cs, hs):
-        one = lambda x: x if x.dim() == 1 else x[None]  # noqa: E731  (saved [0] placeholders stay as they are)
-        d_gx, d_h0, d_c0, d_w_hh, d_w_hr = launch_backward(
-            grad_out[None], grad_h_n[None], grad_c_n[None], h0[None], c0[None], w_hh[None],
-            None if w_hr is None else w_hr[None], batch_sizes, reverse, out[None], one(gates), one(cs), one(hs))
-        return d_gx[0], d_h0[0], d_c0[0], d_w_hh[0], (d_w_hr[0] if w_hr is not None else w_hh.new_empty(0))
-
-    def stacked_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
-        for d in range(gx.shape[0]):
-            check_scan_inputs(gx[d], h0[d], c0[d], w_hh[d], None if w_hr is None else w_hr[d], name)
-        return launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save)
-
-    scan = register_scan(name, forward, backward)
-    bidir = register_scan(f"{name}_bidir", stacked_forward, launch_backward, directions=2)
-
-    def scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes) -> list[tuple[Tensor, Tensor, Tensor]]:
-        has_proj = w_hrs[0] is not None
-        stack = torch.stack
-        out, h_n, c_n = bidir(stack(gxs), stack(h0s), stack(c0s), stack(w_hhs),
-                              stack(w_hrs) if has_proj else None, batch_sizes, False)
-        return [(out[d], h_n[d], c_n[d]) for d in range(2)]
-
-    return scan, scan_bidirectional
-
-
 def _graphed_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     """:func:`_launch_forward`, replayed as a CUDA graph inside ``lstm_kernels.cuda_graphs()``."""
     tensors = (gx, h0, c0, w_hh, w_hr)
@@ -600,7 +403,7 @@ def _graphed_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_si
     if not (graphs.usable(tensors) and all_rows_full(batch_sizes_list(batch_sizes, T, B), B)):
         return _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse,
                                 out, gates, cs, hs)
-    key = ("fused_step backward", graphs.signature(tensors), reverse, backward_precision(out.dtype))
+    key = ("fused_step backward", graphs.signature(tensors), reverse, backward_precision(out.dtype, current_variants().backward_tf32))
 
     def launch(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, out, gates, cs, hs):
         return _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, None, reverse,
@@ -651,9 +454,9 @@ def aot_specs(arch: int) -> list[KernelSpec]:
     specs = []
     seen = set()
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        tdt = _TL_DTYPES[dtype]
-        cdt = _TL_DTYPES[compute_dtype(dtype)]
-        upcast = dtype not in (torch.float16, torch.bfloat16)
+        tdt = TL_DTYPES[dtype]
+        cdt = TL_DTYPES[compute_dtype(dtype)]
+        upcast = dtype not in HALF_DTYPES
         for H, P in _aot_shapes():
             # Without a projection (P == H) the kernel writes h to out, with one to hs.
             hout = tdt if P == H else cdt

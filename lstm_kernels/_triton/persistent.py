@@ -46,7 +46,6 @@ None when they exceed the SM count; ``choose_tier`` then falls back to ``fused_s
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 from dataclasses import dataclass
@@ -58,21 +57,16 @@ import triton.language as tl
 
 from .._base import triton_interpreting
 from ..reference import compute_dtype
-from .fused_step import (
-    _TL_DTYPES,
-    all_rows_full,
-    backward_precision,
-    batch_sizes_list,
-    block_b,
-    device_batch_sizes,
-    dot_settings,
-    finish_forward,
-    register_tier_scans,
-    stacked_weight_grads,
-    step_warps,
-)
-from .gates import activate_gates, gate_dots, store_gates
-from .math import tanh
+from .common.batches import all_rows_full, batch_sizes_list, device_batch_sizes, finish_forward
+from .common.dtypes import HALF_DTYPES, TL_DTYPES
+from .common.gates import activate_gates, gate_dots, store_gates
+from .common.grads import stacked_weight_grads
+from .common.math import tanh
+from .common.precision import backward_precision, dot_settings, fp32_ieee
+from .common.registration import register_tier_scans
+from .common.tiles import block_b, pow2, step_warps
+from .common.variants import Variants
+from .common.variants import current as current_variants
 from .specs import KernelSpec
 
 
@@ -580,7 +574,7 @@ def _warps(BH: int, BP: int, BB: int, has_proj: bool, barrier: bool = False,
            ieee: bool = False) -> tuple[int, int]:
     """(forward, backward) warps of a BH x BB tile; tiles outside the tables (interpreter) use step_warps.
 
-    ``ieee``: fp32 with IEEE dots (``_fp32_ieee``), whose FMA dots hold both operand tiles in
+    ``ieee``: fp32 with IEEE dots (``fp32_ieee``), whose FMA dots hold both operand tiles in
     registers: at the tables' 8 and 16 warps ptxas caps the registers and spills 8-40 B on the
     16- and 32-unit tiles (sm_80 and sm_90, triton 3.6 and 3.9); at 4 those of <= 512
     elements (``_tile_b``) spill nothing, but for the 16 x 16 forward with a projection (8 B,
@@ -602,15 +596,11 @@ def _warps(BH: int, BP: int, BB: int, has_proj: bool, barrier: bool = False,
     return fwd, bwd
 
 
-def _p2(n: int) -> int:
-    return max(16, triton.next_power_of_2(max(int(n), 1)))
-
-
 def _tile_b(B: int, BH: int, fp32_proj: bool = False, ieee: bool = False) -> int:
     # The cell state and four gate accumulators of a BLOCK_H x BLOCK_B tile live in registers
     # for the whole time loop; past 1024 elements they spill (ptxas, sm_90).
     if ieee:
-        # fp32 IEEE dots (``_fp32_ieee``) hold their operand tiles in registers as well: at
+        # fp32 IEEE dots (``fp32_ieee``) hold their operand tiles in registers as well: at
         # 1024 elements (16 x 64, 32 x 32, with or without a projection) they spill 8-64 B at
         # 4 warps (sm_90, triton 3.9), and 8-40 B at the tables' 8 or 16; 512 spill nothing
         # without a projection. With one, 16 x 32 and 32 x 16 still spill 8-16 B at 4 warps
@@ -625,48 +615,6 @@ def _tile_b(B: int, BH: int, fp32_proj: bool = False, ieee: bool = False) -> int
         return 32
     return max(16, min(block_b(B), 1024 // BH))
 
-
-# Whether the forward may use a resident tiling (tests switch it off to run the chunked one).
-RESIDENT_FORWARD = [True]
-# Whether a one-program resident forward keeps h in registers between steps.
-H_ON_CHIP = [True]
-# Whether the backward streams K chunks of 32 (``backward_block_k``) rather than 16.
-BACKWARD_WIDE_K = [True]
-# Whether the backward may hold its W_hh^T slice on-chip (``_resident_backward_config``).
-RESIDENT_BACKWARD = [True]
-# Whether a resident forward whose grid would not fit runs its batch tiles in a loop instead.
-RESIDENT_BATCH_LOOP = [True]
-
-# Each change since the first GPU measurements, named so that a benchmark can switch it off
-# and time the difference side by side (``variant``).
-_VARIANT_SWITCHES = {
-    "streamed-fwd": RESIDENT_FORWARD,
-    "h-in-memory": H_ON_CHIP,
-    "narrow-bwd-k": BACKWARD_WIDE_K,
-    "streamed-bwd": RESIDENT_BACKWARD,
-    "no-batch-loop": RESIDENT_BATCH_LOOP,
-}
-
-
-@contextlib.contextmanager
-def variant(names: str):
-    """Inside the block, switch off the changes named in ``names`` ("+"-separated keys of
-    ``_VARIANT_SWITCHES``, or "ieee-bwd" for fused_step.BACKWARD_TF32); "" changes nothing."""
-    from . import fused_step
-
-    switches = dict(_VARIANT_SWITCHES, **{"ieee-bwd": fused_step.BACKWARD_TF32})
-    chosen = [n for n in names.split("+") if n]
-    unknown = [n for n in chosen if n not in switches]
-    if unknown:
-        raise ValueError(f"unknown persistent variant(s) {unknown}; known: {sorted(switches)}")
-    old = {n: switches[n][0] for n in chosen}
-    try:
-        for n in chosen:
-            switches[n][0] = False
-        yield
-    finally:
-        for n, v in old.items():
-            switches[n][0] = v
 
 # Resident forward tilings (sm_90, ptxas of triton 3.6 and 3.9, sizes divisible by 16 as the
 # JIT specializes them): the slice is two [2*BLOCK_H, P] operands in shared memory (one
@@ -687,18 +635,18 @@ def _resident_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype,
     """The resident tiling for this shape, or None when its slice cannot stay on-chip.
 
     ``batch_loop_allowed``: a grid too large to be resident may run as a batch-tile loop."""
-    PK = _p2(P)
+    PK = pow2(P)
     if interpreting:  # one program per batch tile; any size (nothing is on-chip there)
-        BH, BB = _p2(H), block_b(B)
+        BH, BB = pow2(H), block_b(B)
         NM = triton.cdiv(B, BB)
-        BP = _p2(P) if has_proj else BH
+        BP = pow2(P) if has_proj else BH
         fwd, _ = _warps(BH, BP, BB, has_proj)
         return PersistentConfig(BH, BP, BB, PK, 1, NM, fwd, resident=True)
     elems = _RESIDENT_ELEMS.get(torch.tensor([], dtype=dtype).element_size())
     # Sizes not divisible by 16 compile to scalar loads whose address tiles spill.
     if elems is None or has_proj or H % 16:
         return None
-    BH = min(elems // PK, 128, _p2(H))
+    BH = min(elems // PK, 128, pow2(H))
     if BH < _RESIDENT_MIN_BH:
         return None
     BB = min(block_b(B), _RESIDENT_MAX_BB[BH])
@@ -738,7 +686,7 @@ def _resident_backward_config(B: int, H: int, P: int, has_proj: bool, dtype: tor
     interpreter)."""
     if has_proj:
         return None
-    HK = _p2(H)
+    HK = pow2(H)
     if interpreting:
         BB = block_b(B)
         return PersistentConfig(HK, HK, BB, HK, 1, triton.cdiv(B, BB), step_warps(HK, BB), resident=True)
@@ -763,32 +711,25 @@ def _resident_backward_config(B: int, H: int, P: int, has_proj: bool, dtype: tor
 
 def backward_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
                     interpreting: Optional[bool] = None, directions: int = 1,
-                    major: Optional[int] = None, precision: Optional[str] = None) -> Optional[PersistentConfig]:
+                    major: Optional[int] = None, precision: Optional[str] = None,
+                    variants: Optional[Variants] = None) -> Optional[PersistentConfig]:
     """The backward kernel's tiling: resident where the slice fits (sm_90 and later), else the
-    streamed one. ``precision``: the backward's DOT_PRECISION (see ``persistent_config``)."""
+    streamed one. ``precision``: the backward's DOT_PRECISION (see ``persistent_config``);
+    ``variants``: the switches (None: ``variants.current()``)."""
     interpreting = triton_interpreting() if interpreting is None else interpreting
-    if RESIDENT_BACKWARD[0]:
+    variants = current_variants() if variants is None else variants
+    if variants.resident_backward:
         cfg = _resident_backward_config(B, H, P, has_proj, dtype, n_sm, interpreting, directions, major)
         if cfg is not None:
             return cfg
     return persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=interpreting, directions=directions,
-                             resident=False, precision=precision)
-
-
-def _fp32_ieee(dtype: torch.dtype, precision: Optional[str], interpreting: bool) -> bool:
-    """Whether a GPU launch runs fp32 dots in IEEE (FMA units, not tensor cores): their operand
-    tiles live in registers, so some tilings need other warp counts or batch tiles.
-    ``precision`` None: what ``dot_settings`` chooses on a GPU now (``cudnn.allow_tf32``)."""
-    if interpreting or dtype != torch.float32:
-        return False
-    if precision is None:
-        return not torch.backends.cudnn.allow_tf32
-    return precision == "ieee"
+                             resident=False, precision=precision, variants=variants)
 
 
 def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
                       interpreting: Optional[bool] = None, directions: int = 1,
-                      resident: bool = True, precision: Optional[str] = None) -> Optional[PersistentConfig]:
+                      resident: bool = True, precision: Optional[str] = None,
+                      variants: Optional[Variants] = None) -> Optional[PersistentConfig]:
     """The tiling for this shape, or None when the persistent kernel cannot run it.
 
     With ``resident`` (the forward kernel), a tiling that holds the W_hh slice in shared
@@ -804,14 +745,15 @@ def persistent_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype
     at any H, with a 32-row one).
 
     ``precision`` is the kernel's DOT_PRECISION ("tf32" or "ieee"; None: the one
-    ``dot_settings`` picks now); only fp32 IEEE changes the tiling (``_fp32_ieee``).
+    ``dot_settings`` picks now); only fp32 IEEE changes the tiling (``fp32_ieee``).
     """
     interpreting = triton_interpreting() if interpreting is None else interpreting
+    variants = current_variants() if variants is None else variants
     # Cached: every forward call asks several times, and its host time is on the critical
     # path of short sequences.
     return _config_cached(B, H, P, has_proj, dtype, n_sm, interpreting, directions,
-                          resident and RESIDENT_FORWARD[0], RESIDENT_BATCH_LOOP[0],
-                          _fp32_ieee(dtype, precision, interpreting))
+                          resident and variants.resident_forward, variants.batch_loop,
+                          fp32_ieee(dtype, precision, interpreting))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -835,10 +777,10 @@ def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n
     # With a projection they stop at 16 (``_tile_b``).
     max_bh = (16 if has_proj else 32) if ieee else MAX_BLOCK_H
     if interpreting:
-        BH, BP, BB = _p2(H), (_p2(P) if has_proj else _p2(H)), block_b(B)
+        BH, BP, BB = pow2(H), (pow2(P) if has_proj else pow2(H)), block_b(B)
         NM = triton.cdiv(B, BB)
     elif H <= max_bh and P <= max_bh:
-        BH, BP = _p2(H), (_p2(P) if has_proj else _p2(H))
+        BH, BP = pow2(H), (pow2(P) if has_proj else pow2(H))
         BB = _tile_b(B, BH, has_proj and dtype == torch.float32, ieee)
         NM = triton.cdiv(B, BB)
     else:
@@ -855,7 +797,7 @@ def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n
             NM = triton.cdiv(B, BB)
             slots = n_sm // (NM * directions) if n_sm is not None else 1 << 30
             nh = triton.cdiv(H, BH)
-            BP = _p2(triton.cdiv(P, nh)) if has_proj else BH
+            BP = pow2(triton.cdiv(P, nh)) if has_proj else BH
             if max(nh, triton.cdiv(P, BP)) <= slots and BP <= max_bh:
                 break
         else:
@@ -885,17 +827,20 @@ def sm_count(device: torch.device) -> Optional[int]:
 
 
 def fits(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, device: torch.device,
-         directions: int = 1, interpreting: Optional[bool] = None) -> bool:
+         directions: int = 1, interpreting: Optional[bool] = None,
+         variants: Optional[Variants] = None) -> bool:
     """Whether persistent launches (forward and backward) can run this shape with ``directions``
     directions on ``device``."""
     n_sm = sm_count(device)
-    fwd = persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=interpreting, directions=directions)
+    variants = current_variants() if variants is None else variants
+    fwd = persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=interpreting, directions=directions,
+                            variants=variants)
     bwd = backward_config(B, H, P, has_proj, dtype, n_sm, interpreting=interpreting, directions=directions,
-                          major=capability_major(device))
+                          major=capability_major(device), variants=variants)
     return fwd is not None and bwd is not None
 
 
-def backward_block_k(cfg: PersistentConfig, has_proj: bool, ieee: bool = False) -> int:
+def backward_block_k(cfg: PersistentConfig, has_proj: bool, ieee: bool = False, wide_k: bool = True) -> int:
     """K chunk of the backward's dh matmul.
 
     32 without a projection: half the dependent chunk loads per step of the 16 the forward
@@ -904,23 +849,23 @@ def backward_block_k(cfg: PersistentConfig, has_proj: bool, ieee: bool = False) 
     triton 3.6, 16 x 16, whose fp32 barrier tiling spills 16 B on sm_80 under triton
     3.6, and 32 x 32 without the barrier (H <= 32), whose fp32 tiling spills 16 B on sm_90
     under triton 3.6; those stay 16 (64 spills). With a projection it stays 16. A resident
-    tiling takes all of H. fp32 with IEEE dots (``ieee``, ``_fp32_ieee``) stays 16 too: its
+    tiling takes all of H. fp32 with IEEE dots (``ieee``, ``fp32_ieee``) stays 16 too: its
     16 x 32 tiling spills 8 B at 32 (sm_80, triton 3.6).
     """
     if cfg.resident:
         return cfg.BLOCK_K
     tile = (cfg.BLOCK_H, cfg.BLOCK_B)
     if has_proj or ieee or tile in ((16, 16), (16, 64)) or tile == (32, 32) and not cfg.use_barrier \
-            or not BACKWARD_WIDE_K[0]:
+            or not wide_k:
         return 16  # not cfg.BLOCK_K: the forward's chunk is 32 on one tile (``_config_cached``)
     return 32
 
 
-def _h_on_chip(cfg: PersistentConfig, has_proj: bool) -> bool:
+def h_on_chip(cfg: PersistentConfig, has_proj: bool, allowed: bool = True) -> bool:
     """Whether the forward keeps h in registers between steps: a resident slice owned by one
     program per batch tile (nothing to exchange with other programs) and no projection."""
     return (cfg.resident and cfg.NP == 1 and not cfg.use_barrier and not has_proj and not cfg.batch_loop
-            and H_ON_CHIP[0])
+            and allowed)
 
 
 def _cooperative(cfg: PersistentConfig) -> dict:
@@ -940,9 +885,10 @@ def _does_not_fit(B, H, P, dtype, device) -> RuntimeError:
     )
 
 
-def _config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True, precision=None) -> PersistentConfig:
+def _config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True, precision=None,
+                variants: Optional[Variants] = None) -> PersistentConfig:
     cfg = persistent_config(B, H, P, has_proj, dtype, sm_count(device), directions=directions, resident=resident,
-                            precision=precision)
+                            precision=precision, variants=variants)
     if cfg is None:
         raise _does_not_fit(B, H, P, dtype, device)
     return cfg
@@ -964,7 +910,8 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     dtype, cdt, dev = gx.dtype, compute_dtype(gx.dtype), gx.device
     has_proj = w_hr is not None
     upcast, prec = dot_settings(dtype)
-    cfg = _config_for(B, H, P, has_proj, dtype, dev, D, precision=prec)
+    variants = current_variants()
+    cfg = _config_for(B, H, P, has_proj, dtype, dev, D, precision=prec, variants=variants)
     if gx.stride(3) != 1:
         gx = gx.contiguous()
     bs = batch_sizes_list(batch_sizes, T, B)
@@ -995,7 +942,7 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
             T, B, H, P, gx.stride(0), gx.stride(1), gx.stride(2), cfg.NP,
             int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
             BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, SAVE=save, UPCAST_DOT=upcast,
-            DOT_PRECISION=prec, RESIDENT=cfg.resident, H_ON_CHIP=_h_on_chip(cfg, has_proj),
+            DOT_PRECISION=prec, RESIDENT=cfg.resident, H_ON_CHIP=h_on_chip(cfg, has_proj, variants.h_on_chip),
             num_warps=cfg.num_warps, **_cooperative(cfg),
         )
     h_n = torch.stack([finish_forward(out[d], c_n[d], c0[d], bs, reverse != (d == 1))[0] for d in range(D)])
@@ -1010,9 +957,10 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     H = c0.shape[2]
     cdt, dev = gates.dtype, out.device
     has_proj = w_hr is not None
-    prec = backward_precision(out.dtype)
+    variants = current_variants()
+    prec = backward_precision(out.dtype, variants.backward_tf32)
     cfg = backward_config(B, H, P, has_proj, out.dtype, sm_count(dev), directions=D, major=capability_major(dev),
-                          precision=prec)
+                          precision=prec, variants=variants)
     if cfg is None:
         raise _does_not_fit(B, H, P, out.dtype, dev)
     bs = batch_sizes_list(batch_sizes, T, B)
@@ -1024,7 +972,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     sync = torch.zeros(D, cfg.NM, dtype=torch.int32, device=dev)
     g_out = grad_out if grad_out.stride(3) == 1 else grad_out.contiguous()
     w_hh_c = w_hh.contiguous()
-    ieee = _fp32_ieee(out.dtype, prec, triton_interpreting())
+    ieee = fp32_ieee(out.dtype, prec, triton_interpreting())
     low_dot = cfg.resident and _low_dot(out.dtype) and not triton_interpreting()
     if low_dot:
         prec = "ieee"  # 16-bit operands: the precision setting does not apply
@@ -1034,7 +982,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
         bs_dev, gates.contiguous(), cs.contiguous(), c0.contiguous(), d_gates, d_hs, d_c0, sync,
         T, B, H, P, g_out.stride(0), g_out.stride(1), g_out.stride(2), cfg.NP,
         int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
-        BLOCK_B=cfg.BLOCK_B, BLOCK_K=backward_block_k(cfg, has_proj, ieee), HAS_PROJ=has_proj, DOT_PRECISION=prec,
+        BLOCK_B=cfg.BLOCK_B, BLOCK_K=backward_block_k(cfg, has_proj, ieee, variants.backward_wide_k), HAS_PROJ=has_proj, DOT_PRECISION=prec,
         RESIDENT=cfg.resident, LOW_DOT=low_dot,
         num_warps=cfg.backward_warps, **_cooperative(cfg),
     )
@@ -1060,8 +1008,8 @@ scan, scan_bidirectional = register_tier_scans("persistent", _launch_forward, _l
 #   so is every power of two >= 16 that _p2 rounds to) and whether 16 divides H. A size not
 #   divisible by 16 gets no resident tiling and a streamed one equal to that of the next
 #   multiple of 16, so the multiples of 16 up to 4096 cover every hidden size.
-# - P (projection, 1 <= P < H) enters through _p2(P) and P <= 64 for small H, and through
-#   _p2(cdiv(P, nh)) for nh = cdiv(H, 16 | 32 | 64) hidden blocks: the tiling changes only
+# - P (projection, 1 <= P < H) enters through pow2(P) and P <= 64 for small H, and through
+#   pow2(cdiv(P, nh)) for nh = cdiv(H, 16 | 32 | 64) hidden blocks: the tiling changes only
 #   where P passes 16, 32, 64, 16 * nh or 32 * nh (``_aot_projections``).
 # - B enters through block_b(B) (16, 32, 64 rows) and through comparisons of the batch-tile
 #   count cdiv(B, BB) with n_sm // (directions * blocks), blocks being a hidden-block count
@@ -1161,9 +1109,9 @@ def _aot_precisions(dtype: torch.dtype) -> tuple[str, ...]:
 
 def _forward_specs(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, prec: str) -> list[KernelSpec]:
     """The forward kernels' specs of one tiling (and the streamed backward's), for fp32 ``prec``."""
-    tdt = _TL_DTYPES[dtype]
-    cdt = _TL_DTYPES[compute_dtype(dtype)]
-    upcast = dtype not in (torch.float16, torch.bfloat16)
+    tdt = TL_DTYPES[dtype]
+    cdt = TL_DTYPES[compute_dtype(dtype)]
+    upcast = dtype not in HALF_DTYPES
     fwd_prec = prec or "ieee"  # 16-bit operands: the forward's dot takes no precision setting
     common = dict(USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
                   BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj,
@@ -1172,7 +1120,7 @@ def _forward_specs(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, pr
               f"{' barrier' if cfg.use_barrier else ''}"
               f"{' proj' if has_proj else ''}")
     if cfg.resident:
-        tiling += " resident" + (" h-on-chip" if _h_on_chip(cfg, has_proj) else "")
+        tiling += " resident" + (" h-on-chip" if h_on_chip(cfg, has_proj) else "")
     if cfg.batch_loop:
         return _tiles_specs(dtype, cfg, upcast, fwd_prec, tiling + (f" {prec}" if prec else ""))
     specs = []
@@ -1193,7 +1141,7 @@ def _forward_specs(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, pr
                 **{k: "constexpr" for k in (*common, "SAVE", "UPCAST_DOT", "RESIDENT", "H_ON_CHIP")},
             },
             constexprs=dict(SAVE=save, UPCAST_DOT=upcast, RESIDENT=cfg.resident,
-                            H_ON_CHIP=_h_on_chip(cfg, has_proj), **common),
+                            H_ON_CHIP=h_on_chip(cfg, has_proj), **common),
             num_warps=cfg.num_warps,
             label=f"persistent fwd {tdt} {tiling} save={save}" + (f" {prec}" if prec else ""),
             divisible_by_16=div16,
@@ -1204,8 +1152,8 @@ def _forward_specs(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, pr
 
 
 def _tiles_specs(dtype: torch.dtype, cfg: PersistentConfig, upcast: bool, prec: str, tiling: str) -> list:
-    tdt = _TL_DTYPES[dtype]
-    cdt = _TL_DTYPES[compute_dtype(dtype)]
+    tdt = TL_DTYPES[dtype]
+    cdt = TL_DTYPES[compute_dtype(dtype)]
     consts = dict(BLOCK_H=cfg.BLOCK_H, BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, UPCAST_DOT=upcast,
                   DOT_PRECISION=prec)
     return [KernelSpec(
@@ -1243,8 +1191,8 @@ def _bwd_spec(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, common:
     """The backward kernel's spec for a streamed or resident tiling, with the launcher's flags.
 
     ``prec``: fp32's "tf32" or "ieee"; "" for fp16/bf16 (backward_precision's TF32)."""
-    tdt = _TL_DTYPES[dtype]
-    cdt = _TL_DTYPES[compute_dtype(dtype)]
+    tdt = TL_DTYPES[dtype]
+    cdt = TL_DTYPES[compute_dtype(dtype)]
     low_dot = cfg.resident and _low_dot(dtype)
     # backward_precision; 16-bit operands of the resident dot take none.
     consts = dict(common, DOT_PRECISION="ieee" if low_dot else (prec or "tf32"),

@@ -32,7 +32,7 @@ the (dtype, BLOCK_H, flags) combinations the launchers below can produce.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
 import torch
 import triton
@@ -41,7 +41,9 @@ from torch import Tensor
 
 from ..ops import register_scan, state_entering_each_step
 from ..reference import compute_dtype
-from .math import sigmoid, tanh
+from .common.batches import all_rows_full, batch_sizes_list
+from .common.dtypes import TL_DTYPES
+from .common.math import sigmoid, tanh
 from .specs import KernelSpec
 
 BLOCK_H_CHOICES = (32, 64, 128, 256, 512, 1024)
@@ -52,13 +54,6 @@ NUM_WARPS = 8
 STORAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 # Arguments that change from step to step; every other integer is fixed for a whole scan.
 DO_NOT_SPECIALIZE = ("t", "bs")
-
-_TRITON_TYPE = {
-    torch.float32: "fp32",
-    torch.float16: "fp16",
-    torch.bfloat16: "bf16",
-    torch.float64: "fp64",
-}
 
 
 @triton.jit
@@ -193,7 +188,7 @@ def block_h(H: int) -> int:
     return min(max(triton.next_power_of_2(H), BLOCK_H_CHOICES[0]), BLOCK_H_CHOICES[-1])
 
 
-def block_b(BLOCK_H: int) -> int:
+def block_rows(BLOCK_H: int) -> int:
     """Rows per program for ``BLOCK_H`` (fixed per ``BLOCK_H``, so it adds no specializations)."""
     return TILE // BLOCK_H
 
@@ -301,7 +296,7 @@ def _launch_forward(pre, c, h, t, out, gates, cs, hs) -> None:
     save = gates is not None
     proj = out is None
     BLOCK_H = block_h(H)
-    BLOCK_B = block_b(BLOCK_H)
+    BLOCK_B = block_rows(BLOCK_H)
     grid = (triton.cdiv(bs, BLOCK_B), triton.cdiv(H, BLOCK_H))
     # Unused pointers get a tensor of the same dtype, so the signature (and the compiled
     # kernel) depends only on the flags.
@@ -362,16 +357,12 @@ def _launch_backward(dh, dc, gates, cs, c_prev, d_gates, t) -> None:
     if bs == 0:
         return
     BLOCK_H = block_h(H)
-    BLOCK_B = block_b(BLOCK_H)
+    BLOCK_B = block_rows(BLOCK_H)
     grid = (triton.cdiv(bs, BLOCK_B), triton.cdiv(H, BLOCK_H))
     _lstm_bwd_kernel[grid](
         dh, dc, gates, cs, c_prev, d_gates, t, bs, B, H,
         BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, num_warps=NUM_WARPS,
     )
-
-
-def _batch_sizes_list(batch_sizes: Optional[Tensor]) -> List[int]:
-    return [] if batch_sizes is None else batch_sizes.tolist()
 
 
 def _scan_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
@@ -382,8 +373,8 @@ def _scan_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     _check_storage_dtype(dtype, "the input")
     cdt = compute_dtype(dtype)
     device = gx.device
-    bs_list = _batch_sizes_list(batch_sizes)
-    has_bs = len(bs_list) > 0
+    bs_list = batch_sizes_list(batch_sizes, T, B)
+    has_bs = not all_rows_full(bs_list, B)
     proj = w_hr is not None
 
     # Inactive rows of a packed batch must read as zero in out; the saved tensors'
@@ -401,7 +392,7 @@ def _scan_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     checked = False
     for s in range(T):
         t = T - 1 - s if reverse else s
-        bs = bs_list[t] if has_bs else B
+        bs = bs_list[t]
         if bs == 0:
             continue
         pre = torch.addmm(gx[t, :bs], h[:bs], w_hh_t)
@@ -432,12 +423,13 @@ def _scan_backward(
     dtype = out.dtype
     cdt = gates.dtype
     device = out.device
-    bs_list = _batch_sizes_list(batch_sizes)
-    has_bs = len(bs_list) > 0
+    bs_list = batch_sizes_list(batch_sizes, T, B)
+    has_bs = not all_rows_full(bs_list, B)
     proj = w_hr is not None
 
-    h_prev = state_entering_each_step(out, h0, bs_list, reverse)
-    c_prev = state_entering_each_step(cs, c0, bs_list, reverse).contiguous()
+    packed = bs_list if has_bs else []
+    h_prev = state_entering_each_step(out, h0, packed, reverse)
+    c_prev = state_entering_each_step(cs, c0, packed, reverse).contiguous()
     gates = gates.contiguous()
     cs = cs.contiguous()
     # Inactive rows get no gradient, and they take part in the dW_hh matmul below.
@@ -455,7 +447,7 @@ def _scan_backward(
     checked = False
     for s in range(T):
         t = s if reverse else T - 1 - s
-        bs = bs_list[t] if has_bs else B
+        bs = bs_list[t]
         if bs == 0:
             continue
         dh_t = d_hs[t if proj else 0, :bs]
@@ -489,8 +481,8 @@ def aot_specs(arch: int) -> list[KernelSpec]:
     """
     specs = []
     for dtype in STORAGE_DTYPES:
-        st = _TRITON_TYPE[dtype]
-        ct = _TRITON_TYPE[compute_dtype(dtype)]
+        st = TL_DTYPES[dtype]
+        ct = TL_DTYPES[compute_dtype(dtype)]
         for BLOCK_H in BLOCK_H_CHOICES:
             for save in (False, True):
                 for proj in (False, True):
@@ -505,14 +497,14 @@ def aot_specs(arch: int) -> list[KernelSpec]:
                         kernel=_lstm_fwd_kernel,
                         signature=signature,
                         constexprs={
-                            "BLOCK_B": block_b(BLOCK_H), "BLOCK_H": BLOCK_H, "SAVE": save, "PROJ": proj,
+                            "BLOCK_B": block_rows(BLOCK_H), "BLOCK_H": BLOCK_H, "SAVE": save, "PROJ": proj,
                         },
                         num_warps=NUM_WARPS,
                         label=f"pointwise fwd {st} BLOCK_H={BLOCK_H} save={int(save)} proj={int(proj)}",
                         extra={"arch": arch},
                     ))
     for cdt in (torch.float32, torch.float64):
-        ct = _TRITON_TYPE[cdt]
+        ct = TL_DTYPES[cdt]
         for BLOCK_H in BLOCK_H_CHOICES:
             signature = {
                 "p_dh": f"*{ct}", "p_dc": f"*{ct}", "p_gates": f"*{ct}", "p_cs": f"*{ct}",
@@ -523,7 +515,7 @@ def aot_specs(arch: int) -> list[KernelSpec]:
             specs.append(KernelSpec(
                 kernel=_lstm_bwd_kernel,
                 signature=signature,
-                constexprs={"BLOCK_B": block_b(BLOCK_H), "BLOCK_H": BLOCK_H},
+                constexprs={"BLOCK_B": block_rows(BLOCK_H), "BLOCK_H": BLOCK_H},
                 num_warps=NUM_WARPS,
                 label=f"pointwise bwd {ct} BLOCK_H={BLOCK_H}",
                 extra={"arch": arch},
