@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import import_gpu_suite
-from lstm_kernels._triton import persistent
+from lstm_kernels._triton.persistent import tiling as persistent
 
 
 class _Exited(Exception):
@@ -90,7 +90,7 @@ def test_forced_persistent_tier_refuses_a_grid_that_cannot_be_resident(monkeypat
     monkeypatch.setattr(persistent, "triton_interpreting", lambda: False)
     assert persistent.persistent_config(128, 2048, 2048, False, torch.bfloat16, 132, directions=2) is None
     with pytest.raises(RuntimeError, match="cannot run B=128, H=2048"):
-        persistent._config_for(128, 2048, 2048, False, torch.bfloat16, torch.device("cuda"), 2)
+        persistent.config_for(128, 2048, 2048, False, torch.bfloat16, torch.device("cuda"), 2)
 
 
 def test_cuda_timer_synchronizes_before_reading_its_events(monkeypatch):
@@ -150,7 +150,7 @@ def test_barrier_grids_launch_cooperatively_on_a_gpu_only(monkeypatch):
     without = persistent.persistent_config(8, 32, 32, False, torch.bfloat16, 132, interpreting=False)
     assert with_barrier is not None and with_barrier.use_barrier
     assert without is not None and not without.use_barrier
-    assert persistent._cooperative(with_barrier) == {"launch_cooperative_grid": True}
-    assert persistent._cooperative(without) == {}
+    assert persistent.cooperative_launch(with_barrier) == {"launch_cooperative_grid": True}
+    assert persistent.cooperative_launch(without) == {}
     monkeypatch.setattr(persistent, "triton_interpreting", lambda: True)
-    assert persistent._cooperative(with_barrier) == {}
+    assert persistent.cooperative_launch(with_barrier) == {}

@@ -13,7 +13,9 @@ import torch
 import triton
 
 from helpers import LOW_PRECISION, Config, check_lstm_against_torch, config_id, dtype_id
-from lstm_kernels._triton import persistent
+from lstm_kernels._triton.fused_step import launch as fused_step_launch
+from lstm_kernels._triton.persistent import launch as persistent_launch
+from lstm_kernels._triton.persistent import tiling as persistent
 from lstm_kernels._triton.backend import TIERS, force_tier, implemented_tiers
 from lstm_kernels._triton.common import variants
 from lstm_kernels._triton.common.variants import Variants
@@ -103,9 +105,9 @@ def test_persistent_multi_program_tiling_single_step(cfg, resident, monkeypatch)
                                            barrier=False, resident=res)
 
     wanted_resident = resident
-    monkeypatch.setattr(persistent, "backward_config", backward_config)
+    monkeypatch.setattr(persistent_launch, "backward_config", backward_config)
 
-    monkeypatch.setattr(persistent, "_config_for", config_for)
+    monkeypatch.setattr(persistent_launch, "config_for", config_for)
     assert triton.cdiv(cfg.hidden_size, 16) > 1
     with force_tier("persistent"):
         check_lstm_against_torch(cfg, "triton", torch.float32)
@@ -198,9 +200,9 @@ def test_resident_backward_tilings_fit_and_need_hopper():
         size = 2 if dtype == torch.bfloat16 else 4  # fp16 runs the dot on fp32 operands
         for B in SWEEP_B:
             for H in (16, 32, 64, 96, 128, 256, 512, 1024):
-                assert persistent._resident_backward_config(B, H, H, False, dtype, 108, False, 1, 8) is None
+                assert persistent.resident_backward_config(B, H, H, False, dtype, 108, False, 1, 8) is None
                 for directions in (1, 2):
-                    cfg = persistent._resident_backward_config(B, H, H, False, dtype, 132, False, directions, 9)
+                    cfg = persistent.resident_backward_config(B, H, H, False, dtype, 132, False, directions, 9)
                     if cfg is None:
                         continue
                     assert (cfg.BLOCK_P + cfg.BLOCK_B) * 4 * cfg.BLOCK_K * size <= 200 * 1024
@@ -243,8 +245,8 @@ def test_persistent_gpu_tilings_use_measured_warps():
                         if cfg is None:
                             continue
                         tile = (cfg.BLOCK_H, cfg.BLOCK_B)
-                        assert tile in persistent._FWD_WARPS and tile in persistent._BWD_WARPS, (B, H, P)
-                        assert cfg.num_warps == persistent._FWD_WARPS[tile]
+                        assert tile in persistent.FWD_WARPS and tile in persistent.BWD_WARPS, (B, H, P)
+                        assert cfg.num_warps == persistent.FWD_WARPS[tile]
 
 
 def test_auto_tier_runs():
@@ -271,15 +273,13 @@ class LaunchSpy:
 
 
 @pytest.mark.parametrize("tier, kernels", [
-    ("persistent", ("_fwd_kernel", "_bwd_kernel")),
-    ("fused_step", ("_fwd_step_kernel", "_bwd_step_kernel")),
+    ("persistent", ("forward_kernel", "backward_kernel")),
+    ("fused_step", ("forward_kernel", "backward_kernel")),
 ])
 def test_bidirectional_layers_run_both_directions_in_each_launch(tier, kernels, monkeypatch):
     """Every forward and backward launch of a bidirectional layer covers both directions
     (grid axis 2 is 2): one launch per layer for persistent, one per step for fused_step."""
-    from lstm_kernels._triton import fused_step
-
-    module = persistent if tier == "persistent" else fused_step
+    module = persistent_launch if tier == "persistent" else fused_step_launch
     grids = {name: [] for name in kernels}
     for name in kernels:
         monkeypatch.setattr(module, name, LaunchSpy(getattr(module, name), grids[name]))
@@ -321,7 +321,7 @@ def test_unknown_persistent_variant_is_a_clear_error():
 def test_persistent_batch_loop_matches_nn_lstm(cfg, monkeypatch):
     """The resident forward whose programs run every batch tile per step (for grids too large
     to be resident at once), its fp32 cell state kept in a scratch buffer between steps."""
-    real = persistent._config_for
+    real = persistent.config_for
 
     def config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True, precision=None, variants=None):
         if not resident or has_proj:
@@ -330,9 +330,10 @@ def test_persistent_batch_loop_matches_nn_lstm(cfg, monkeypatch):
         return persistent.PersistentConfig(BLOCK_H=HK, BLOCK_P=HK, BLOCK_B=BB, BLOCK_K=HK, NP=1,
                                            NM=triton.cdiv(B, BB), num_warps=4, resident=True, batch_loop=True)
 
-    monkeypatch.setattr(persistent, "_config_for", config_for)
+    monkeypatch.setattr(persistent_launch, "config_for", config_for)
     launches = []
-    monkeypatch.setattr(persistent, "_fwd_tiles_kernel", LaunchSpy(persistent._fwd_tiles_kernel, launches))
+    monkeypatch.setattr(persistent_launch, "forward_tiles_kernel",
+                        LaunchSpy(persistent_launch.forward_tiles_kernel, launches))
     assert triton.cdiv(cfg.B, 16) > 2
     with force_tier("persistent"):
         check_lstm_against_torch(cfg, "triton", torch.float32)

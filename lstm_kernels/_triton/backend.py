@@ -67,7 +67,8 @@ class TritonBackend(Backend):
             gx, c0 = gxs[0], c0s[0]
             tier = self.tier_for(gx.shape[1], c0.shape[1], gx.dtype, gx.device)
             if tier == "persistent":
-                from .persistent import fits, scan_bidirectional
+                from .persistent.launch import scan_bidirectional
+                from .persistent.tiling import fits
 
                 P, has_proj = h0s[0].shape[1], w_hrs[0] is not None
                 if fits(gx.shape[1], c0.shape[1], P, has_proj, gx.dtype, gx.device, directions=2):

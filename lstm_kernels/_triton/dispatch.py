@@ -33,7 +33,7 @@ def choose_tier(B: int, H: int, dtype: torch.dtype, device: torch.device) -> str
     interpreter the persistent tier always fits (one program per batch tile).
     (tests/test_triton_tiers.py::test_choose_tier_returns_runnable_tier)
     """
-    from .persistent import fits
+    from .persistent.tiling import fits
 
     if dtype == torch.float64:
         return "pointwise"
