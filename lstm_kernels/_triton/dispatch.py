@@ -44,7 +44,8 @@ def choose_tier(B: int, H: int, dtype: torch.dtype, device: torch.device) -> str
     return "fused_step"
 
 
-def candidate_tiers(batch: int, hidden: int, steps: int, dtype: torch.dtype, device: torch.device) -> list[str]:
+def candidate_tiers(batch: int, hidden: int, steps: int, dtype: torch.dtype,
+                    device: torch.device) -> list[str]:
     """The tiers that can run this problem on ``device``, ``choose_tier``'s pick first.
 
     ``steps`` is part of the measured dispatch's contract (``lstm_kernels/dispatch.py``); no

@@ -1,5 +1,16 @@
 """Tilings of the persistent kernels: which block sizes, warps and grid a launch takes, and
-whether it fits on the chip at all."""
+whether it fits on the chip at all.
+
+The rules are tables (warps per tile, K chunks, resident limits) read by small functions.
+Each entry is what the AOT check (``python -m lstm_kernels.aot``, sm_80 and sm_90) finds
+spill-free for every dtype, flag and precision the launchers compile the tile with; the
+neighbouring choices spill or leave registers idle. tests/test_aot.py pins them:
+test_persistent_sweep_reaches_every_tiling_the_dispatch_can_send checks the AOT sweep
+reaches every tiling these functions return, test_kernel_specs_compile_for_sm80_and_sm90
+that each compiles without spills; tests/test_triton_tiers.py
+(test_persistent_gpu_tilings_use_measured_warps, test_persistent_fp32_ieee_takes_narrow_streamed_tilings,
+test_resident_tilings_fit_shared_memory_and_the_chip) pins the tables' use.
+"""
 from __future__ import annotations
 
 import functools
@@ -55,68 +66,86 @@ class PersistentConfig:
         return self.num_warps if self.bwd_warps is None else self.bwd_warps
 
 
-# Warps per (BLOCK_H, BLOCK_B) tile of the GPU tilings, forward and backward, as measured by the
-# AOT check (python -m lstm_kernels.aot, sm_80 and sm_90): with fewer warps ptxas spills at
-# 255 registers, with more it caps the registers (64 or 128) and spills a few loop-invariant
-# values, so each tile has its own spill-free count on both architectures. With a projection
-# the backward differs on three tiles (``_warps``).
+# Warps per (BLOCK_H, BLOCK_B) tile of the GPU tilings, forward and backward: with fewer warps
+# ptxas spills at 255 registers, with more it caps the registers (64 or 128) and spills a few
+# loop-invariant values, so each tile has its own spill-free count.
 FWD_WARPS = {(16, 16): 8, (16, 32): 8, (16, 64): 16, (32, 16): 4, (32, 32): 8, (64, 16): 8}
 BWD_WARPS = {(16, 16): 4, (16, 32): 4, (16, 64): 16, (32, 16): 8, (32, 32): 8, (64, 16): 8}
+# The backward with a projection, where BWD_WARPS spills: (BLOCK_H, BLOCK_P, BLOCK_B, barrier)
+# -> warps, None matching any value. 32 x 32 with BLOCK_P = BLOCK_H (P > H / 2) spills at 8
+# only with the barrier (at 16 the barrier-free 16-bit one spills instead); 64 x 16 with
+# BLOCK_P = 64 at 8 (at 16 the BLOCK_P = 16 one would).
+PROJ_BWD_WARPS = {(16, None, 32, None): 8, (32, 32, 32, True): 16, (64, 64, 16, None): 16}
+# fp32 with IEEE dots (``fp32_ieee``): the FMA dots hold both operand tiles in registers, so
+# at the tables' 8 and 16 warps ptxas caps the registers and spills; 4 warps are spill-free
+# on the <= 512-element tiles ``_tile_b`` gives them, but for the 16 x 16 forward with a
+# projection: (BLOCK_H, BLOCK_B, has_proj) -> forward warps, else IEEE_WARPS.
+IEEE_WARPS = 4
+IEEE_FWD_WARPS = {(16, 16, True): 8}
+
+
+def _match(table: dict, key: tuple, default):
+    """The value of the first entry of ``table`` whose key equals ``key`` where not None."""
+    for pattern, value in table.items():
+        if all(p is None or p == k for p, k in zip(pattern, key)):
+            return value
+    return default
 
 
 def _warps(BH: int, BP: int, BB: int, has_proj: bool, barrier: bool = False,
            ieee: bool = False) -> tuple[int, int]:
-    """(forward, backward) warps of a BH x BB tile; tiles outside the tables (interpreter) use step_warps.
-
-    ``ieee``: fp32 with IEEE dots (``fp32_ieee``), whose FMA dots hold both operand tiles in
-    registers: at the tables' 8 and 16 warps ptxas caps the registers and spills 8-40 B on the
-    16- and 32-unit tiles (sm_80 and sm_90, triton 3.6 and 3.9); at 4 those of <= 512
-    elements (``_tile_b``) spill nothing, but for the 16 x 16 forward with a projection (8 B,
-    sm_90, triton 3.6), which takes 8."""
+    """(forward, backward) warps of a BH x BB tile; tiles outside the tables (interpreter) use step_warps."""
     if ieee:
-        return (8 if (BH, BB) == (16, 16) and has_proj else 4), 4
+        return IEEE_FWD_WARPS.get((BH, BB, has_proj), IEEE_WARPS), IEEE_WARPS
     default = step_warps(max(BH, BP), BB)
     fwd = FWD_WARPS.get((BH, BB), default)
     bwd = BWD_WARPS.get((BH, BB), default)
     if has_proj:
-        # The backward with a projection, where the table's count spills: 16 x 32 at 4 warps;
-        # with BLOCK_P = BLOCK_H (P > H / 2), 32 x 32 with the barrier at 8 (8 B in every
-        # dtype, triton 3.9, sm_80; at 16 the barrier-free 16-bit one spills instead) and
-        # 64 x 16 at 8 (fp32: 8 B, 3.9, sm_80; at 16 fp32 with BLOCK_P = 16 spills instead).
-        if (BH, BB) == (16, 32):
-            bwd = 8
-        elif (BH, BP, BB) == (32, 32, 32) and barrier or (BH, BP, BB) == (64, 64, 16):
-            bwd = 16
+        bwd = _match(PROJ_BWD_WARPS, (BH, BP, BB, barrier), bwd)
     return fwd, bwd
 
 
+# Most elements of a BLOCK_H x BLOCK_B tile, whose cell state and four gate accumulators live
+# in registers for the whole time loop: past 1024 they spill; fp32 IEEE dots (``fp32_ieee``)
+# hold their operand tiles in registers too and spill past 512.
+TILE_ELEMS = {False: 1024, True: 512}  # ieee -> elements
+# Fixed batch tiles of fp32 with a projection: (BLOCK_H, ieee) -> BLOCK_B, None matching any
+# BLOCK_H. With IEEE dots even 16 x 32 and 32 x 16 spill at 4 warps (8 spill more), so those
+# run 16 x 16 tiles; with TF32 the 32 x 16 forward spills and 32 x 32 does not. Batches of
+# <= 16 rows run a wider tile with masked rows, still one batch tile, so the grid is the same.
+FP32_PROJ_TILE_B = {(None, True): 16, (32, False): 32}
+
+
 def _tile_b(B: int, BH: int, fp32_proj: bool = False, ieee: bool = False) -> int:
-    # The cell state and four gate accumulators of a BLOCK_H x BLOCK_B tile live in registers
-    # for the whole time loop; past 1024 elements they spill (ptxas, sm_90).
-    if ieee:
-        # fp32 IEEE dots (``fp32_ieee``) hold their operand tiles in registers as well: at
-        # 1024 elements (16 x 64, 32 x 32, with or without a projection) they spill 8-64 B at
-        # 4 warps (sm_90, triton 3.9), and 8-40 B at the tables' 8 or 16; 512 spill nothing
-        # without a projection. With one, 16 x 32 and 32 x 16 still spill 8-16 B at 4 warps
-        # (the backward with the barrier on sm_80, the 32 x 16 forward on sm_80 and sm_90 under
-        # triton 3.6; 8 warps spills more), so it runs 16 x 16 tiles (``_config_cached``).
-        return 16 if fp32_proj else max(16, min(block_b(B), 512 // BH))
-    if fp32_proj and BH == 32:
-        # fp32 with a projection on 32-unit blocks: the 32 x 16 forward spills 8 B at 4 warps
-        # (with SAVE and the barrier under triton 3.9 on sm_90 and 3.6 on sm_80, without
-        # either under 3.6 on sm_80), 32 x 32 nowhere. Batches of <= 16 rows run it with
-        # masked rows, still one batch tile, so the grid is the same.
-        return 32
-    return max(16, min(block_b(B), 1024 // BH))
+    if fp32_proj:
+        fixed = _match(FP32_PROJ_TILE_B, (BH, ieee), None)
+        if fixed is not None:
+            return fixed
+    return max(16, min(block_b(B), TILE_ELEMS[ieee] // BH))
 
 
-# Resident forward tilings (sm_90, ptxas of triton 3.6 and 3.9, sizes divisible by 16 as the
-# JIT specializes them): the slice is two [2*BLOCK_H, P] operands in shared memory (one
-# [4*BLOCK_H, P] operand for BLOCK_H = 16), and operands of >= 64 rows let Hopper's wgmma
-# read them from there. Spill-free at 8 warps with
-# BLOCK_H * P <= 16384 (16-bit) or 8192 (fp32) and the batch tile below (wider tiles spill
-# 8-104 B with triton 3.6 when the gates are saved); that is 128 KB of weights, plus the
-# [P, BLOCK_B] h operand, inside the 227 KB a block may have.
+# K chunk of the streamed forward's matmuls, and the 16-bit tiles without a projection that
+# take a wider one: (BLOCK_H, BLOCK_B) -> BLOCK_K. The 32 x 16 forward with the barrier spills
+# with SAVE at 16 and nothing at 32; fp32 keeps 16 (at 32 its forward without the barrier
+# spills). The backward streams chunks of 32 there either way (``backward_block_k``).
+STREAMED_BLOCK_K = 16
+WIDE_K_TILES = {(32, 16): 32}
+# fp32 IEEE: the widest hidden block, by has_proj (``_config_cached``).
+IEEE_MAX_BLOCK_H = {False: 32, True: 16}
+
+# Streamed backward tiles that keep the dh matmul's K chunks at 16 (wider ones spill there):
+# (BLOCK_H, BLOCK_B, barrier) -> True, None matching any value. 32 x 32 only without the
+# barrier (H <= 32).
+NARROW_BWD_K_TILES = {(16, 16, None): True, (16, 64, None): True, (32, 32, False): True}
+WIDE_BWD_BLOCK_K = 32
+
+
+# Resident forward tilings (sizes divisible by 16, as the JIT specializes them): the slice is
+# two [2*BLOCK_H, P] operands in shared memory (one [4*BLOCK_H, P] operand for BLOCK_H = 16),
+# and operands of >= 64 rows let Hopper's wgmma read them from there. Spill-free at 8 warps
+# with BLOCK_H * P <= 16384 (16-bit) or 8192 (fp32) elements and the batch tile below (wider
+# tiles spill when the gates are saved); that is 128 KB of weights, plus the [P, BLOCK_B] h
+# operand, inside the 227 KB a block may have.
 _RESIDENT_ELEMS = {2: 16384, 4: 8192}
 _RESIDENT_MIN_BH = 16
 _RESIDENT_MAX_BB = {16: 16, 32: 16, 64: 32, 128: 16}  # BLOCK_H -> widest batch tile
@@ -160,7 +189,7 @@ def _resident_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype,
 # wgmma reads it in place), with the step's gate gradients as the [4*H, BLOCK_B] operand.
 # Sized for sm_90 (wgmma; 227 KB per block): on sm_80 the operands would be loaded into
 # registers each step and spill, so older GPUs keep the streamed backward. A batch tile of
-# 32 only while a column of the gate-gradient operand is <= 1 KB (wider spills, triton 3.6).
+# 32 only while a column of the gate-gradient operand is <= 1 KB (wider ones spill).
 _RESIDENT_BWD_SMEM = 200 * 1024
 _RESIDENT_BWD_WIDE_BB_BYTES = 1024
 _RESIDENT_BWD_MIN_MAJOR = 9
@@ -191,7 +220,7 @@ def resident_backward_config(B: int, H: int, P: int, has_proj: bool, dtype: torc
     # run it on fp32 operands (TF32).
     size = 2 if uses_low_dot(dtype) else 4
     if dtype == torch.float16 and HK > 64:
-        return None  # fp16 slices upcast while loading spill 256-280 B from H=128 (ptxas, sm_90)
+        return None  # fp16 slices upcast while loading spill from H=128 (fp32 operands, above)
     BP = min(64, HK)
     BB = min(block_b(B), 32 if 4 * HK * size <= _RESIDENT_BWD_WIDE_BB_BYTES else 16)
     # The weights in their dtype; the gate-gradient operand in the same width.
@@ -256,20 +285,17 @@ def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n
                    batch_loop_allowed: bool, ieee: bool = False) -> Optional[PersistentConfig]:
     if resident and not ieee:
         # fp32 IEEE dots run on the FMA units with the whole [BLOCK_B, P] x [P, BLOCK_H] K range
-        # of the resident dot in registers: 64 x 32 tiles spill 64-88 B (h on chip) and 6-7 KB
-        # (barrier), 32 x 16 ones with P = 256 8 B at 8 warps and 7 KB at 4 (sm_80 and sm_90,
-        # triton 3.6 and 3.9). They stream in K chunks instead.
+        # of the resident dot in registers, which spills kilobytes at every warp count: they
+        # stream in K chunks instead.
         cfg = _resident_config(B, H, P, has_proj, dtype, n_sm, interpreting, directions, batch_loop_allowed)
         if cfg is not None:
             return cfg
-    # K chunk of every matmul: 16 keeps the operand tiles small enough that ptxas spills
-    # nothing (32 spills 8-56 B on sm_80 at 8 warps; 64 spills the fp16/bf16 forward on sm_90),
-    # except for the one tile below that takes 32.
-    BK = 16
-    # fp32 IEEE: 64-unit blocks spill at every warp count tried (8-104 B at 4 warps, sm_80,
-    # triton 3.6), so hidden blocks stop at 32 units.
-    # With a projection they stop at 16 (``_tile_b``).
-    max_bh = (16 if has_proj else 32) if ieee else MAX_BLOCK_H
+    # K chunk of every streamed matmul: 16 keeps the operand tiles small enough that ptxas
+    # spills nothing (32 and 64 spill), except on the tiles of WIDE_K_TILES.
+    BK = STREAMED_BLOCK_K
+    # fp32 IEEE: 64-unit blocks spill at every warp count, so hidden blocks stop at 32 units;
+    # with a projection at 16 (``_tile_b``).
+    max_bh = IEEE_MAX_BLOCK_H[has_proj] if ieee else MAX_BLOCK_H
     if interpreting:
         BH, BP, BB = pow2(H), (pow2(P) if has_proj else pow2(H)), block_b(B)
         NM = triton.cdiv(B, BB)
@@ -281,12 +307,12 @@ def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n
         for BH in (bh for bh in (16, 32, MAX_BLOCK_H) if bh <= max_bh):
             BB = _tile_b(B, BH, has_proj and dtype == torch.float32, ieee)
             if BH == 16 and has_proj and dtype == torch.float32 and not ieee:
-                # With the barrier, fp32 with a projection spills 8-16 B on sm_90 under triton
-                # 3.9 in the forward of 16 x 16 (SAVE) and the backward of 16 x 32 at every warp
-                # count tried; K chunks of 32 only move the spill to other 16-unit tiles. The
-                # 16 x 64 tile does not: batches of <= 32 rows run it with masked rows, still one
-                # batch tile, so the grid is no larger than with 16 x 16 or 16 x 32 (32-unit
-                # blocks take their widest batch tile likewise, in ``_tile_b``).
+                # With the barrier, fp32 with a projection spills in the forward of 16 x 16
+                # (SAVE) and the backward of 16 x 32 at every warp count; K chunks of 32 only
+                # move the spill to other 16-unit tiles. The 16 x 64 tile does not: batches of
+                # <= 32 rows run it with masked rows, still one batch tile, so the grid is no
+                # larger than with 16 x 16 or 16 x 32 (32-unit blocks take their widest batch
+                # tile likewise, in ``_tile_b``).
                 BB = 64
             NM = triton.cdiv(B, BB)
             slots = n_sm // (NM * directions) if n_sm is not None else 1 << 30
@@ -296,12 +322,8 @@ def _config_cached(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n
                 break
         else:
             return None  # the programs could not all be resident: the barrier would deadlock
-    if not interpreting and not has_proj and dtype != torch.float32 and (BH, BB) == (32, 16):
-        # The 16-bit forward of a 32 x 16 tile with the barrier spills 8 B with SAVE at K chunks
-        # of 16 (sm_90, triton 3.6) and nothing at 32; fp32 keeps 16 (at 32 its forward without
-        # the barrier spills 16 B, sm_90, triton 3.9). The backward streams chunks of 32 here
-        # either way (``backward_block_k``).
-        BK = 32
+    if not interpreting and not has_proj and dtype != torch.float32:
+        BK = WIDE_K_TILES.get((BH, BB), BK)
     NP = max(triton.cdiv(H, BH), triton.cdiv(P, BP))
     fwd_warps, bwd_warps = _warps(BH, BP, BB, has_proj, barrier=NP > 1, ieee=ieee)
     return PersistentConfig(BH, BP, BB, BK, NP, NM, fwd_warps, bwd_warps=bwd_warps)
@@ -338,21 +360,16 @@ def backward_block_k(cfg: PersistentConfig, has_proj: bool, ieee: bool = False, 
     """K chunk of the backward's dh matmul.
 
     32 without a projection: half the dependent chunk loads per step of the 16 the forward
-    streams with (the step is latency-bound), and spill-free for the backward tilings
-    (AOT, sm_80 and sm_90, TF32 operands) except 16 x 64, which spills 16 B under
-    triton 3.6, 16 x 16, whose fp32 barrier tiling spills 16 B on sm_80 under triton
-    3.6, and 32 x 32 without the barrier (H <= 32), whose fp32 tiling spills 16 B on sm_90
-    under triton 3.6; those stay 16 (64 spills). With a projection it stays 16. A resident
-    tiling takes all of H. fp32 with IEEE dots (``ieee``, ``fp32_ieee``) stays 16 too: its
-    16 x 32 tiling spills 8 B at 32 (sm_80, triton 3.6).
+    streams with (the step is latency-bound), spill-free but on NARROW_BWD_K_TILES. With a
+    projection, with fp32 IEEE dots (``ieee``, ``fp32_ieee``; 32 spills) and without
+    ``wide_k`` (the "narrow-bwd-k" variant) it stays 16. A resident tiling takes all of H.
     """
     if cfg.resident:
         return cfg.BLOCK_K
-    tile = (cfg.BLOCK_H, cfg.BLOCK_B)
-    if has_proj or ieee or tile in ((16, 16), (16, 64)) or tile == (32, 32) and not cfg.use_barrier \
-            or not wide_k:
-        return 16  # not cfg.BLOCK_K: the forward's chunk is 32 on one tile (``_config_cached``)
-    return 32
+    if has_proj or ieee or not wide_k \
+            or _match(NARROW_BWD_K_TILES, (cfg.BLOCK_H, cfg.BLOCK_B, cfg.use_barrier), False):
+        return STREAMED_BLOCK_K  # not cfg.BLOCK_K: the forward's chunk is wider on WIDE_K_TILES
+    return WIDE_BWD_BLOCK_K
 
 
 def h_on_chip(cfg: PersistentConfig, has_proj: bool, allowed: bool = True) -> bool:
