@@ -379,14 +379,15 @@ def h_on_chip(cfg: PersistentConfig, has_proj: bool, allowed: bool = True) -> bo
             and allowed)
 
 
-def cooperative_launch(cfg: PersistentConfig) -> dict:
+def cooperative_launch(cfg: PersistentConfig, interpreting: Optional[bool] = None) -> dict:
     """Launch options: a barrier grid goes out as a cooperative launch on a GPU.
 
     The grid barrier deadlocks unless every program is resident at once; ``persistent_config``
     sizes the grid for that, and a cooperative launch makes the driver refuse (with an error,
     not a hang) a grid that cannot be co-resident after all. The interpreter has no such launch.
     """
-    return {"launch_cooperative_grid": True} if cfg.use_barrier and not triton_interpreting() else {}
+    interpreting = triton_interpreting() if interpreting is None else interpreting
+    return {"launch_cooperative_grid": True} if cfg.use_barrier and not interpreting else {}
 
 
 def does_not_fit(B, H, P, dtype, device) -> RuntimeError:
@@ -397,9 +398,13 @@ def does_not_fit(B, H, P, dtype, device) -> RuntimeError:
 
 
 def config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True, precision=None,
-                variants: Optional[Variants] = None) -> PersistentConfig:
-    cfg = persistent_config(B, H, P, has_proj, dtype, sm_count(device), directions=directions, resident=resident,
-                            precision=precision, variants=variants)
+               variants: Optional[Variants] = None, n_sm: Optional[int] = None,
+               interpreting: Optional[bool] = None) -> PersistentConfig:
+    """``persistent_config`` on ``device`` (``n_sm`` None: its SM count), or the error that the
+    shape does not fit."""
+    n_sm = sm_count(device) if n_sm is None else n_sm
+    cfg = persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=interpreting, directions=directions,
+                            resident=resident, precision=precision, variants=variants)
     if cfg is None:
         raise does_not_fit(B, H, P, dtype, device)
     return cfg
