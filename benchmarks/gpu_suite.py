@@ -287,13 +287,13 @@ TIER_ERRORS: list = []  # why the tier list could not be read, for the JSON
 
 
 def implemented_tiers() -> list[str]:
-    """Triton tiers this checkout implements (empty without the triton backend)."""
+    """Triton tiers that import here (empty without the triton backend)."""
     if "triton" not in lstm_kernels.available_backends():
         return []
     from lstm_kernels._triton import backend as tb
 
     try:
-        scans = tb.implemented_tiers()
+        scans = tb.tier_scans()
     except Exception:  # a broken tier module: run the rest, and say why in the JSON
         if not TIER_ERRORS:
             TIER_ERRORS.append(traceback.format_exc())
@@ -506,7 +506,7 @@ def backend_labels() -> list[str]:
     return [b for b in all_labels() + list(VARIANT_LABELS) if b in ONLY]
 
 
-# Persistent-tier variants that switch off one change each (lstm_kernels._triton.persistent.variant),
+# Persistent-tier variants that switch off one change each (lstm_kernels._triton.common.variants.variant),
 # and fused_step with its loops replayed as CUDA graphs (lstm_kernels.cuda_graphs), selectable
 # with --only to time a change against the code without it in the same run.
 GRAPHS = "/cuda-graphs"
@@ -529,7 +529,7 @@ def _tier_context(label: str):
         yield
         return
     from lstm_kernels._triton.backend import force_tier
-    from lstm_kernels._triton.persistent import variant
+    from lstm_kernels._triton.common.variants import variant
 
     tier, _, changes = label.split(":", 1)[1].partition("/")
     if "/" + changes == GRAPHS:

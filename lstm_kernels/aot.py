@@ -4,9 +4,9 @@
     python -m lstm_kernels.aot --arch sm_90 --fast # the subset CI compiles
     python -m lstm_kernels.aot --arch sm_90 --module path/to/file.py:specs_function
 
-Every module in ``lstm_kernels._triton`` that defines ``aot_specs(arch)`` (see
-``_triton/specs.py``) is imported (found with pkgutil, so a new tier module is checked
-as soon as it exists). Each ``KernelSpec`` is compiled to a cubin for the target with
+Every module under ``lstm_kernels._triton`` that defines ``aot_specs(arch)`` (each tier
+package's ``aot_specs`` module; see ``_triton/specs.py``) is imported (found with pkgutil,
+so a new tier is checked as soon as it exists). Each ``KernelSpec`` is compiled to a cubin for the target with
 ``triton.compile``; the bundled ``ptxas -v`` reports registers and spills of the PTX,
 and the compiled metadata the shared memory one program needs. One row per kernel is
 printed, then a one-line summary. Compilation runs in ``--jobs`` worker processes
@@ -103,14 +103,16 @@ def _require_compiled_mode() -> None:
 
 
 def discover_modules() -> list[str]:
-    """Names of the ``lstm_kernels._triton`` submodules that define ``aot_specs``."""
+    """Names of the modules under ``lstm_kernels._triton`` (tier packages included) that
+    define ``aot_specs``."""
     from . import _triton
 
     names = []
-    for info in sorted(pkgutil.iter_modules(_triton.__path__), key=lambda i: i.name):
+    found = pkgutil.walk_packages(_triton.__path__, f"{_triton.__name__}.")
+    for info in sorted(found, key=lambda i: i.name):
         if info.ispkg:
             continue
-        name = f"{_triton.__name__}.{info.name}"
+        name = info.name
         module = importlib.import_module(name)
         if callable(getattr(module, "aot_specs", None)):
             names.append(name)
@@ -460,7 +462,8 @@ def _short(source: str) -> str:
     if ":" in source:  # path/to/file.py:function
         path, func = source.rsplit(":", 1)
         return f"{os.path.basename(path)}:{func}"
-    return source.rsplit(".", 1)[-1]
+    # A tier's specs live in its package's aot_specs module: name the tier.
+    return source.removesuffix(".aot_specs").rsplit(".", 1)[-1]
 
 
 def format_table(reports: Sequence[KernelReport]) -> str:

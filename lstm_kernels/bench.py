@@ -102,11 +102,12 @@ def default_device() -> torch.device:
 
 
 def triton_tiers() -> list[str]:
-    """The triton tiers implemented in this version; ImportError when the triton backend cannot load."""
-    from ._triton.backend import TIERS, implemented_tiers
+    """The triton tiers; ImportError when the triton backend (or one of its tiers) cannot load."""
+    from ._triton.backend import tier_scans
+    from ._triton.dispatch import TIERS
 
-    implemented = implemented_tiers()
-    return [t for t in TIERS if t in implemented]
+    tier_scans()  # imports every tier, so a broken one is reported here, not mid-run
+    return list(TIERS)
 
 
 def providers(device: torch.device, notes: Optional[list[str]] = None) -> list[Provider]:

@@ -16,7 +16,13 @@ import triton
 import triton.language as tl
 
 from lstm_kernels import aot
-from lstm_kernels._triton import fused_step, persistent
+from lstm_kernels._triton.fused_step import aot_specs as fused_step_aot
+from lstm_kernels._triton.fused_step import kernels as fused_step_kernels
+from lstm_kernels._triton.fused_step import tiling as fused_step
+from lstm_kernels._triton.persistent import aot_specs as persistent_aot
+from lstm_kernels._triton.persistent import tiling as persistent
+from lstm_kernels._triton.common.dtypes import TL_DTYPES
+from lstm_kernels._triton.common.tiles import block_b
 from lstm_kernels._triton.specs import KernelSpec
 from lstm_kernels.reference import compute_dtype
 
@@ -184,10 +190,10 @@ def _random_shapes(seed: int, count: int):
 
 def test_persistent_sweep_reaches_every_tiling_the_dispatch_can_send():
     # The sweep takes one shape per piece on which the config functions are constant
-    # (persistent.py, above _aot_hidden); shapes drawn anywhere must land on a swept tiling.
+    # (persistent/aot_specs.py, above _aot_hidden); shapes drawn anywhere must land on a swept tiling.
     for n_sm, major in ((132, 9), (108, 8)):
-        swept = set(persistent._aot_configs(n_sm))
-        swept_bwd = set(persistent._aot_backward_configs(n_sm, major))
+        swept = set(persistent_aot.aot_configs(n_sm))
+        swept_bwd = set(persistent_aot.aot_backward_configs(n_sm, major))
         for k, (B, H, P, has_proj, directions) in enumerate(_random_shapes(n_sm, 4000)):
             dtype = (torch.float32, torch.float16, torch.bfloat16)[k % 3]
             # fp32 runs TF32 or IEEE dots (cudnn.allow_tf32); IEEE takes other tilings.
@@ -197,20 +203,20 @@ def test_persistent_sweep_reaches_every_tiling_the_dispatch_can_send():
                                                        resident=resident, directions=directions,
                                                        precision=prec or None)
                     if cfg is not None:
-                        assert persistent._aot_key(dtype, has_proj, cfg, prec) in swept, \
+                        assert persistent_aot.aot_key(dtype, has_proj, cfg, prec) in swept, \
                             (B, H, P, dtype, directions, prec)
-            cfg = persistent._resident_backward_config(B, H, P, has_proj, dtype, n_sm, False, directions,
+            cfg = persistent.resident_backward_config(B, H, P, has_proj, dtype, n_sm, False, directions,
                                                        major)
             if cfg is not None:
-                assert persistent._aot_backward_key(dtype, cfg) in swept_bwd, (B, H, dtype, directions)
+                assert persistent_aot.aot_backward_key(dtype, cfg) in swept_bwd, (B, H, dtype, directions)
 
 
 def test_fused_step_sweep_reaches_every_block_choice():
     # fp32 takes TF32 or IEEE (cudnn.allow_tf32); both precisions must be swept.
     fwd, bwd = set(), set()
-    for spec in fused_step.aot_specs(90):
+    for spec in fused_step_aot.aot_specs(90):
         c = spec.constexprs
-        if spec.kernel is fused_step._fwd_step_kernel:
+        if spec.kernel is fused_step_kernels.forward_kernel:
             fwd.add((spec.signature["p_w"], spec.signature["p_hout"], c["BLOCK_H"], c["BLOCK_B"],
                      c["BLOCK_K"], spec.num_warps, c["DOT_PRECISION"]))
         else:
@@ -218,10 +224,10 @@ def test_fused_step_sweep_reaches_every_block_choice():
                      c["DOT_PRECISION"]))
     for k, (B, H, P, has_proj, _) in enumerate(_random_shapes(0, 4000)):
         dtype = (torch.float32, torch.float16, torch.bfloat16)[k % 3]
-        tdt = fused_step._TL_DTYPES[dtype]
+        tdt = TL_DTYPES[dtype]
         # Without a projection h goes to out (storage dtype), with one to hs (compute dtype).
-        hout = fused_step._TL_DTYPES[compute_dtype(dtype)] if has_proj else tdt
-        BB = fused_step.block_b(B)
+        hout = TL_DTYPES[compute_dtype(dtype)] if has_proj else tdt
+        BB = block_b(B)
         for prec in (("tf32", "ieee") if dtype == torch.float32 else ("ieee",)):
             BH, BK, warps = fused_step.forward_blocks(H, P, BB, dtype, prec)
             assert (f"*{tdt}", f"*{hout}", BH, BB, BK, warps, prec) in fwd, (B, H, P, dtype, prec)

@@ -212,7 +212,7 @@ def test_readme_quickstart_matches_ci():
 
 def test_triton_tier_providers_run_their_tier():
     """The per-tier providers listed on CUDA force their tier; checked here through the interpreter, tiny."""
-    from lstm_kernels._triton import backend as triton_backend
+    from lstm_kernels._triton.common import variants
 
     tiers = bench.triton_tiers()
     assert tiers, "no triton tier is implemented"
@@ -222,10 +222,10 @@ def test_triton_tier_providers_run_their_tier():
     for tier in tiers:
         provider = bench.Provider(f"triton[{tier}]", backend="triton", tier=tier)
         with provider.context():
-            assert triton_backend._forced[0] == tier
+            assert variants.current().tier == tier
             out = bench.make_step(provider, shape, "inference", device)()
         torch.testing.assert_close(out, expected, **tol(torch.float32), msg=tier)
-    assert triton_backend._forced[0] is None
+    assert variants.current().tier is None
 
 
 CPU_RATIOS = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "cpu_ratios.py")

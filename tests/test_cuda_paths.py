@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import import_gpu_suite
-from lstm_kernels._triton import persistent
+from lstm_kernels._triton.persistent import tiling as persistent
 
 
 class _Exited(Exception):
@@ -73,14 +73,14 @@ def test_persistent_grid_never_exceeds_the_sm_count(n_sm):
                     assert cfg.NM * cfg.BLOCK_B >= B, (B, cfg)
 
 
-def test_forced_persistent_tier_refuses_a_grid_that_cannot_be_resident(monkeypatch):
+def test_forced_persistent_tier_refuses_a_grid_that_cannot_be_resident():
     """On a GPU, a shape whose barrier grid exceeds the SMs raises a clear error instead of
     launching a kernel that would spin forever (the timing section forces this tier)."""
-    monkeypatch.setattr(persistent, "sm_count", lambda device: 132)
-    monkeypatch.setattr(persistent, "triton_interpreting", lambda: False)
-    assert persistent.persistent_config(128, 2048, 2048, False, torch.bfloat16, 132, directions=2) is None
+    assert persistent.persistent_config(128, 2048, 2048, False, torch.bfloat16, 132, directions=2,
+                                        interpreting=False) is None
     with pytest.raises(RuntimeError, match="cannot run B=128, H=2048"):
-        persistent._config_for(128, 2048, 2048, False, torch.bfloat16, torch.device("cuda"), 2)
+        persistent.config_for(128, 2048, 2048, False, torch.bfloat16, torch.device("cuda"), 2,
+                              n_sm=132, interpreting=False)
 
 
 def test_cuda_timer_synchronizes_before_reading_its_events(monkeypatch):
@@ -130,17 +130,15 @@ def test_cuda_environment_is_plain_json(monkeypatch):
     assert env["device"] == "NVIDIA H200" and env["sms"] == 132 and env["capability"] == "9.0"
 
 
-def test_barrier_grids_launch_cooperatively_on_a_gpu_only(monkeypatch):
+def test_barrier_grids_launch_cooperatively_on_a_gpu_only():
     """A barrier grid goes out as a cooperative launch on a GPU, so the driver refuses a grid
     that cannot be co-resident instead of letting it spin; barrier-free grids and the
     interpreter launch plainly."""
-    monkeypatch.setattr(persistent, "triton_interpreting", lambda: False)
     with_barrier = persistent.persistent_config(64, 1024, 1024, False, torch.bfloat16, 132,
                                                 interpreting=False, directions=2)
     without = persistent.persistent_config(8, 32, 32, False, torch.bfloat16, 132, interpreting=False)
     assert with_barrier is not None and with_barrier.use_barrier
     assert without is not None and not without.use_barrier
-    assert persistent._cooperative(with_barrier) == {"launch_cooperative_grid": True}
-    assert persistent._cooperative(without) == {}
-    monkeypatch.setattr(persistent, "triton_interpreting", lambda: True)
-    assert persistent._cooperative(with_barrier) == {}
+    assert persistent.cooperative_launch(with_barrier, interpreting=False) == {"launch_cooperative_grid": True}
+    assert persistent.cooperative_launch(without, interpreting=False) == {}
+    assert persistent.cooperative_launch(with_barrier, interpreting=True) == {}

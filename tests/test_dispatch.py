@@ -186,3 +186,14 @@ def test_cached_choice_follows_clear_cache(tuning):
     assert lstm_kernels.explain(m, x).reason == "cached"
     dispatch.clear_cache()
     assert lstm_kernels.explain(m, x).reason == "measured"
+
+
+def test_a_failing_candidate_is_left_out_with_a_warning():
+    def run(b):
+        if b.name == "torchscript":
+            raise AssertionError("kernel exploded")  # any exception type, not only RuntimeError
+        time.sleep(0.001)
+
+    with pytest.warns(RuntimeWarning, match="leaves out torchscript.*kernel exploded"):
+        times = dispatch.measure(_problem(), ["native", "torchscript"], run)
+    assert list(times) == ["native"]

@@ -37,9 +37,9 @@ def triton_ready() -> bool:
 def scan_names() -> list[str]:
     """Names of every registered scan op pair (torchscript, plus the triton tiers present)."""
     if triton_ready():
-        from lstm_kernels._triton.backend import _tier_scans
+        from lstm_kernels._triton.backend import tier_scans
 
-        _tier_scans()  # importing the tier modules registers their ops
+        tier_scans()  # importing the tier modules registers their ops
     return sorted(registered_scans())
 
 

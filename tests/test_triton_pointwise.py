@@ -21,6 +21,10 @@ import lstm_kernels.scripted  # noqa: F401  (script before conftest poisons torc
 from conftest import tol
 from helpers import dtype_id
 from lstm_kernels._triton import pointwise
+from lstm_kernels._triton.pointwise import aot_specs as pointwise_aot
+from lstm_kernels._triton.pointwise import kernels as pointwise_kernels
+from lstm_kernels._triton.pointwise import launch as pointwise_launch
+from lstm_kernels._triton.pointwise import tiling as pointwise_tiling
 from lstm_kernels._base import triton_interpreting
 from lstm_kernels.reference import compute_dtype, lstm_cell_from_gates
 
@@ -227,7 +231,7 @@ def _specialization_key(kernel, args, kwargs) -> tuple:
             key.append((name, v))
         elif isinstance(v, torch.Tensor):
             key.append((name, v.dtype, v.data_ptr() % 16 == 0))
-        elif isinstance(v, int) and name not in pointwise.DO_NOT_SPECIALIZE:
+        elif isinstance(v, int) and name not in pointwise_kernels.DO_NOT_SPECIALIZE:
             key.append((name, v == 1, v % 16 == 0))
         else:
             key.append((name, type(v).__name__))
@@ -263,17 +267,17 @@ def _run_scan(T, batch_sizes, proj, reverse):
 @pytest.mark.interpreter
 @pytest.mark.parametrize("proj", [False, True], ids=["noproj", "proj"])
 def test_sequence_length_and_step_do_not_change_the_specialization(monkeypatch, proj):
-    assert set(pointwise.DO_NOT_SPECIALIZE) == {"t", "bs"}
-    for k in (pointwise._lstm_fwd_kernel, pointwise._lstm_bwd_kernel):
+    assert set(pointwise_kernels.DO_NOT_SPECIALIZE) == {"t", "bs"}
+    for k in (pointwise_launch.forward_kernel, pointwise_launch.backward_kernel):
         # The interpreter keeps the jit options in .kwargs, a compiled JITFunction as indices.
         opts = getattr(k, "kwargs", None)
         if opts is not None:
-            assert list(opts.get("do_not_specialize", [])) == list(pointwise.DO_NOT_SPECIALIZE)
+            assert list(opts.get("do_not_specialize", [])) == list(pointwise_kernels.DO_NOT_SPECIALIZE)
     keys_by_run = []
     for T, batch_sizes, reverse in [(1, None, False), (2, [3, 1], True), (5, [3, 3, 2, 2, 1], False)]:
         fwd, bwd = set(), set()
-        monkeypatch.setattr(pointwise, "_lstm_fwd_kernel", _Recorder(pointwise._lstm_fwd_kernel, fwd))
-        monkeypatch.setattr(pointwise, "_lstm_bwd_kernel", _Recorder(pointwise._lstm_bwd_kernel, bwd))
+        monkeypatch.setattr(pointwise_launch, "forward_kernel", _Recorder(pointwise_launch.forward_kernel, fwd))
+        monkeypatch.setattr(pointwise_launch, "backward_kernel", _Recorder(pointwise_launch.backward_kernel, bwd))
         _run_scan(T, batch_sizes, proj, reverse)
         monkeypatch.undo()
         keys_by_run.append((fwd, bwd))
@@ -284,17 +288,17 @@ def test_sequence_length_and_step_do_not_change_the_specialization(monkeypatch, 
 
 def test_aot_specs_cover_every_launch_configuration():
     """Each (dtype, BLOCK_H, flags) the launchers can produce has exactly one spec."""
-    specs = pointwise.aot_specs(90)
+    specs = pointwise_aot.aot_specs(90)
     fwd = {(s.signature["p_h"], s.constexprs["BLOCK_H"], s.constexprs["SAVE"], s.constexprs["PROJ"])
-           for s in specs if s.kernel is pointwise._lstm_fwd_kernel}
+           for s in specs if s.kernel is pointwise_launch.forward_kernel}
     bwd = {(s.signature["p_dc"], s.constexprs["BLOCK_H"])
-           for s in specs if s.kernel is pointwise._lstm_bwd_kernel}
+           for s in specs if s.kernel is pointwise_launch.backward_kernel}
     assert len(fwd) + len(bwd) == len(specs)
     types = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float64: "*fp64"}
     for H in (1, 31, 32, 33, 100, 1000, 1024, 1025, 5000):
-        BLOCK_H = pointwise.block_h(H)
-        assert BLOCK_H in pointwise.BLOCK_H_CHOICES and BLOCK_H * pointwise.block_b(BLOCK_H) == pointwise.TILE
-        for dtype in pointwise.STORAGE_DTYPES:
+        BLOCK_H = pointwise_tiling.block_h(H)
+        assert BLOCK_H in pointwise_tiling.BLOCK_H_CHOICES and BLOCK_H * pointwise_tiling.block_rows(BLOCK_H) == pointwise_tiling.TILE
+        for dtype in pointwise_launch.STORAGE_DTYPES:
             for save in (False, True):
                 for proj in (False, True):
                     assert (types[dtype], BLOCK_H, save, proj) in fwd
@@ -328,7 +332,7 @@ def test_compiled_kernels_do_not_grow_with_sequence_length():
         torch.cuda.synchronize()
 
     run(3)
-    sizes = (cache_size(pointwise._lstm_fwd_kernel), cache_size(pointwise._lstm_bwd_kernel))
+    sizes = (cache_size(pointwise_launch.forward_kernel), cache_size(pointwise_launch.backward_kernel))
     for T in (1, 7, 50):
         run(T)
-    assert (cache_size(pointwise._lstm_fwd_kernel), cache_size(pointwise._lstm_bwd_kernel)) == sizes
+    assert (cache_size(pointwise_launch.forward_kernel), cache_size(pointwise_launch.backward_kernel)) == sizes

@@ -13,8 +13,13 @@ import torch
 import triton
 
 from helpers import LOW_PRECISION, Config, check_lstm_against_torch, config_id, dtype_id
-from lstm_kernels._triton import persistent
-from lstm_kernels._triton.backend import TIERS, choose_tier, force_tier, implemented_tiers
+from lstm_kernels._triton.fused_step import launch as fused_step_launch
+from lstm_kernels._triton.persistent import launch as persistent_launch
+from lstm_kernels._triton.persistent import tiling as persistent
+from lstm_kernels._triton.backend import TIERS, force_tier, tier_scans
+from lstm_kernels._triton.common import variants
+from lstm_kernels._triton.common.variants import Variants
+from lstm_kernels._triton.dispatch import choose_tier
 
 pytestmark = pytest.mark.interpreter
 
@@ -24,12 +29,10 @@ MY_TIERS = ("fused_step", "persistent", "persistent-chunked")
 
 
 @pytest.fixture
-def run_tier(monkeypatch):
+def run_tier():
     def enter(tier):
         if tier == "persistent-chunked":
-            monkeypatch.setattr(persistent, "RESIDENT_FORWARD", [False])
-            monkeypatch.setattr(persistent, "RESIDENT_BACKWARD", [False])
-            tier = "persistent"
+            return variants.use(Variants(tier="persistent", resident_forward=False, resident_backward=False))
         return force_tier(tier)
     return enter
 
@@ -84,7 +87,7 @@ def test_persistent_multi_program_tiling_single_step(cfg, resident, monkeypatch)
     The resident forward holds all of P per program, the resident backward all 4H rows
     of its columns.
     """
-    def config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True, precision=None):
+    def config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True, precision=None, variants=None):
         BB = 16
         res = resident and wanted_resident
         return persistent.PersistentConfig(BLOCK_H=16, BLOCK_P=16, BLOCK_B=BB,
@@ -93,7 +96,7 @@ def test_persistent_multi_program_tiling_single_step(cfg, resident, monkeypatch)
                                            barrier=False, resident=res)
 
     def backward_config(B, H, P, has_proj, dtype, n_sm, interpreting=None, directions=1, major=None,
-                        precision=None):
+                        precision=None, variants=None):
         BB = 16
         res = wanted_resident and not has_proj
         return persistent.PersistentConfig(BLOCK_H=16, BLOCK_P=16, BLOCK_B=BB,
@@ -102,9 +105,9 @@ def test_persistent_multi_program_tiling_single_step(cfg, resident, monkeypatch)
                                            barrier=False, resident=res)
 
     wanted_resident = resident
-    monkeypatch.setattr(persistent, "backward_config", backward_config)
+    monkeypatch.setattr(persistent_launch, "backward_config", backward_config)
 
-    monkeypatch.setattr(persistent, "_config_for", config_for)
+    monkeypatch.setattr(persistent_launch, "config_for", config_for)
     assert triton.cdiv(cfg.hidden_size, 16) > 1
     with force_tier("persistent"):
         check_lstm_against_torch(cfg, "triton", torch.float32)
@@ -159,13 +162,13 @@ def test_choose_tier_returns_runnable_tier(device_type, monkeypatch):
     """
     monkeypatch.setattr(persistent, "sm_count", lambda device: 132 if device.type == "cuda" else None)
     device = torch.device(device_type)
-    available = set(implemented_tiers())
+    available = set(tier_scans())
     assert available == set(TIERS)
     picked = set()
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         for B in SWEEP_B:
             for H in SWEEP_H:
-                tier = choose_tier(B, H, 50, dtype, device)
+                tier = choose_tier(B, H, dtype, device)
                 picked.add(tier)
                 assert tier in available, (B, H, dtype, tier)
                 if dtype == torch.float64:
@@ -187,7 +190,7 @@ def test_automatic_choice_runs_multi_program_barrier_configs(monkeypatch):
     monkeypatch.setattr(persistent, "sm_count", lambda device: 132)
     cfg = persistent.persistent_config(4, 1024, 1024, False, torch.float16, 132, interpreting=False)
     assert cfg is not None and cfg.NP > 1 and cfg.use_barrier
-    assert choose_tier(4, 1024, 50, torch.float16, torch.device("cuda")) == "persistent"
+    assert choose_tier(4, 1024, torch.float16, torch.device("cuda")) == "persistent"
 
 
 def test_resident_backward_tilings_fit_and_need_hopper():
@@ -197,9 +200,9 @@ def test_resident_backward_tilings_fit_and_need_hopper():
         size = 2 if dtype == torch.bfloat16 else 4  # fp16 runs the dot on fp32 operands
         for B in SWEEP_B:
             for H in (16, 32, 64, 96, 128, 256, 512, 1024):
-                assert persistent._resident_backward_config(B, H, H, False, dtype, 108, False, 1, 8) is None
+                assert persistent.resident_backward_config(B, H, H, False, dtype, 108, False, 1, 8) is None
                 for directions in (1, 2):
-                    cfg = persistent._resident_backward_config(B, H, H, False, dtype, 132, False, directions, 9)
+                    cfg = persistent.resident_backward_config(B, H, H, False, dtype, 132, False, directions, 9)
                     if cfg is None:
                         continue
                     assert (cfg.BLOCK_P + cfg.BLOCK_B) * 4 * cfg.BLOCK_K * size <= 200 * 1024
@@ -242,8 +245,8 @@ def test_persistent_gpu_tilings_use_measured_warps():
                         if cfg is None:
                             continue
                         tile = (cfg.BLOCK_H, cfg.BLOCK_B)
-                        assert tile in persistent._FWD_WARPS and tile in persistent._BWD_WARPS, (B, H, P)
-                        assert cfg.num_warps == persistent._FWD_WARPS[tile]
+                        assert tile in persistent.FWD_WARPS and tile in persistent.BWD_WARPS, (B, H, P)
+                        assert cfg.num_warps == persistent.FWD_WARPS[tile]
 
 
 def test_auto_tier_runs():
@@ -270,15 +273,13 @@ class LaunchSpy:
 
 
 @pytest.mark.parametrize("tier, kernels", [
-    ("persistent", ("_fwd_kernel", "_bwd_kernel")),
-    ("fused_step", ("_fwd_step_kernel", "_bwd_step_kernel")),
+    ("persistent", ("forward_kernel", "backward_kernel")),
+    ("fused_step", ("forward_kernel", "backward_kernel")),
 ])
 def test_bidirectional_layers_run_both_directions_in_each_launch(tier, kernels, monkeypatch):
     """Every forward and backward launch of a bidirectional layer covers both directions
     (grid axis 2 is 2): one launch per layer for persistent, one per step for fused_step."""
-    from lstm_kernels._triton import fused_step
-
-    module = persistent if tier == "persistent" else fused_step
+    module = persistent_launch if tier == "persistent" else fused_step_launch
     grids = {name: [] for name in kernels}
     for name in kernels:
         monkeypatch.setattr(module, name, LaunchSpy(getattr(module, name), grids[name]))
@@ -296,23 +297,21 @@ def test_bidirectional_layers_run_both_directions_in_each_launch(tier, kernels, 
                                          "streamed-fwd+streamed-bwd+narrow-bwd-k"])
 def test_persistent_variants_match_nn_lstm_and_restore_switches(changes_off):
     """Each change can be switched off for side-by-side timing; the result is still nn.LSTM's."""
-    from lstm_kernels._triton import fused_step
-
-    switches = [persistent.RESIDENT_FORWARD, persistent.H_ON_CHIP, persistent.BACKWARD_WIDE_K,
-                persistent.RESIDENT_BACKWARD, persistent.RESIDENT_BATCH_LOOP, fused_step.BACKWARD_TF32]
-    before = [s[0] for s in switches]
+    before = variants.current()
     cfg = Config(B=3, T=4, input_size=5, hidden_size=40, bidirectional=True)
-    with force_tier("persistent"), persistent.variant(changes_off):
-        assert [s[0] for s in switches] != before
-        check_lstm_against_torch(cfg, "triton", torch.float32)
-    assert [s[0] for s in switches] == before
+    with force_tier("persistent"):
+        pinned = variants.current()
+        with variants.variant(changes_off):
+            assert variants.current() != pinned and variants.current().tier == "persistent"
+            check_lstm_against_torch(cfg, "triton", torch.float32)
+    assert variants.current() == before
 
 
 def test_unknown_persistent_variant_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown persistent variant.*no-such-change"):
-        with persistent.variant("h-in-memory+no-such-change"):
+        with variants.variant("h-in-memory+no-such-change"):
             pass
-    assert persistent.H_ON_CHIP[0]
+    assert variants.current().h_on_chip
 
 
 @pytest.mark.parametrize("cfg", [
@@ -322,18 +321,19 @@ def test_unknown_persistent_variant_is_a_clear_error():
 def test_persistent_batch_loop_matches_nn_lstm(cfg, monkeypatch):
     """The resident forward whose programs run every batch tile per step (for grids too large
     to be resident at once), its fp32 cell state kept in a scratch buffer between steps."""
-    real = persistent._config_for
+    real = persistent.config_for
 
-    def config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True, precision=None):
+    def config_for(B, H, P, has_proj, dtype, device, directions=1, resident=True, precision=None, variants=None):
         if not resident or has_proj:
-            return real(B, H, P, has_proj, dtype, device, directions, resident)
+            return real(B, H, P, has_proj, dtype, device, directions, resident, variants=variants)
         BB, HK = 16, triton.next_power_of_2(max(H, 16))
         return persistent.PersistentConfig(BLOCK_H=HK, BLOCK_P=HK, BLOCK_B=BB, BLOCK_K=HK, NP=1,
                                            NM=triton.cdiv(B, BB), num_warps=4, resident=True, batch_loop=True)
 
-    monkeypatch.setattr(persistent, "_config_for", config_for)
+    monkeypatch.setattr(persistent_launch, "config_for", config_for)
     launches = []
-    monkeypatch.setattr(persistent, "_fwd_tiles_kernel", LaunchSpy(persistent._fwd_tiles_kernel, launches))
+    monkeypatch.setattr(persistent_launch, "forward_tiles_kernel",
+                        LaunchSpy(persistent_launch.forward_tiles_kernel, launches))
     assert triton.cdiv(cfg.B, 16) > 2
     with force_tier("persistent"):
         check_lstm_against_torch(cfg, "triton", torch.float32)
@@ -347,6 +347,42 @@ def test_batch_loop_only_where_the_grid_would_not_fit():
     assert big.resident and big.batch_loop and big.NP * big.grid_m <= 132
     small = persistent.persistent_config(16, 1024, 1024, False, torch.bfloat16, 132, interpreting=False)
     assert small.resident and not small.batch_loop
-    with persistent.variant("no-batch-loop"):
-        off = persistent.persistent_config(128, 1024, 1024, False, torch.bfloat16, 132, interpreting=False)
-        assert off is None or not off.resident
+    off = persistent.persistent_config(128, 1024, 1024, False, torch.bfloat16, 132, interpreting=False,
+                                       variants=Variants().without("no-batch-loop"))
+    assert off is None or not off.resident
+
+
+def test_backend_instance_pins_its_tier():
+    """``TritonBackend(tier=...)`` runs that tier whatever ``force_tier`` says; without one it
+    follows ``force_tier``, else the automatic choice."""
+    from lstm_kernels._triton.backend import TritonBackend
+
+    cpu = torch.device("cpu")
+    assert TritonBackend().tier_for(3, 7, torch.float32, cpu) == choose_tier(3, 7, torch.float32, cpu)
+    pinned = TritonBackend(tier="fused_step")
+    with force_tier("pointwise"):
+        assert TritonBackend().tier_for(3, 7, torch.float32, cpu) == "pointwise"
+        assert pinned.tier_for(3, 7, torch.float32, cpu) == "fused_step"
+    with pytest.raises(ValueError, match="tier must be one of"):
+        TritonBackend(tier="no-such-tier")
+    gx, h0, c0 = torch.randn(4, 3, 28), torch.randn(3, 7), torch.randn(3, 7)
+    w_hh = torch.randn(28, 7)
+    with force_tier("fused_step"):
+        expected = TritonBackend().scan(gx, h0, c0, w_hh, None, None, False)
+    with force_tier("pointwise"):
+        got = pinned.scan(gx, h0, c0, w_hh, None, None, False)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
+
+
+def test_candidate_tiers_lists_the_tiers_worth_timing_first_choice_first():
+    from lstm_kernels._triton.dispatch import candidate_tiers
+
+    cpu = torch.device("cpu")
+    for B, H in ((1, 7), (32, 256), (4, 1024)):
+        tiers = candidate_tiers(B, H, torch.float32, cpu)
+        assert tiers[0] == choose_tier(B, H, torch.float32, cpu)
+        assert len(tiers) == len(set(tiers)) and set(tiers) <= set(TIERS)
+        assert "fused_step" in tiers and "pointwise" not in tiers
+    assert candidate_tiers(4, 32, torch.float64, cpu) == ["pointwise"]
+    assert candidate_tiers(4, 32, torch.float32, torch.device("meta")) == []

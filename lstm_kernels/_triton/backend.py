@@ -1,40 +1,34 @@
-"""The ``triton`` backend: tier choice and dispatch.
+"""The ``triton`` backend: runs each layer direction through the tier ``dispatch`` picks.
 
-Tiers (each a custom-op scan pair registered through ``ops.register_scan``):
-    "pointwise"   per step: cuBLAS recurrent matmul + one fused gate/state kernel
-    "fused_step"  per step: one kernel doing the recurrent matmul with the gate math as epilogue
-    "persistent"  one launch per layer direction, W_hh resident on-chip, time loop inside
-``choose_tier`` picks one from the shape; ``force_tier`` overrides it (tests, benchmarks).
+``force_tier`` pins a tier for every scan inside a block (tests, benchmarks);
+``TritonBackend(tier=...)`` pins one for that instance (the measured dispatch in
+``lstm_kernels/dispatch.py`` times each tier through its own instance).
 """
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import os
 from typing import Callable, Optional
 
 import torch
 
 from .._base import Backend, triton_interpreting
+from .common import variants
+from .dispatch import TIERS, check_tier, choose_tier
 
-TIERS = ("pointwise", "fused_step", "persistent")
-_forced: list[Optional[str]] = [None]
+__all__ = ["TIERS", "TritonBackend", "check_device", "force_tier", "tier_scans"]
 
 
-@contextlib.contextmanager
 def force_tier(tier: Optional[str]):
     """Run the triton backend with ``tier`` (None: automatic choice) inside the block."""
-    if tier is not None and tier not in TIERS:
-        raise ValueError(f"tier must be one of {TIERS} or None; got {tier!r}")
-    old = _forced[0]
-    _forced[0] = tier
-    try:
-        yield
-    finally:
-        _forced[0] = old
+    check_tier(tier)
+    return variants.use(dataclasses.replace(variants.current(), tier=tier))
 
 
-def _tier_scans() -> dict[str, Callable]:
-    """Tier name -> differentiable scan(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse)."""
+def tier_scans() -> dict[str, Callable]:
+    """Tier name -> differentiable scan(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse).
+
+    Imports the tier modules, which registers their custom ops."""
     from .fused_step import scan as fused_step_scan
     from .persistent import scan as persistent_scan
     from .pointwise import scan as pointwise_scan
@@ -42,56 +36,32 @@ def _tier_scans() -> dict[str, Callable]:
     return {"pointwise": pointwise_scan, "fused_step": fused_step_scan, "persistent": persistent_scan}
 
 
-def implemented_tiers() -> list[str]:
-    """Names of the tiers this version implements, in ``TIERS`` order.
-
-    Imports the tier modules (which registers their custom ops), so a broken tier module
-    raises here rather than at the first forward.
-    """
-    scans = _tier_scans()
-    return [t for t in TIERS if t in scans]
-
-
-def choose_tier(B: int, H: int, T: int, dtype: torch.dtype, device: torch.device) -> str:
-    """The tier to run for this shape; never one that cannot run it.
-
-    Grounded in the H200 measurements in benchmarks/NOTES.md (2026-11-28): the per-step
-    tiers are bound by the host (fused_step 35-60 us per step, pointwise 120-300, where the
-    persistent kernel took 3-22 us), so every shape whose persistent launches (forward and
-    backward) fit on the chip gets "persistent", its grid barrier proven there; other shapes
-    get "fused_step", which launches once per step where "pointwise" launches at least
-    twice. float64 always gets "pointwise", the only tier with float64 kernels. Under the
-    interpreter the persistent tier always fits (one program per batch tile).
-    """
-    from .persistent import fits
-
-    if dtype == torch.float64:
-        return "pointwise"
-    on_gpu = device.type == "cuda"
-    # A projection never changes whether the persistent grid fits (P < H), so H stands for P.
-    if fits(B, H, H, False, dtype, device, interpreting=not on_gpu):
-        return "persistent"
-    return "fused_step"
-
-
 class TritonBackend(Backend):
     name = "triton"
 
+    def __init__(self, tier: Optional[str] = None):
+        """``tier``: the tier this instance always runs (None: ``force_tier``'s, else the
+        automatic choice)."""
+        check_tier(tier)
+        self.tier = tier
+
+    def tier_for(self, batch: int, hidden: int, dtype: torch.dtype, device: torch.device) -> str:
+        """The tier this instance runs a scan of that shape with."""
+        return self.tier or variants.current().tier or choose_tier(batch, hidden, dtype, device)
+
     def scan(self, gx, h0, c0, w_hh, w_hr, batch_sizes, reverse):
-        scans = _tier_scans()
-        tier = _forced[0] or choose_tier(gx.shape[1], c0.shape[1], gx.shape[0], gx.dtype, gx.device)
-        if tier not in scans:
-            raise RuntimeError(f"triton tier {tier!r} is not implemented in this version")
-        return scans[tier](gx, h0, c0, w_hh, w_hr, batch_sizes, reverse)
+        tier = self.tier_for(gx.shape[1], c0.shape[1], gx.dtype, gx.device)
+        return tier_scans()[tier](gx, h0, c0, w_hh, w_hr, batch_sizes, reverse)
 
     def scan_layer(self, gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes):
         """Both directions in the same launches where the tier can (persistent: when both fit on the
         chip at once; fused_step: always, one launch per step for the two directions)."""
         if len(gxs) == 2:
             gx, c0 = gxs[0], c0s[0]
-            tier = _forced[0] or choose_tier(gx.shape[1], c0.shape[1], gx.shape[0], gx.dtype, gx.device)
+            tier = self.tier_for(gx.shape[1], c0.shape[1], gx.dtype, gx.device)
             if tier == "persistent":
-                from .persistent import fits, scan_bidirectional
+                from .persistent.launch import scan_bidirectional
+                from .persistent.tiling import fits
 
                 P, has_proj = h0s[0].shape[1], w_hrs[0] is not None
                 if fits(gx.shape[1], c0.shape[1], P, has_proj, gx.dtype, gx.device, directions=2):

@@ -1,6 +1,6 @@
 """What the ahead-of-time compile check (``python -m lstm_kernels.aot``) builds.
 
-Every module in ``lstm_kernels._triton`` that holds kernels defines
+Every tier package in ``lstm_kernels._triton`` has an ``aot_specs`` module defining
 ``aot_specs(arch: int) -> list[KernelSpec]``: one entry per specialization its launchers
 can produce (dtype, block sizes, warps, hidden sizes the dispatch can send it).
 """

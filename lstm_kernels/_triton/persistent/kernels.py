@@ -1,0 +1,451 @@
+"""The persistent tier's kernels: the whole time loop of a layer in one launch, forward
+(streamed or resident W_hh slice, or the resident batch-tile loop) and backward (see the
+package docstring for the layout and the grid barrier)."""
+import triton
+import triton.language as tl
+
+from ..common.gates import activate_gates, gate_dots, store_gates
+from ..common.math import tanh
+
+
+@triton.jit
+def _grid_barrier(p_sync, target):
+    # Every thread's stores must be issued before the one arriving atomic releases them.
+    tl.debug_barrier()
+    tl.atomic_add(p_sync, 1, sem="acq_rel", scope="gpu")
+    seen = tl.atomic_add(p_sync, 0, sem="acquire", scope="gpu")
+    while seen < target:
+        seen = tl.atomic_add(p_sync, 0, sem="acquire", scope="gpu")
+    tl.debug_barrier()
+
+
+@triton.jit
+def _load_h_prev(p_out, p_h0, t_prev, B, P, row, o_k, m_carry, m_fresh):
+    """h_prev^T [len(o_k), BLOCK_B] for columns o_k: rows that ran at t_prev read out[t_prev]
+    (written by other programs: past L1, see the module docstring), rows starting here h0."""
+    m_k = (o_k < P)[:, None]
+    b_h = tl.load(p_out + (t_prev.to(tl.int64) * B + row) * P + o_k[:, None],
+                  mask=m_k & m_carry, other=0.0, cache_modifier=".cg")
+    b_h += tl.load(p_h0 + row * P + o_k[:, None], mask=m_k & m_fresh, other=0.0)
+    return b_h
+
+
+@triton.jit
+def _resident_slice(p_w, i_n, H, P, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """Program i_n's W_hh slice as the resident operands of ``forward_kernel`` (see there):
+    (gates i,f rows; gates g,o rows) for BLOCK_H >= 32, else all four gates in the first."""
+    o_kr = tl.arange(0, BLOCK_K)
+    if BLOCK_H >= 32:
+        o_r = tl.arange(0, 2 * BLOCK_H)
+    else:
+        o_r = tl.arange(0, 4 * BLOCK_H)
+    o_rj = i_n * BLOCK_H + o_r % BLOCK_H
+    p_wr2 = p_w + ((o_r // BLOCK_H) * H + o_rj)[:, None].to(tl.int64) * P + o_kr[None, :]
+    m_wr2 = (o_rj < H)[:, None] & (o_kr < P)[None, :]
+    r_w_if = tl.load(p_wr2, mask=m_wr2, other=0.0)
+    r_w_go = r_w_if
+    if BLOCK_H >= 32:
+        r_w_go = tl.load(p_wr2 + 2 * H * P, mask=m_wr2, other=0.0)
+    if UPCAST_DOT:
+        r_w_if = r_w_if.to(tl.float32)
+        r_w_go = r_w_go.to(tl.float32)
+    return r_w_if, r_w_go
+
+
+@triton.jit
+def _resident_gate_dots(r_w_if, r_w_go, b_h, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr,
+                        DOT_PRECISION: tl.constexpr):
+    """The four gates' recurrent pre-activations [BLOCK_H, BLOCK_B] from the resident operands
+    of ``_resident_slice`` and h_prev^T [P, BLOCK_B]."""
+    if BLOCK_H >= 32:
+        acc_if = tl.dot(r_w_if, b_h, input_precision=DOT_PRECISION)  # [2*BLOCK_H, BLOCK_B]
+        acc_go = tl.dot(r_w_go, b_h, input_precision=DOT_PRECISION)
+    else:
+        acc = tl.dot(r_w_if, b_h, input_precision=DOT_PRECISION)  # [4*BLOCK_H, BLOCK_B]
+        acc_if, acc_go = tl.split(tl.permute(tl.reshape(acc, (2, 2 * BLOCK_H, BLOCK_B)), (1, 2, 0)))
+    acc_i, acc_f = tl.split(tl.permute(tl.reshape(acc_if, (2, BLOCK_H, BLOCK_B)), (1, 2, 0)))
+    acc_g, acc_o = tl.split(tl.permute(tl.reshape(acc_go, (2, BLOCK_H, BLOCK_B)), (1, 2, 0)))
+    return acc_i, acc_f, acc_g, acc_o
+
+
+@triton.jit(do_not_specialize=["T", "NUM_PROGRAMS", "reverse"])
+def forward_kernel(
+    p_gx,  # [D, T, B, G] input projection + biases (strides s_gx_d, s_gx_t, s_gx_b, 1)
+    p_h0,  # [D, B, P] initial h
+    p_c0,  # [D, B, H] initial c
+    p_w,  # [D, G, P] W_hh, contiguous
+    p_wr,  # [D, P, H] W_hr, contiguous (HAS_PROJ)
+    p_bs,  # [T] int32 active rows per step (device)
+    p_out,  # [D, T, B, P] output, zero-filled: inactive rows stay zero
+    p_hr,  # [D, T, B, H] compute dtype: unprojected h (HAS_PROJ; exchanged between programs)
+    p_gates,  # [D, T, B, G] compute dtype, saved activated gates (SAVE)
+    p_cs,  # [D, T, B, H] compute dtype, saved cell states (SAVE)
+    p_cn,  # [D, B, H] final cell state, c0's dtype; holds c0 at launch (rows that never run keep it)
+    p_sync,  # [D, NM] int32 barrier counters, zero at launch
+    T, B, H, P,
+    s_gx_d, s_gx_t, s_gx_b,
+    NUM_PROGRAMS,  # programs per batch tile: the barrier's arrival count
+    reverse,  # 1: direction 0 runs backwards in time (direction 1 always runs opposite to it)
+    USE_BARRIER: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_PROJ: tl.constexpr, SAVE: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    RESIDENT: tl.constexpr = False,  # W_hh slice loaded once before the time loop (BLOCK_K >= P)
+    H_ON_CHIP: tl.constexpr = False,  # RESIDENT, one program, no projection: h stays in registers
+):
+    i_n = tl.program_id(0)
+    i_m = tl.program_id(1)
+    i_d = tl.program_id(2)  # direction: every tensor has a leading [D] dimension
+    rev = (i_d + reverse) % 2 == 1
+    o_j = i_n * BLOCK_H + tl.arange(0, BLOCK_H)  # owned hidden units
+    o_p = i_n * BLOCK_P + tl.arange(0, BLOCK_P)  # owned output columns (HAS_PROJ)
+    o_b = i_m * BLOCK_B + tl.arange(0, BLOCK_B)  # batch rows
+    m_j = o_j < H
+    m_p = o_p < P
+    row = o_b[None, :].to(tl.int64)
+    G = 4 * H
+    d64 = i_d.to(tl.int64)
+    p_gx += d64 * s_gx_d
+    p_h0 += d64 * B * P
+    p_c0 += d64 * B * H
+    p_w += d64 * G * P
+    p_wr += d64 * P * H
+    p_out += d64 * T * B * P
+    p_hr += d64 * T * B * H
+    p_gates += d64 * T * B * G
+    p_cs += d64 * T * B * H
+    p_cn += d64 * B * H
+    p_sync_m = p_sync + i_d * tl.num_programs(1) + i_m
+    p_wj = p_w + o_j[:, None].to(tl.int64) * P  # rows of gate i; gate g is g*H*P further
+
+    m_all = m_j[:, None] & (o_b < B)[None, :]
+    c = tl.load(p_c0 + row * H + o_j[:, None], mask=m_all, other=0.0).to(tl.float32)  # [BLOCK_H, BLOCK_B]
+
+    if RESIDENT:
+        # The program's whole W_hh slice, read once for all T steps. With BLOCK_H >= 32 it is two
+        # operands of two gates each: row a*BLOCK_H + jj of r_w_if holds W_hh[a*H + i_n*BLOCK_H + jj, :]
+        # (gates i, f), r_w_go the same for g, o; narrower blocks stack all four gates in one
+        # operand. Either way an operand has >= 64 rows, so it stays in shared memory and Hopper's
+        # wgmma reads it from there; a taller single operand spills its staging registers.
+        o_kr = tl.arange(0, BLOCK_K)
+        r_w_if, r_w_go = _resident_slice(p_w, i_n, H, P, BLOCK_H, BLOCK_K, UPCAST_DOT)
+
+    if H_ON_CHIP:
+        # The program owns every hidden unit, so the h entering a step is the h it computed
+        # the step before (rounded to the storage dtype, as out holds it) or h0 for rows that
+        # start there: no round trip through memory between steps.
+        tl.static_assert(BLOCK_K == BLOCK_H)
+        m_h0 = (o_kr < P)[:, None] & (o_b < B)[None, :]
+        r_h0 = tl.load(p_h0 + row * P + o_kr[:, None], mask=m_h0, other=0.0)
+        r_h = r_h0
+
+    t_prev = tl.zeros((), dtype=tl.int32)
+    bs_prev = tl.zeros((), dtype=tl.int32)
+    n_sync = tl.zeros((), dtype=tl.int32)
+    for s in range(T):
+        t = tl.where(rev, T - 1 - s, s)
+        t64 = t.to(tl.int64)
+        bs = tl.load(p_bs + t)
+        m_b = o_b < bs
+        m_jb = m_j[:, None] & m_b[None, :]
+        m_carry = (o_b < bs_prev)[None, :]
+        m_fresh = (m_b & (o_b >= bs_prev))[None, :]
+
+        # gates^T [BLOCK_H, BLOCK_B] per gate = W_hh[g*H + owned rows, :] @ h_prev^T
+        acc_i = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
+        acc_f = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
+        acc_g = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
+        acc_o = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
+        if RESIDENT:
+            # All of h_prev^T [P, BLOCK_B] at once, then one dot for the four gates.
+            if H_ON_CHIP:
+                b_h = tl.where(m_carry, r_h, r_h0)
+            else:
+                b_h = _load_h_prev(p_out, p_h0, t_prev, B, P, row, o_kr, m_carry, m_fresh)
+            if UPCAST_DOT:
+                b_h = b_h.to(tl.float32)
+            acc_i, acc_f, acc_g, acc_o = _resident_gate_dots(r_w_if, r_w_go, b_h, BLOCK_H, BLOCK_B, DOT_PRECISION)
+        for k0 in range(0, P if not RESIDENT else 0, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            m_k = o_k < P
+            b_h = _load_h_prev(p_out, p_h0, t_prev, B, P, row, o_k, m_carry, m_fresh)
+            m_w = m_j[:, None] & m_k[None, :]
+            b_wi = tl.load(p_wj + o_k[None, :], mask=m_w, other=0.0)
+            b_wf = tl.load(p_wj + H * P + o_k[None, :], mask=m_w, other=0.0)
+            b_wg = tl.load(p_wj + 2 * H * P + o_k[None, :], mask=m_w, other=0.0)
+            b_wo = tl.load(p_wj + 3 * H * P + o_k[None, :], mask=m_w, other=0.0)
+            acc_i, acc_f, acc_g, acc_o = gate_dots(b_wi, b_wf, b_wg, b_wo, b_h, acc_i, acc_f, acc_g, acc_o,
+                                                   UPCAST_DOT, DOT_PRECISION)
+
+        p_g = p_gx + t64 * s_gx_t + row * s_gx_b + o_j[:, None]
+        gi, gf, gg, go = activate_gates(p_g, H, m_jb, acc_i, acc_f, acc_g, acc_o)
+        c_new = gf * c + gi * gg
+        h = go * tanh(c_new)
+        c = tl.where(m_b[None, :], c_new, c)
+        # The final state is written as it evolves (a row's last write is its c_n): a store
+        # after the loop would keep its pointer and mask tiles live across all T steps, and
+        # ptxas spills those (sm_80).
+        tl.store(p_cn + row * H + o_j[:, None], c_new.to(p_cn.dtype.element_ty), mask=m_jb)
+        if SAVE:
+            store_gates(p_gates + (t64 * B + row) * G + o_j[:, None], H, gi, gf, gg, go, m_jb)
+            tl.store(p_cs + (t64 * B + row) * H + o_j[:, None], c_new.to(p_cs.dtype.element_ty), mask=m_jb)
+        if HAS_PROJ:
+            tl.store(p_hr + (t64 * B + row) * H + o_j[:, None], h.to(p_hr.dtype.element_ty), mask=m_jb)
+            if USE_BARRIER:
+                n_sync += 1
+                _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+            else:
+                tl.debug_barrier()  # one program: its warps still exchange rows through memory
+            # out^T [BLOCK_P, BLOCK_B] = W_hr[owned columns, :] @ h^T, h rounded to the storage
+            # dtype first as nn.LSTM does.
+            acc_p = tl.zeros((BLOCK_P, BLOCK_B), dtype=tl.float32)
+            for k0 in range(0, H, BLOCK_K):
+                o_k = k0 + tl.arange(0, BLOCK_K)
+                m_k = o_k < H
+                b_hr = tl.load(p_hr + (t64 * B + row) * H + o_k[:, None], mask=m_k[:, None] & m_b[None, :],
+                               other=0.0, cache_modifier=".cg").to(p_out.dtype.element_ty)
+                b_wr = tl.load(p_wr + o_p[:, None].to(tl.int64) * H + o_k[None, :],
+                               mask=m_p[:, None] & m_k[None, :], other=0.0)
+                if UPCAST_DOT:
+                    b_hr = b_hr.to(tl.float32)
+                    b_wr = b_wr.to(tl.float32)
+                acc_p = tl.dot(b_wr, b_hr, acc_p, input_precision=DOT_PRECISION)
+            tl.store(p_out + (t64 * B + row) * P + o_p[:, None], acc_p.to(p_out.dtype.element_ty),
+                     mask=m_p[:, None] & m_b[None, :])
+        else:
+            tl.store(p_out + (t64 * B + row) * P + o_j[:, None], h.to(p_out.dtype.element_ty), mask=m_jb)
+            if H_ON_CHIP:
+                r_h = h.to(p_out.dtype.element_ty)  # rows inactive here are never carried from here
+        if USE_BARRIER:
+            n_sync += 1
+            _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+        else:
+            tl.debug_barrier()  # one program: its warps still exchange rows through memory
+        t_prev = t
+        bs_prev = bs
+
+
+@triton.jit(do_not_specialize=["T", "NUM_PROGRAMS", "reverse", "N_TILES"])
+def forward_tiles_kernel(
+    p_gx,  # [D, T, B, G] input projection + biases (strides s_gx_d, s_gx_t, s_gx_b, 1)
+    p_h0,  # [D, B, P] initial h
+    p_w,  # [D, G, P] W_hh, contiguous
+    p_bs,  # [T] int32 active rows per step (device)
+    p_out,  # [D, T, B, P] output, zero-filled when rows go inactive
+    p_gates,  # [D, T, B, G] compute dtype, saved activated gates (SAVE)
+    p_cs,  # [D, T, B, H] compute dtype, saved cell states (SAVE)
+    p_cn,  # [D, B, H] final cell state, c0's dtype; holds c0 at launch (rows that never run keep it)
+    p_cf,  # [D, B, H] fp32 cell state between steps; holds c0 at launch
+    p_sync,  # [D] int32 barrier counters, zero at launch
+    T, B, H, P,
+    s_gx_d, s_gx_t, s_gx_b,
+    NUM_PROGRAMS,  # programs per direction: the barrier's arrival count
+    reverse,  # 1: direction 0 runs backwards in time (direction 1 always runs opposite to it)
+    N_TILES,  # batch tiles of BLOCK_B rows
+    BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
+    SAVE: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """The resident forward for grids too large to be resident at once: grid (NP, 1, D), each
+    program holds its W_hh slice (no projection) and, every step, runs its hidden block for
+    every batch tile in turn, keeping the fp32 cell state in p_cf between steps."""
+    i_n = tl.program_id(0)
+    i_d = tl.program_id(2)
+    rev = (i_d + reverse) % 2 == 1
+    o_j = i_n * BLOCK_H + tl.arange(0, BLOCK_H)
+    m_j = o_j < H
+    o_kr = tl.arange(0, BLOCK_K)
+    G = 4 * H
+    d64 = i_d.to(tl.int64)
+    p_gx += d64 * s_gx_d
+    p_h0 += d64 * B * P
+    p_w += d64 * G * P
+    p_out += d64 * T * B * P
+    p_gates += d64 * T * B * G
+    p_cs += d64 * T * B * H
+    p_cn += d64 * B * H
+    p_cf += d64 * B * H
+    r_w_if, r_w_go = _resident_slice(p_w, i_n, H, P, BLOCK_H, BLOCK_K, UPCAST_DOT)
+
+    t_prev = tl.zeros((), dtype=tl.int32)
+    bs_prev = tl.zeros((), dtype=tl.int32)
+    for s in range(T):
+        t = tl.where(rev, T - 1 - s, s)
+        t64 = t.to(tl.int64)
+        bs = tl.load(p_bs + t)
+        for mt in range(N_TILES):
+            o_b = mt * BLOCK_B + tl.arange(0, BLOCK_B)
+            row = o_b[None, :].to(tl.int64)
+            m_b = o_b < bs
+            m_jb = m_j[:, None] & m_b[None, :]
+            m_carry = (o_b < bs_prev)[None, :]
+            m_fresh = (m_b & (o_b >= bs_prev))[None, :]
+            c = tl.load(p_cf + row * H + o_j[:, None], mask=m_jb, other=0.0)
+            b_h = _load_h_prev(p_out, p_h0, t_prev, B, P, row, o_kr, m_carry, m_fresh)
+            if UPCAST_DOT:
+                b_h = b_h.to(tl.float32)
+            acc_i, acc_f, acc_g, acc_o = _resident_gate_dots(r_w_if, r_w_go, b_h, BLOCK_H, BLOCK_B, DOT_PRECISION)
+            gi, gf, gg, go = activate_gates(p_gx + t64 * s_gx_t + row * s_gx_b + o_j[:, None], H, m_jb,
+                                            acc_i, acc_f, acc_g, acc_o)
+            c_new = gf * c + gi * gg
+            h = go * tanh(c_new)
+            tl.store(p_cf + row * H + o_j[:, None], c_new, mask=m_jb)
+            tl.store(p_cn + row * H + o_j[:, None], c_new.to(p_cn.dtype.element_ty), mask=m_jb)
+            if SAVE:
+                store_gates(p_gates + (t64 * B + row) * G + o_j[:, None], H, gi, gf, gg, go, m_jb)
+                tl.store(p_cs + (t64 * B + row) * H + o_j[:, None], c_new.to(p_cs.dtype.element_ty), mask=m_jb)
+            tl.store(p_out + (t64 * B + row) * P + o_j[:, None], h.to(p_out.dtype.element_ty), mask=m_jb)
+        _grid_barrier(p_sync + i_d, (s + 1) * NUM_PROGRAMS)
+        t_prev = t
+        bs_prev = bs
+
+
+@triton.jit(do_not_specialize=["T", "NUM_PROGRAMS", "reverse"])
+def backward_kernel(
+    p_dout,  # [D, T, B, P] upstream grad of out (strides s_do_d, s_do_t, s_do_b, 1)
+    p_dhn,  # [D, B, P] upstream grad of h_n
+    p_dcn,  # [D, B, H] upstream grad of c_n
+    p_w,  # [D, G, P] W_hh, contiguous
+    p_wr,  # [D, P, H] W_hr, contiguous (HAS_PROJ)
+    p_bs,  # [T] int32 active rows per step (device)
+    p_gates,  # [D, T, B, G] saved activated gates
+    p_cs,  # [D, T, B, H] saved cell states
+    p_c0,  # [D, B, H] initial cell state
+    p_dgates,  # [D, T, B, G] fp32 gate gradients, zero-filled: inactive rows stay zero
+    p_dhs,  # [D, T, B, P] fp32 grad of the projected h per step (HAS_PROJ; exchanged, and for d_w_hr)
+    p_dc0,  # [D, B, H] fp32 grad of c0; holds grad of c_n at launch (rows that never run keep it)
+    p_sync,  # [D, NM] int32 barrier counters, zero at launch
+    T, B, H, P,
+    s_do_d, s_do_t, s_do_b,
+    NUM_PROGRAMS,  # programs per batch tile: the barrier's arrival count
+    reverse,  # 1: direction 0 runs backwards in time (direction 1 always runs opposite to it)
+    USE_BARRIER: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_PROJ: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    RESIDENT: tl.constexpr = False,  # W_hh^T slice of all 4H rows held for all steps (no projection)
+    LOW_DOT: tl.constexpr = False,  # RESIDENT: gate gradients cast to W_hh's dtype (bf16) for the dot
+):
+    i_n = tl.program_id(0)
+    i_m = tl.program_id(1)
+    i_d = tl.program_id(2)  # direction: every tensor has a leading [D] dimension
+    rev = (i_d + reverse) % 2 == 1
+    o_j = i_n * BLOCK_H + tl.arange(0, BLOCK_H)  # owned hidden units
+    o_p = i_n * BLOCK_P + tl.arange(0, BLOCK_P)  # owned columns of h (== o_j without projection)
+    o_b = i_m * BLOCK_B + tl.arange(0, BLOCK_B)
+    m_j = o_j < H
+    m_p = o_p < P
+    row = o_b[None, :].to(tl.int64)
+    G = 4 * H
+    d64 = i_d.to(tl.int64)
+    p_dout += d64 * s_do_d
+    p_dhn += d64 * B * P
+    p_dcn += d64 * B * H
+    p_w += d64 * G * P
+    p_wr += d64 * P * H
+    p_gates += d64 * T * B * G
+    p_cs += d64 * T * B * H
+    p_c0 += d64 * B * H
+    p_dgates += d64 * T * B * G
+    p_dhs += d64 * T * B * P
+    p_dc0 += d64 * B * H
+    p_sync_m = p_sync + i_d * tl.num_programs(1) + i_m
+
+    m_all = m_j[:, None] & (o_b < B)[None, :]
+    dc = tl.load(p_dcn + row * H + o_j[:, None], mask=m_all, other=0.0).to(tl.float32)
+    if RESIDENT:
+        # Column q = g*BLOCK_K + k of r_wt holds W_hh[g*H + k, owned column]: the whole slice
+        # for the four gates as one [BLOCK_P, 4*BLOCK_K] operand, read once for all T steps.
+        o_q = tl.arange(0, 4 * BLOCK_K)
+        o_qk = o_q % BLOCK_K
+        o_qrow = (o_q // BLOCK_K) * H + o_qk  # row of W_hh / column of the gate gradients
+        m_q = o_qk < H
+        r_wt = tl.load(p_w + o_qrow[None, :].to(tl.int64) * P + o_p[:, None],
+                       mask=m_p[:, None] & m_q[None, :], other=0.0)
+        if not LOW_DOT:
+            r_wt = r_wt.to(tl.float32)
+
+    t_next = tl.zeros((), dtype=tl.int32)
+    bs_next = tl.zeros((), dtype=tl.int32)
+    n_sync = tl.zeros((), dtype=tl.int32)
+    for s in range(T):
+        t = tl.where(rev, s, T - 1 - s)
+        t_prev = tl.where(rev, t + 1, t - 1)
+        t64 = t.to(tl.int64)
+        bs = tl.load(p_bs + t)
+        has_prev = (t_prev >= 0) & (t_prev < T)
+        bs_prev = tl.load(p_bs + t_prev, mask=has_prev, other=0)
+        m_b = o_b < bs
+        m_jb = m_j[:, None] & m_b[None, :]
+        m_pb = m_p[:, None] & m_b[None, :]
+
+        # Phase A: dh^T [BLOCK_P, BLOCK_B] of the owned columns
+        #          = sum_g W_hh_g[:, owned]^T @ dgates_g[t_next]^T
+        m_next = (o_b < bs_next)[None, :]
+        dh = tl.zeros((BLOCK_P, BLOCK_B), dtype=tl.float32)
+        if RESIDENT:
+            b_dq = tl.load(p_dgates + (t_next.to(tl.int64) * B + row) * G + o_qrow[:, None],
+                           mask=m_q[:, None] & m_next, other=0.0, cache_modifier=".cg")
+            if LOW_DOT:
+                b_dq = b_dq.to(p_w.dtype.element_ty)
+            dh = tl.dot(r_wt, b_dq, dh, input_precision=DOT_PRECISION)
+        for k0 in range(0, H if not RESIDENT else 0, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            m_k = o_k < H
+            p_dn = p_dgates + (t_next.to(tl.int64) * B + row) * G + o_k[:, None]
+            p_wk = p_w + o_k[None, :].to(tl.int64) * P + o_p[:, None]
+            m_w = m_p[:, None] & m_k[None, :]
+            m_d = m_k[:, None] & m_next
+            for g in tl.static_range(4):
+                b_w = tl.load(p_wk + g * H * P, mask=m_w, other=0.0).to(tl.float32)
+                b_d = tl.load(p_dn + g * H, mask=m_d, other=0.0, cache_modifier=".cg")
+                dh = tl.dot(b_w, b_d, dh, input_precision=DOT_PRECISION)
+        dh += tl.load(p_dhn + row * P + o_p[:, None], mask=m_pb & (o_b >= bs_next)[None, :], other=0.0).to(
+            tl.float32)
+        dh += tl.load(p_dout + t64 * s_do_t + row * s_do_b + o_p[:, None], mask=m_pb,
+                      other=0.0).to(tl.float32)
+        if HAS_PROJ:
+            tl.store(p_dhs + (t64 * B + row) * P + o_p[:, None], dh, mask=m_pb)
+            if USE_BARRIER:
+                n_sync += 1
+                _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+            else:
+                tl.debug_barrier()  # one program: its warps still exchange rows through memory
+            # dhr^T [BLOCK_H, BLOCK_B] = W_hr[:, owned]^T @ dh^T
+            dhr = tl.zeros((BLOCK_H, BLOCK_B), dtype=tl.float32)
+            for k0 in range(0, P, BLOCK_K):
+                o_k = k0 + tl.arange(0, BLOCK_K)
+                m_k = o_k < P
+                b_wr = tl.load(p_wr + o_k[None, :].to(tl.int64) * H + o_j[:, None],
+                               mask=m_j[:, None] & m_k[None, :], other=0.0).to(tl.float32)
+                b_dh = tl.load(p_dhs + (t64 * B + row) * P + o_k[:, None], mask=m_k[:, None] & m_b[None, :],
+                               other=0.0, cache_modifier=".cg")
+                dhr = tl.dot(b_wr, b_dh, dhr, input_precision=DOT_PRECISION)
+        else:
+            dhr = dh
+
+        # Phase B: gate and cell-state gradients of the owned hidden block.
+        p_sg = p_gates + (t64 * B + row) * G + o_j[:, None]
+        gi = tl.load(p_sg, mask=m_jb, other=0.0).to(tl.float32)
+        gf = tl.load(p_sg + H, mask=m_jb, other=0.0).to(tl.float32)
+        gg = tl.load(p_sg + 2 * H, mask=m_jb, other=0.0).to(tl.float32)
+        go = tl.load(p_sg + 3 * H, mask=m_jb, other=0.0).to(tl.float32)
+        c = tl.load(p_cs + (t64 * B + row) * H + o_j[:, None], mask=m_jb, other=0.0).to(tl.float32)
+        m_carry = (o_b < bs_prev)[None, :]
+        c_prev = tl.load(p_cs + (t_prev.to(tl.int64) * B + row) * H + o_j[:, None], mask=m_jb & m_carry,
+                         other=0.0).to(tl.float32)
+        c_prev += tl.load(p_c0 + row * H + o_j[:, None], mask=m_jb & ~m_carry, other=0.0).to(tl.float32)
+        tc = tanh(c)
+        dc_t = dc + dhr * go * (1.0 - tc * tc)
+        p_dg = p_dgates + (t64 * B + row) * G + o_j[:, None]
+        tl.store(p_dg, dc_t * gg * gi * (1.0 - gi), mask=m_jb)
+        tl.store(p_dg + H, dc_t * c_prev * gf * (1.0 - gf), mask=m_jb)
+        tl.store(p_dg + 2 * H, dc_t * gi * (1.0 - gg * gg), mask=m_jb)
+        tl.store(p_dg + 3 * H, dhr * tc * go * (1.0 - go), mask=m_jb)
+        dc = tl.where(m_b[None, :], dc_t * gf, dc)
+        # Written every step for the same reason as c_n in the forward.
+        tl.store(p_dc0 + row * H + o_j[:, None], dc_t * gf, mask=m_jb)
+        if USE_BARRIER:
+            n_sync += 1
+            _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+        else:
+            tl.debug_barrier()  # one program: its warps still exchange rows through memory
+        t_next = t
+        bs_next = bs

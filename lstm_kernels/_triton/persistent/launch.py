@@ -1,0 +1,122 @@
+"""The persistent tier's launchers: D directions (1, or 2 for a bidirectional layer) in one
+launch, grid (NP, NM, D)."""
+from __future__ import annotations
+
+import torch
+
+from ..._base import triton_interpreting
+from ...reference import compute_dtype
+from ..common.batches import all_rows_full, batch_sizes_list, device_batch_sizes, finish_forward
+from ..common.grads import stacked_weight_grads
+from ..common.precision import backward_precision, dot_settings, fp32_ieee
+from ..common.registration import register_tier_scans
+from ..common.variants import current as current_variants
+from .kernels import backward_kernel, forward_kernel, forward_tiles_kernel
+from .tiling import (
+    backward_block_k,
+    backward_config,
+    capability_major,
+    config_for,
+    cooperative_launch,
+    does_not_fit,
+    h_on_chip,
+    sm_count,
+    uses_low_dot,
+)
+
+
+def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
+    """gx [D,T,B,G] (any strides, unit last), h0 [D,B,P], c0 [D,B,H], w_hh [D,G,P], w_hr [D,P,H] | None.
+
+    Direction d runs reversed when ``reverse != (d == 1)``. Returns the scan contract's six
+    tensors, each with a leading [D] dimension.
+    """
+    D, T, B, G = gx.shape
+    H, P = c0.shape[2], h0.shape[2]
+    dtype, cdt, dev = gx.dtype, compute_dtype(gx.dtype), gx.device
+    has_proj = w_hr is not None
+    upcast, prec = dot_settings(dtype)
+    variants = current_variants()
+    cfg = config_for(B, H, P, has_proj, dtype, dev, D, precision=prec, variants=variants)
+    if gx.stride(3) != 1:
+        gx = gx.contiguous()
+    bs = batch_sizes_list(batch_sizes, T, B)
+    bs_dev = device_batch_sizes(bs, B, dev)
+    # Rows inactive at a step are never written: zero-filled only when some are (packed).
+    full = all_rows_full(bs, B)
+    alloc = torch.empty if full else torch.zeros
+    out = alloc(D, T, B, P, dtype=dtype, device=dev)
+    c_n = c0.clone(memory_format=torch.contiguous_format)  # the kernel updates the rows that run
+    gates = torch.empty(D, T, B, G, dtype=cdt, device=dev) if save else gx.new_empty(0, dtype=cdt)
+    cs = torch.empty(D, T, B, H, dtype=cdt, device=dev) if save else gx.new_empty(0, dtype=cdt)
+    # Zeroed when packed: d_w_hr multiplies all rows, active or not.
+    hr = alloc(D, T, B, H, dtype=cdt, device=dev) if has_proj else gx.new_empty(0, dtype=cdt)
+    sync = torch.zeros(D, cfg.grid_m, dtype=torch.int32, device=dev)
+    w_hh_c = w_hh.contiguous()
+    if cfg.batch_loop:
+        c_f = c0.to(torch.float32).contiguous().clone()
+        forward_tiles_kernel[(cfg.NP, 1, D)](
+            gx, h0.contiguous(), w_hh_c, bs_dev, out, gates, cs, c_n, c_f, sync,
+            T, B, H, P, gx.stride(0), gx.stride(1), gx.stride(2), cfg.NP, int(reverse), cfg.NM,
+            BLOCK_H=cfg.BLOCK_H, BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, SAVE=save, UPCAST_DOT=upcast,
+            DOT_PRECISION=prec, num_warps=cfg.num_warps, **cooperative_launch(cfg),
+        )
+    else:
+        forward_kernel[(cfg.NP, cfg.NM, D)](
+            gx, h0.contiguous(), c0.contiguous(), w_hh_c, w_hr.contiguous() if has_proj else w_hh_c, bs_dev,
+            out, hr, gates, cs, c_n, sync,
+            T, B, H, P, gx.stride(0), gx.stride(1), gx.stride(2), cfg.NP,
+            int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
+            BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, SAVE=save, UPCAST_DOT=upcast,
+            DOT_PRECISION=prec, RESIDENT=cfg.resident, H_ON_CHIP=h_on_chip(cfg, has_proj, variants.h_on_chip),
+            num_warps=cfg.num_warps, **cooperative_launch(cfg),
+        )
+    h_n = torch.stack([finish_forward(out[d], c_n[d], c0[d], bs, reverse != (d == 1))[0] for d in range(D)])
+    hs = hr if (save and has_proj) else gx.new_empty(0, dtype=cdt)
+    return out, h_n, c_n, gates, cs, hs
+
+
+def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_sizes, reverse,
+                     out, gates, cs, hs):
+    """The backward of :func:`_launch_forward`; every tensor has the leading [D] dimension."""
+    D, T, B, P = out.shape
+    H = c0.shape[2]
+    cdt, dev = gates.dtype, out.device
+    has_proj = w_hr is not None
+    variants = current_variants()
+    prec = backward_precision(out.dtype, variants.backward_tf32)
+    cfg = backward_config(B, H, P, has_proj, out.dtype, sm_count(dev), directions=D, major=capability_major(dev),
+                          precision=prec, variants=variants)
+    if cfg is None:
+        raise does_not_fit(B, H, P, out.dtype, dev)
+    bs = batch_sizes_list(batch_sizes, T, B)
+    bs_dev = device_batch_sizes(bs, B, dev)
+    alloc = torch.empty if all_rows_full(bs, B) else torch.zeros  # inactive rows stay zero
+    d_gates = alloc(D, T, B, 4 * H, dtype=cdt, device=dev)
+    d_hs = alloc(D, T, B, P, dtype=cdt, device=dev) if has_proj else d_gates
+    d_c0 = torch.empty(D, B, H, dtype=torch.float32, device=dev).copy_(grad_c_n)  # updated by the kernel
+    sync = torch.zeros(D, cfg.NM, dtype=torch.int32, device=dev)
+    g_out = grad_out if grad_out.stride(3) == 1 else grad_out.contiguous()
+    w_hh_c = w_hh.contiguous()
+    ieee = fp32_ieee(out.dtype, prec, triton_interpreting())
+    low_dot = cfg.resident and uses_low_dot(out.dtype) and not triton_interpreting()
+    if low_dot:
+        prec = "ieee"  # 16-bit operands: the precision setting does not apply
+    backward_kernel[(cfg.NP, cfg.NM, D)](
+        g_out, grad_h_n.contiguous(), grad_c_n.contiguous(), w_hh_c,
+        w_hr.contiguous() if has_proj else w_hh_c,
+        bs_dev, gates.contiguous(), cs.contiguous(), c0.contiguous(), d_gates, d_hs, d_c0, sync,
+        T, B, H, P, g_out.stride(0), g_out.stride(1), g_out.stride(2), cfg.NP,
+        int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
+        BLOCK_B=cfg.BLOCK_B, BLOCK_K=backward_block_k(cfg, has_proj, ieee, variants.backward_wide_k),
+        HAS_PROJ=has_proj, DOT_PRECISION=prec, RESIDENT=cfg.resident, LOW_DOT=low_dot,
+        num_warps=cfg.backward_warps, **cooperative_launch(cfg),
+    )
+    d_w_hh, d_w_hr, d_h0 = stacked_weight_grads(d_gates, out, h0, w_hh, w_hr, d_hs if has_proj else None, hs,
+                                                bs, reverse, first_dh=True)
+    return d_gates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_w_hh, d_w_hr
+
+
+# The per-direction scan runs the launchers with D = 1; ``scan_bidirectional`` both directions
+# of a layer in one D = 2 launch (the direction-stacked contract, ops.py).
+scan, scan_bidirectional = register_tier_scans("persistent", _launch_forward, _launch_backward)
