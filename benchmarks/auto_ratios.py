@@ -43,6 +43,9 @@ from lstm_kernels.timing import geomean  # noqa: E402
 
 HELD_OUT = {"T": [24, 200], "B": [2, 32], "H": [48, 384], "L": [1, 2], "D": [1, 2]}
 QUICK = {"T": [24], "B": [2], "H": [48], "L": [1], "D": [1, 2]}
+# The grid the other CPU benchmarks name (cpu_ratios.py's 108 shapes), for --grid named.
+NAMED = {"T": [16, 128, 512], "B": [1, 16, 64], "H": [64, 256, 512], "L": [1, 2], "D": [1, 2]}
+GRIDS = {"held-out": HELD_OUT, "quick": QUICK, "named": NAMED}
 # (name, T, B, H, proj, dtype, packed): where the scripted scan is meant to beat nn.LSTM.
 EXTRAS = [
     ("packed", 200, 32, 96, 0, torch.float32, True),
@@ -99,8 +102,9 @@ def bench_one(name, T, B, H, L, D, proj, dtype, packed, mode, rounds, budget, cl
     }
 
 
-def jobs(quick: bool):
-    g = QUICK if quick else HELD_OUT
+def jobs(grid: str):
+    g = GRIDS[grid]
+    quick = grid == "quick"
     for T in g["T"]:
         for B in g["B"]:
             for H in g["H"]:
@@ -151,6 +155,8 @@ def markdown(rows, summ, meta) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="two shapes and one extra (a smoke run)")
+    ap.add_argument("--grid", choices=sorted(GRIDS), default="held-out",
+                    help="held-out (default): shapes no other benchmark names; named: cpu_ratios.py's grid")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clock", choices=["wall", "thread"], default="wall",
                     help="thread: CPU time of the calling thread (with --threads 1, immune to other load)")
@@ -166,7 +172,8 @@ def main(argv=None) -> int:
     os.environ["LSTM_KERNELS_TUNE"] = "1"
     dispatch.clear_cache()
     rows = []
-    for job in jobs(args.quick):
+    grid = "quick" if args.quick else args.grid
+    for job in jobs(grid):
         for mode in args.modes:
             rows.append(bench_one(*job, mode, args.rounds, args.budget, args.clock))
             r = rows[-1]
@@ -175,7 +182,7 @@ def main(argv=None) -> int:
     summ = summarize(rows)
     meta = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "clock": args.clock,
             "torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "load_avg": os.getloadavg(), "grid": "quick" if args.quick else HELD_OUT}
+            "load_avg": os.getloadavg(), "grid": grid, "grid_axes": GRIDS[grid]}
     if not args.no_first_call:
         meta["first_call_s"] = dispatch.first_call_costs(repeats=2)
     for k, v in summ.items():
@@ -184,7 +191,8 @@ def main(argv=None) -> int:
         print("first training step, fresh process (s):",
               ", ".join(f"{k} {v:.2f}" for k, v in meta["first_call_s"].items()))
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"cpu-auto-{datetime.date.today().isoformat()}.json")
+                                   f"cpu-auto-{'' if grid == 'held-out' else grid + '-'}"
+                                   f"{datetime.date.today().isoformat()}.json")
     with open(out, "w") as f:
         json.dump({"meta": meta, "summary": summ, "rows": rows}, f, indent=1, default=str)
     with open(os.path.splitext(out)[0] + ".md", "w") as f:
