@@ -38,7 +38,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import lstm_kernels  # noqa: E402
-from lstm_kernels import dispatch, timing  # noqa: E402
+from lstm_kernels import bench, dispatch, timing  # noqa: E402
 from lstm_kernels.timing import geomean  # noqa: E402
 
 HELD_OUT = {"T": [24, 200], "B": [2, 32], "H": [48, 384], "L": [1, 2], "D": [1, 2]}
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
             "torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "load_avg": os.getloadavg(), "grid": grid, "grid_axes": GRIDS[grid]}
     if not args.no_first_call:
-        meta["first_call_s"] = dispatch.first_call_costs(repeats=2)
+        meta["first_call_s"] = bench.first_call_costs(repeats=2)
     for k, v in summ.items():
         print(f"{k:<40} geomean {v['geomean']:.3f}  max {v['max']:.3f} ({v['worst']})")
     if meta.get("first_call_s"):

@@ -35,7 +35,9 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Callable, Iterator, Optional, Sequence
@@ -447,8 +449,42 @@ def plot(rows: Sequence[dict], path: str, env: dict) -> None:
     plt.close(fig)
 
 
+def first_call_costs(shape: tuple = (32, 16, 64, 128), repeats: int = 1) -> dict:
+    """Seconds of a fresh process's first training step, ``nn.LSTM`` vs ``LSTM(backend="auto")``,
+    with an empty and with a filled tuning cache. ``shape`` is (T, B, I, H)."""
+    T, B, I, H = shape
+    code = (
+        "import time, torch\n"
+        "t0 = time.perf_counter()\n"
+        "import lstm_kernels\n"
+        f"m = (torch.nn.LSTM({I}, {H}) if '{{kind}}' == 'torch' else lstm_kernels.LSTM({I}, {H}))\n"
+        f"x = torch.randn({T}, {B}, {I}, requires_grad=True)\n"
+        "out, (h, c) = m(x); out.sum().backward()\n"
+        "print(time.perf_counter() - t0)\n"
+    )
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as d:
+        env = dict(os.environ, LSTM_KERNELS_CACHE_DIR=d, LSTM_KERNELS_TUNE="1")
+
+        def once(kind: str) -> float:
+            out = subprocess.run([sys.executable, "-c", code.replace("{kind}", kind)], env=env,
+                                 capture_output=True, text=True, check=True)
+            return float(out.stdout.strip().splitlines()[-1])
+
+        for _ in range(repeats):
+            results.setdefault("nn.LSTM", 0.0)
+            results["nn.LSTM"] += once("torch") / repeats
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(d, dispatch.CACHE_FILE))
+            results.setdefault("auto, empty cache", 0.0)
+            results["auto, empty cache"] += once("auto") / repeats
+            results.setdefault("auto, filled cache", 0.0)
+            results["auto, filled cache"] += once("auto") / repeats
+    return results
+
+
 def startup_line(costs: dict) -> str:
-    """``dispatch.first_call_costs``'s seconds as one line: auto's start-up beyond nn.LSTM's."""
+    """``first_call_costs``'s seconds as one line: auto's start-up beyond nn.LSTM's."""
     base = costs["nn.LSTM"]
     return (f"start-up, first training step of a fresh process: nn.LSTM {base:.2f} s; auto "
             f"{costs['auto, empty cache'] - base:+.2f} s with an empty tuning cache, "
@@ -576,7 +612,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     render_report(rows, out, warnings)
     startup = None
     if not (args.smoke or args.no_startup):
-        startup = dispatch.first_call_costs()
+        startup = first_call_costs()
         out.print(startup_line(startup), highlight=False)
     if args.json:
         with open(args.json, "w") as f:

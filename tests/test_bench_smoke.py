@@ -98,6 +98,15 @@ def test_auto_row_names_its_pick(smoke_run):
     assert all(r["pick"] is None for r in data["rows"] if r["provider"] != "auto")
 
 
+def test_first_call_costs_time_fresh_processes():
+    """Three fresh interpreters, each timing its first training step; tuning on in them
+    whatever this session sets, and their cache a temporary one."""
+    costs = bench.first_call_costs(shape=(4, 2, 3, 5))
+    assert set(costs) == {"nn.LSTM", "auto, empty cache", "auto, filled cache"}
+    assert all(v > 0 for v in costs.values())
+    assert bench.startup_line(costs).startswith("start-up, first training step")
+
+
 def test_startup_line_reports_auto_beyond_nn_lstm():
     line = bench.startup_line({"nn.LSTM": 1.0, "auto, empty cache": 2.25, "auto, filled cache": 1.5})
     assert "nn.LSTM 1.00 s" in line and "+1.25 s with an empty" in line and "+0.50 s with a filled" in line
