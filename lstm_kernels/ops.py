@@ -86,12 +86,18 @@ def state_entering_each_step(seq: Tensor, init: Tensor, batch_sizes: list, rever
 
 
 def register_scan(name: str, forward_impl: Callable, backward_impl: Callable,
-                  directions: Optional[int] = None) -> Callable:
+                  directions: Optional[int] = None,
+                  saved_dtype: Optional[Callable[[torch.dtype, bool], torch.dtype]] = None) -> Callable:
     """Register a backend's scan as a custom op pair; return the differentiable caller.
 
     ``directions=None``: the per-direction contract; ``directions=2``: the direction-stacked
-    one (every tensor with a leading [2]), recorded as ``scan.directions``.
+    one (every tensor with a leading [2]), recorded as ``scan.directions``. ``saved_dtype``
+    maps (storage dtype, has a projection) to the dtype of the saved gates and cell states
+    (None: the compute dtype; a backend may store them narrower).
     """
+    if saved_dtype is None:
+        def saved_dtype(dtype: torch.dtype, has_proj: bool) -> torch.dtype:
+            return compute_dtype(dtype)
 
     @torch.library.custom_op(f"lstm_kernels::{name}_scan", mutates_args=())
     def scan_fwd(
@@ -111,14 +117,14 @@ def register_scan(name: str, forward_impl: Callable, backward_impl: Callable,
 
     @scan_fwd.register_fake
     def _(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
-        cdt = compute_dtype(gx.dtype)
+        cdt, sdt = compute_dtype(gx.dtype), saved_dtype(gx.dtype, w_hr is not None)
         g_shape, c_shape, h_shape = _saved_shapes(gx, c0, w_hr, save)
         return (
             gx.new_empty(*gx.shape[:-1], h0.shape[-1]),
             h0.new_empty(h0.shape),
             c0.new_empty(c0.shape),
-            gx.new_empty(g_shape, dtype=cdt),
-            gx.new_empty(c_shape, dtype=cdt),
+            gx.new_empty(g_shape, dtype=sdt),
+            gx.new_empty(c_shape, dtype=sdt),
             gx.new_empty(h_shape, dtype=cdt),
         )
 

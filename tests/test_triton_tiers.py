@@ -293,16 +293,21 @@ def test_bidirectional_layers_run_both_directions_in_each_launch(tier, kernels, 
         assert all(grid[2] == 2 for grid in grids[name]), name
 
 
-@pytest.mark.parametrize("changes_off", ["streamed-fwd", "h-in-memory", "narrow-bwd-k", "ieee-bwd", "streamed-bwd", "no-batch-loop",
-                                         "streamed-fwd+streamed-bwd+narrow-bwd-k"])
-def test_persistent_variants_match_nn_lstm_and_restore_switches(changes_off):
-    """Each change can be switched off for side-by-side timing; the result is still nn.LSTM's."""
+@pytest.mark.parametrize("mode", ["batched", "packed"])
+@pytest.mark.parametrize("changes_off", ["", "streamed-fwd", "h-in-memory", "narrow-bwd-k", "ieee-bwd", "streamed-bwd",
+                                         "no-batch-loop", "atomic-poll", "no-gx-prefetch", "no-saved-prefetch",
+                                         "state-every-step", "streamed-fwd+streamed-bwd+narrow-bwd-k",
+                                         "no-gx-prefetch+no-saved-prefetch+state-every-step"])
+def test_persistent_variants_match_nn_lstm_and_restore_switches(changes_off, mode):
+    """Each change can be switched off for side-by-side timing; the result is still nn.LSTM's,
+    batched and packed (the prefetches and the once-only final-state stores follow the rows
+    each step runs)."""
     before = variants.current()
-    cfg = Config(B=3, T=4, input_size=5, hidden_size=40, bidirectional=True)
+    cfg = Config(B=3, T=4, input_size=5, hidden_size=40, bidirectional=True, mode=mode)
     with force_tier("persistent"):
         pinned = variants.current()
         with variants.variant(changes_off):
-            assert variants.current() != pinned and variants.current().tier == "persistent"
+            assert (variants.current() != pinned) == bool(changes_off) and variants.current().tier == "persistent"
             check_lstm_against_torch(cfg, "triton", torch.float32)
     assert variants.current() == before
 
@@ -386,3 +391,22 @@ def test_candidate_tiers_lists_the_tiers_worth_timing_first_choice_first():
         assert "fused_step" in tiers and "pointwise" not in tiers
     assert candidate_tiers(4, 32, torch.float64, cpu) == ["pointwise"]
     assert candidate_tiers(4, 32, torch.float32, torch.device("meta")) == []
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=dtype_id)
+@pytest.mark.parametrize("saved_off", ["", "saved-fp32"])
+def test_persistent_saves_16_bit_state_in_the_storage_dtype(dtype, saved_off):
+    """fp16 models' saved gates and cell states are stored in fp16 (half the backward's saved
+    memory) and the gradients still pass the flash-attention rule against the float64
+    oracle, over a sequence long enough for the rounding to accumulate; bf16 and the
+    "saved-fp32" variant keep them in fp32 (common/precision.py, saved_dtype, says why)."""
+    cfg = Config(B=5, T=24, input_size=6, hidden_size=40, bidirectional=True, mode="packed")
+    with force_tier("persistent"), variants.variant(saved_off):
+        check_lstm_against_torch(cfg, "triton", dtype)
+        H = 8
+        gx, h0, c0 = torch.randn(3, 2, 4 * H, dtype=dtype), torch.randn(2, H, dtype=dtype), torch.randn(2, H, dtype=dtype)
+        w_hh = torch.randn(4 * H, H, dtype=dtype)
+        saved = torch.ops.lstm_kernels.persistent_scan(gx, h0, c0, w_hh, None, None, False, True)
+    want = dtype if dtype == torch.float16 and not saved_off else torch.float32
+    assert saved[3].dtype == want and saved[4].dtype == want, (saved[3].dtype, saved[4].dtype)
+    assert saved[5].dtype == torch.float32 or saved[5].numel() == 0

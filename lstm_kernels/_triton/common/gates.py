@@ -39,6 +39,31 @@ def gate_dots(
 
 
 @triton.jit
+def load_gate_inputs(
+    p_g,  # [BLOCK_H, BLOCK_B] pointers to gx[t] of gate i (input projection + biases)
+    H,  # elements between gates in gx
+    m_jb,  # [BLOCK_H, BLOCK_B] mask of active (unit, row) pairs
+):
+    """gx[t] of the four gates, in gx's dtype (a prefetch carried across a barrier holds
+    half the registers of fp32)."""
+    x_i = tl.load(p_g, mask=m_jb, other=0.0)
+    x_f = tl.load(p_g + H, mask=m_jb, other=0.0)
+    x_g = tl.load(p_g + 2 * H, mask=m_jb, other=0.0)
+    x_o = tl.load(p_g + 3 * H, mask=m_jb, other=0.0)
+    return x_i, x_f, x_g, x_o
+
+
+@triton.jit
+def activate_loaded(x_i, x_f, x_g, x_o, acc_i, acc_f, acc_g, acc_o):
+    """Activated gates (i, f, g, o) in fp32 from the recurrent part plus loaded gx[t]."""
+    gi = sigmoid(acc_i + x_i.to(tl.float32))
+    gf = sigmoid(acc_f + x_f.to(tl.float32))
+    gg = tanh(acc_g + x_g.to(tl.float32))
+    go = sigmoid(acc_o + x_o.to(tl.float32))
+    return gi, gf, gg, go
+
+
+@triton.jit
 def activate_gates(
     p_g,  # [BLOCK_H, BLOCK_B] pointers to gx[t] of gate i (input projection + biases)
     H,  # elements between gates in gx

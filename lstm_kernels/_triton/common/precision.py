@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..._base import triton_interpreting
+from ...reference import compute_dtype
 from .dtypes import HALF_DTYPES
 
 
@@ -48,3 +49,21 @@ def fp32_ieee(dtype: torch.dtype, precision, interpreting: bool) -> bool:
     if precision is None:
         return not torch.backends.cudnn.allow_tf32
     return precision == "ieee"
+
+
+def saved_dtype(dtype: torch.dtype, in_storage_dtype: bool, bf16_too: bool = False,
+                has_proj: bool = False) -> torch.dtype:
+    """The dtype the persistent tier saves its activated gates and cell states in for the
+    backward: fp16 models' own dtype with ``in_storage_dtype`` (the "saved-fp32" variant
+    switches it off), bf16's too only with ``bf16_too``, else the compute dtype. Never with
+    a projection: those tilings sit at their register cap, and the 16-bit stores and loads
+    made four of them spill 8-24 B on sm_90 (tests/test_aot.py).
+
+    Measured with ``benchmarks/saved_state_error.py`` (the gradients' worst error against a
+    float64 oracle, over torch's own error in the same dtype): fp16 saved state stays at
+    0.2-0.4x torch's error up to T=128, inside the flash-attention rule (at most 2x); bf16's
+    7-bit mantissa reaches 2.4-3.3x at T=128, so bf16 keeps fp32 saved state by default.
+    tests/test_triton_tiers.py (test_persistent_saves_16_bit_state_in_the_storage_dtype)
+    pins both."""
+    narrow = dtype == torch.float16 or (bf16_too and dtype == torch.bfloat16)
+    return dtype if in_storage_dtype and narrow and not has_proj else compute_dtype(dtype)

@@ -1,7 +1,7 @@
 """Registration of a tier's direction-stacked launchers as its custom-op scan pair."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -10,7 +10,8 @@ from ...ops import register_scan
 from .batches import check_scan_inputs
 
 
-def register_tier_scans(name: str, launch_forward: Callable, launch_backward: Callable):
+def register_tier_scans(name: str, launch_forward: Callable, launch_backward: Callable,
+                        saved_dtype: Optional[Callable[[torch.dtype, bool], torch.dtype]] = None):
     """Register a tier's direction-stacked launchers as its two scans; return
     ``(scan, scan_bidirectional)``.
 
@@ -19,6 +20,8 @@ def register_tier_scans(name: str, launch_forward: Callable, launch_backward: Ca
     runs both directions of a layer (the two-element lists ``Backend.scan_layer`` receives,
     direction 1 reversed) in the launches of one D = 2 call, through the direction-stacked
     contract (``lstm_kernels::<name>_bidir_scan``). Both give the results of two ``scan`` calls.
+    ``saved_dtype``: the dtype of the saved gates and cell states per storage dtype and
+    projection (``ops.register_scan``; None: the compute dtype).
     """
     def forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
         check_scan_inputs(gx, h0, c0, w_hh, w_hr, name)
@@ -38,8 +41,8 @@ def register_tier_scans(name: str, launch_forward: Callable, launch_backward: Ca
             check_scan_inputs(gx[d], h0[d], c0[d], w_hh[d], None if w_hr is None else w_hr[d], name)
         return launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save)
 
-    scan = register_scan(name, forward, backward)
-    bidir = register_scan(f"{name}_bidir", stacked_forward, launch_backward, directions=2)
+    scan = register_scan(name, forward, backward, saved_dtype=saved_dtype)
+    bidir = register_scan(f"{name}_bidir", stacked_forward, launch_backward, directions=2, saved_dtype=saved_dtype)
 
     def scan_bidirectional(gxs, h0s, c0s, w_hhs, w_hrs, batch_sizes) -> list[tuple[Tensor, Tensor, Tensor]]:
         has_proj = w_hrs[0] is not None

@@ -28,6 +28,14 @@ class Variants:
     resident_backward: bool = True  # the persistent backward may hold its W_hh^T slice on-chip
     batch_loop: bool = True  # a resident forward too large to be resident at once loops over batch tiles
     backward_tf32: bool = True  # 16-bit models' backward dh matmul runs TF32 (off: IEEE)
+    per_thread_poll: bool = True  # the grid barrier waits with every thread's ld.acquire (off: scalar atomic)
+    prefetch_gx: bool = True  # the forward loads step t+1's gx before step t's barrier
+    prefetch_saved: bool = True  # the backward loads the next step's saved gates and cell states before the barrier
+    final_state_once: bool = True  # c_n and d_c0 stored at each row's last step only (off: every step)
+    saved_in_storage_dtype: bool = True  # fp16 models' saved gates and cell states in fp16 (off: fp32)
+    # bf16 models' saved state in bf16 too: off, outside the flash-attention rule
+    # (common/precision.py, saved_dtype); benchmarks/saved_state_error.py switches it on to measure it.
+    saved_bf16: bool = False
 
     def without(self, names: str) -> "Variants":
         """These variants with the changes in ``names`` ("+"-separated ``LABELS``) switched off."""
@@ -46,6 +54,11 @@ LABELS = {
     "streamed-bwd": "resident_backward",
     "no-batch-loop": "batch_loop",
     "ieee-bwd": "backward_tf32",
+    "atomic-poll": "per_thread_poll",
+    "no-gx-prefetch": "prefetch_gx",
+    "no-saved-prefetch": "prefetch_saved",
+    "state-every-step": "final_state_once",
+    "saved-fp32": "saved_in_storage_dtype",
 }
 
 _lock = threading.Lock()

@@ -29,9 +29,12 @@ multiple of 128 share lines) from before its owner wrote it.
 The hidden state is exchanged through global memory: each step reads the full ``h[t_prev]``
 (``out[t_prev]``, or ``h0`` for rows that did not run there), writes its own block of ``h[t]``,
 then the NP programs of a (batch tile, direction) meet at a grid barrier: one int32 counter each,
-zeroed per launch; barrier k of a launch waits until the counter reaches ``k * NP`` (arrive:
-``atomic_add`` with acq_rel at gpu scope after a CTA barrier; wait: ``atomic_add(ptr, 0)`` with
-acquire). A projection adds a second barrier per step (the projection needs all of ``h``).
+zeroed per launch; barrier k of a launch waits until the counter reaches ``k * NP``
+(``common/barrier.py``: a CTA barrier, one release ``atomic_add`` at gpu scope, then every
+thread's own acquire load until the count is reached). A projection adds a second barrier
+per step (the projection needs all of ``h``). What does not depend on other programs (the
+next step's gx in the forward, its saved gates and cell states in the resident backward)
+is loaded before the barrier, so the wait hides it.
 
 With NP == 1 (one program owns every hidden unit: H <= 64 on a GPU, and always under the
 interpreter, which runs programs one after another so a spin barrier would deadlock) the

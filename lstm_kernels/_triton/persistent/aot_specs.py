@@ -10,14 +10,20 @@ import triton
 
 from ...reference import compute_dtype
 from ..common.dtypes import HALF_DTYPES, TL_DTYPES
+from ..common.precision import saved_dtype
+from ..common.variants import Variants
 from ..specs import KernelSpec
 from .kernels import backward_kernel, forward_kernel, forward_tiles_kernel
 from .tiling import (
     MAX_BLOCK_H,
     PersistentConfig,
     backward_block_k,
+    backward_polls_per_thread,
     h_on_chip,
     persistent_config,
+    prefetches_gx,
+    prefetches_saved,
+    stores_final_state_once,
     resident_backward_config,
     uses_low_dot,
 )
@@ -44,6 +50,11 @@ from .tiling import (
 # range plus its largest size hit every piece. tests/test_aot.py checks the sweep against
 # shapes drawn at random.
 _AOT_MAX = 4096
+# The launchers' default switches (common/variants.py), compiled in every spec: the code
+# without a change is the code the AOT check passed before that change.
+_V = Variants()
+_FWD_SWITCHES = dict(PER_THREAD_POLL=_V.per_thread_poll)
+_TILES_SWITCHES = dict(PER_THREAD_POLL=_V.per_thread_poll)
 
 
 def _aot_hidden() -> range:
@@ -134,6 +145,7 @@ def _forward_specs(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, pr
     """The forward kernels' specs of one tiling (and the streamed backward's), for fp32 ``prec``."""
     tdt = TL_DTYPES[dtype]
     cdt = TL_DTYPES[compute_dtype(dtype)]
+    sdt = TL_DTYPES[saved_dtype(dtype, _V.saved_in_storage_dtype, _V.saved_bf16, has_proj)]
     upcast = dtype not in HALF_DTYPES
     fwd_prec = prec or "ieee"  # 16-bit operands: the forward's dot takes no precision setting
     common = dict(USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
@@ -158,13 +170,15 @@ def _forward_specs(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, pr
             signature={
                 "p_gx": f"*{tdt}", "p_h0": f"*{tdt}", "p_c0": f"*{tdt}", "p_w": f"*{tdt}",
                 "p_wr": f"*{tdt}", "p_bs": "*i32", "p_out": f"*{tdt}", "p_hr": f"*{cdt}",
-                "p_gates": f"*{cdt}", "p_cs": f"*{cdt}", "p_cn": f"*{tdt}", "p_sync": "*i32",
+                "p_gates": f"*{sdt}", "p_cs": f"*{sdt}", "p_cn": f"*{tdt}", "p_sync": "*i32",
                 "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_gx_d": "i32", "s_gx_t": "i32",
                 "s_gx_b": "i32", "NUM_PROGRAMS": "i32", "reverse": "i32",
-                **{k: "constexpr" for k in (*common, "SAVE", "UPCAST_DOT", "RESIDENT", "H_ON_CHIP")},
+                **{k: "constexpr" for k in (*common, "SAVE", "UPCAST_DOT", "RESIDENT", "H_ON_CHIP", "PREFETCH_GX",
+                                            "C_N_ONCE", *_FWD_SWITCHES)},
             },
             constexprs=dict(SAVE=save, UPCAST_DOT=upcast, RESIDENT=cfg.resident,
-                            H_ON_CHIP=h_on_chip(cfg, has_proj), **common),
+                            H_ON_CHIP=h_on_chip(cfg, has_proj), PREFETCH_GX=prefetches_gx(cfg, _V.prefetch_gx),
+                            C_N_ONCE=stores_final_state_once(cfg, has_proj, _V.final_state_once), **common, **_FWD_SWITCHES),
             num_warps=cfg.num_warps,
             label=f"persistent fwd {tdt} {tiling} save={save}" + (f" {prec}" if prec else ""),
             divisible_by_16=div16,
@@ -176,14 +190,14 @@ def _forward_specs(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, pr
 
 def _tiles_specs(dtype: torch.dtype, cfg: PersistentConfig, upcast: bool, prec: str, tiling: str) -> list:
     tdt = TL_DTYPES[dtype]
-    cdt = TL_DTYPES[compute_dtype(dtype)]
+    sdt = TL_DTYPES[saved_dtype(dtype, _V.saved_in_storage_dtype, _V.saved_bf16)]
     consts = dict(BLOCK_H=cfg.BLOCK_H, BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, UPCAST_DOT=upcast,
-                  DOT_PRECISION=prec)
+                  DOT_PRECISION=prec, **_TILES_SWITCHES)
     return [KernelSpec(
         kernel=forward_tiles_kernel,
         signature={
             "p_gx": f"*{tdt}", "p_h0": f"*{tdt}", "p_w": f"*{tdt}", "p_bs": "*i32", "p_out": f"*{tdt}",
-            "p_gates": f"*{cdt}", "p_cs": f"*{cdt}", "p_cn": f"*{tdt}", "p_cf": "*fp32", "p_sync": "*i32",
+            "p_gates": f"*{sdt}", "p_cs": f"*{sdt}", "p_cn": f"*{tdt}", "p_cf": "*fp32", "p_sync": "*i32",
             "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_gx_d": "i32", "s_gx_t": "i32", "s_gx_b": "i32",
             "NUM_PROGRAMS": "i32", "reverse": "i32", "N_TILES": "i32",
             **{k: "constexpr" for k in (*consts, "SAVE")},
@@ -215,19 +229,21 @@ def _bwd_spec(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, common:
 
     ``prec``: fp32's "tf32" or "ieee"; "" for fp16/bf16 (backward_precision's TF32)."""
     tdt = TL_DTYPES[dtype]
-    cdt = TL_DTYPES[compute_dtype(dtype)]
+    sdt = TL_DTYPES[saved_dtype(dtype, _V.saved_in_storage_dtype, _V.saved_bf16, has_proj)]
     low_dot = cfg.resident and uses_low_dot(dtype)
     # backward_precision; 16-bit operands of the resident dot take none.
     consts = dict(common, DOT_PRECISION="ieee" if low_dot else (prec or "tf32"),
                   BLOCK_K=backward_block_k(cfg, has_proj, prec == "ieee"), RESIDENT=cfg.resident,
-                  LOW_DOT=low_dot)
+                  LOW_DOT=low_dot, PREFETCH_SAVED=prefetches_saved(cfg, _V.prefetch_saved),
+                  DC0_ONCE=stores_final_state_once(cfg, has_proj, _V.final_state_once),
+                  PER_THREAD_POLL=backward_polls_per_thread(has_proj, _V.per_thread_poll))
     div16 = ("p_dout", "p_dhn", "p_dcn", "p_w", "p_wr", "p_bs", "p_gates", "p_cs", "p_c0", "p_dgates", "p_dhs",
              "p_dc0", "p_sync", "H", "P", "s_do_d", "s_do_t", "s_do_b") if cfg.resident else ()
     return KernelSpec(
         kernel=backward_kernel,
         signature={
             "p_dout": f"*{tdt}", "p_dhn": f"*{tdt}", "p_dcn": f"*{tdt}", "p_w": f"*{tdt}",
-            "p_wr": f"*{tdt}", "p_bs": "*i32", "p_gates": f"*{cdt}", "p_cs": f"*{cdt}",
+            "p_wr": f"*{tdt}", "p_bs": "*i32", "p_gates": f"*{sdt}", "p_cs": f"*{sdt}",
             "p_c0": f"*{tdt}", "p_dgates": "*fp32", "p_dhs": "*fp32", "p_dc0": "*fp32", "p_sync": "*i32",
             "T": "i32", "B": "i32", "H": "i32", "P": "i32", "s_do_d": "i32", "s_do_t": "i32",
             "s_do_b": "i32", "NUM_PROGRAMS": "i32", "reverse": "i32",

@@ -4,19 +4,9 @@ package docstring for the layout and the grid barrier)."""
 import triton
 import triton.language as tl
 
-from ..common.gates import activate_gates, gate_dots, store_gates
+from ..common.barrier import grid_barrier
+from ..common.gates import activate_gates, activate_loaded, gate_dots, load_gate_inputs, store_gates
 from ..common.math import tanh
-
-
-@triton.jit
-def _grid_barrier(p_sync, target):
-    # Every thread's stores must be issued before the one arriving atomic releases them.
-    tl.debug_barrier()
-    tl.atomic_add(p_sync, 1, sem="acq_rel", scope="gpu")
-    seen = tl.atomic_add(p_sync, 0, sem="acquire", scope="gpu")
-    while seen < target:
-        seen = tl.atomic_add(p_sync, 0, sem="acquire", scope="gpu")
-    tl.debug_barrier()
 
 
 @triton.jit
@@ -91,6 +81,9 @@ def forward_kernel(
     HAS_PROJ: tl.constexpr, SAVE: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
     RESIDENT: tl.constexpr = False,  # W_hh slice loaded once before the time loop (BLOCK_K >= P)
     H_ON_CHIP: tl.constexpr = False,  # RESIDENT, one program, no projection: h stays in registers
+    PER_THREAD_POLL: tl.constexpr = False,  # the barrier's wait (common/barrier.py)
+    PREFETCH_GX: tl.constexpr = False,  # step t+1's gx and batch size loaded before the barrier
+    C_N_ONCE: tl.constexpr = False,  # c_n stored at each row's last step only
 ):
     i_n = tl.program_id(0)
     i_m = tl.program_id(1)
@@ -138,13 +131,28 @@ def forward_kernel(
         r_h0 = tl.load(p_h0 + row * P + o_kr[:, None], mask=m_h0, other=0.0)
         r_h = r_h0
 
+    if PREFETCH_GX:
+        # gx and the batch size of the first step; the loop loads each next step's before its
+        # barrier, so the wait hides their latency instead of the step after it paying it.
+        t_nx = tl.where(rev, T - 1, 0)
+        bs_nx = tl.load(p_bs + t_nx, mask=T > 0, other=0)
+        x_i, x_f, x_g, x_o = load_gate_inputs(p_gx + t_nx.to(tl.int64) * s_gx_t + row * s_gx_b + o_j[:, None], H,
+                                              m_j[:, None] & (o_b < bs_nx)[None, :])
+
     t_prev = tl.zeros((), dtype=tl.int32)
     bs_prev = tl.zeros((), dtype=tl.int32)
     n_sync = tl.zeros((), dtype=tl.int32)
     for s in range(T):
         t = tl.where(rev, T - 1 - s, s)
         t64 = t.to(tl.int64)
-        bs = tl.load(p_bs + t)
+        if PREFETCH_GX:
+            bs = bs_nx
+        else:
+            bs = tl.load(p_bs + t)
+        if PREFETCH_GX | C_N_ONCE:
+            # The next step's active rows (0 after the last step).
+            t_n = tl.where(rev, T - 2 - s, s + 1)
+            bs_n = tl.load(p_bs + t_n, mask=s + 1 < T, other=0)
         m_b = o_b < bs
         m_jb = m_j[:, None] & m_b[None, :]
         m_carry = (o_b < bs_prev)[None, :]
@@ -176,15 +184,26 @@ def forward_kernel(
             acc_i, acc_f, acc_g, acc_o = gate_dots(b_wi, b_wf, b_wg, b_wo, b_h, acc_i, acc_f, acc_g, acc_o,
                                                    UPCAST_DOT, DOT_PRECISION)
 
-        p_g = p_gx + t64 * s_gx_t + row * s_gx_b + o_j[:, None]
-        gi, gf, gg, go = activate_gates(p_g, H, m_jb, acc_i, acc_f, acc_g, acc_o)
+        if PREFETCH_GX:
+            gi, gf, gg, go = activate_loaded(x_i, x_f, x_g, x_o, acc_i, acc_f, acc_g, acc_o)
+            x_i, x_f, x_g, x_o = load_gate_inputs(p_gx + t_n.to(tl.int64) * s_gx_t + row * s_gx_b + o_j[:, None],
+                                                  H, m_j[:, None] & (o_b < bs_n)[None, :])
+            bs_nx = bs_n
+        else:
+            p_g = p_gx + t64 * s_gx_t + row * s_gx_b + o_j[:, None]
+            gi, gf, gg, go = activate_gates(p_g, H, m_jb, acc_i, acc_f, acc_g, acc_o)
         c_new = gf * c + gi * gg
         h = go * tanh(c_new)
         c = tl.where(m_b[None, :], c_new, c)
-        # The final state is written as it evolves (a row's last write is its c_n): a store
-        # after the loop would keep its pointer and mask tiles live across all T steps, and
-        # ptxas spills those (sm_80).
-        tl.store(p_cn + row * H + o_j[:, None], c_new.to(p_cn.dtype.element_ty), mask=m_jb)
+        # The final state is stored inside the loop: a store after it would keep its pointer
+        # and mask tiles live across all T steps, and ptxas spills those (sm_80). C_N_ONCE:
+        # only at a row's last step (it is not active at the next one), else every step (a
+        # row's last write is its c_n).
+        if C_N_ONCE:
+            m_cn = m_jb & (o_b >= bs_n)[None, :]
+        else:
+            m_cn = m_jb
+        tl.store(p_cn + row * H + o_j[:, None], c_new.to(p_cn.dtype.element_ty), mask=m_cn)
         if SAVE:
             store_gates(p_gates + (t64 * B + row) * G + o_j[:, None], H, gi, gf, gg, go, m_jb)
             tl.store(p_cs + (t64 * B + row) * H + o_j[:, None], c_new.to(p_cs.dtype.element_ty), mask=m_jb)
@@ -192,7 +211,7 @@ def forward_kernel(
             tl.store(p_hr + (t64 * B + row) * H + o_j[:, None], h.to(p_hr.dtype.element_ty), mask=m_jb)
             if USE_BARRIER:
                 n_sync += 1
-                _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+                grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS, PER_THREAD_POLL)
             else:
                 tl.debug_barrier()  # one program: its warps still exchange rows through memory
             # out^T [BLOCK_P, BLOCK_B] = W_hr[owned columns, :] @ h^T, h rounded to the storage
@@ -217,7 +236,7 @@ def forward_kernel(
                 r_h = h.to(p_out.dtype.element_ty)  # rows inactive here are never carried from here
         if USE_BARRIER:
             n_sync += 1
-            _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+            grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS, PER_THREAD_POLL)
         else:
             tl.debug_barrier()  # one program: its warps still exchange rows through memory
         t_prev = t
@@ -243,6 +262,7 @@ def forward_tiles_kernel(
     N_TILES,  # batch tiles of BLOCK_B rows
     BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
     SAVE: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    PER_THREAD_POLL: tl.constexpr = False,  # the barrier's wait (common/barrier.py)
 ):
     """The resident forward for grids too large to be resident at once: grid (NP, 1, D), each
     program holds its W_hh slice (no projection) and, every step, runs its hidden block for
@@ -293,9 +313,39 @@ def forward_tiles_kernel(
                 store_gates(p_gates + (t64 * B + row) * G + o_j[:, None], H, gi, gf, gg, go, m_jb)
                 tl.store(p_cs + (t64 * B + row) * H + o_j[:, None], c_new.to(p_cs.dtype.element_ty), mask=m_jb)
             tl.store(p_out + (t64 * B + row) * P + o_j[:, None], h.to(p_out.dtype.element_ty), mask=m_jb)
-        _grid_barrier(p_sync + i_d, (s + 1) * NUM_PROGRAMS)
+        grid_barrier(p_sync + i_d, (s + 1) * NUM_PROGRAMS, PER_THREAD_POLL)
         t_prev = t
         bs_prev = bs
+
+
+@triton.jit
+def _backward_step(p_bs, s, T, rev):
+    """Backward step s's time t, the step before it in the forward t_prev, and both steps'
+    active rows (0 where the step does not exist, s >= T included)."""
+    t = tl.where(rev, s, T - 1 - s)
+    t_prev = tl.where(rev, t + 1, t - 1)
+    bs = tl.load(p_bs + t, mask=s < T, other=0)
+    has_prev = (t_prev >= 0) & (t_prev < T) & (s < T)
+    bs_prev = tl.load(p_bs + t_prev, mask=has_prev, other=0)
+    return t, t_prev, bs, bs_prev
+
+
+@triton.jit
+def _saved_state(p_gates, p_cs, p_c0, t, t_prev, bs, bs_prev, B, H, row, o_j, m_j, o_b):
+    """The forward's saved activated gates and cell state at t, and the cell state entering
+    t (c[t_prev], or c0 for rows that start at t), fp32 [BLOCK_H, BLOCK_B]."""
+    m_jb = m_j[:, None] & (o_b < bs)[None, :]
+    p_sg = p_gates + (t.to(tl.int64) * B + row) * (4 * H) + o_j[:, None]
+    gi = tl.load(p_sg, mask=m_jb, other=0.0).to(tl.float32)
+    gf = tl.load(p_sg + H, mask=m_jb, other=0.0).to(tl.float32)
+    gg = tl.load(p_sg + 2 * H, mask=m_jb, other=0.0).to(tl.float32)
+    go = tl.load(p_sg + 3 * H, mask=m_jb, other=0.0).to(tl.float32)
+    c = tl.load(p_cs + (t.to(tl.int64) * B + row) * H + o_j[:, None], mask=m_jb, other=0.0).to(tl.float32)
+    m_carry = (o_b < bs_prev)[None, :]
+    c_prev = tl.load(p_cs + (t_prev.to(tl.int64) * B + row) * H + o_j[:, None], mask=m_jb & m_carry,
+                     other=0.0).to(tl.float32)
+    c_prev += tl.load(p_c0 + row * H + o_j[:, None], mask=m_jb & ~m_carry, other=0.0).to(tl.float32)
+    return gi, gf, gg, go, c, c_prev
 
 
 @triton.jit(do_not_specialize=["T", "NUM_PROGRAMS", "reverse"])
@@ -322,6 +372,9 @@ def backward_kernel(
     HAS_PROJ: tl.constexpr, DOT_PRECISION: tl.constexpr,
     RESIDENT: tl.constexpr = False,  # W_hh^T slice of all 4H rows held for all steps (no projection)
     LOW_DOT: tl.constexpr = False,  # RESIDENT: gate gradients cast to W_hh's dtype (bf16) for the dot
+    PER_THREAD_POLL: tl.constexpr = False,  # the barrier's wait (common/barrier.py)
+    PREFETCH_SAVED: tl.constexpr = False,  # the next step's saved gates and cell states loaded before the barrier
+    DC0_ONCE: tl.constexpr = False,  # d_c0 stored at each row's last step (its first in time) only
 ):
     i_n = tl.program_id(0)
     i_m = tl.program_id(1)
@@ -362,16 +415,18 @@ def backward_kernel(
         if not LOW_DOT:
             r_wt = r_wt.to(tl.float32)
 
+    if PREFETCH_SAVED:
+        # The first step's saved state; each step loads the next one's before its barrier.
+        t, t_prev, bs, bs_prev = _backward_step(p_bs, 0, T, rev)
+        sv_i, sv_f, sv_g, sv_o, sv_c, sv_cp = _saved_state(p_gates, p_cs, p_c0, t, t_prev, bs, bs_prev, B, H, row,
+                                                           o_j, m_j, o_b)
+
     t_next = tl.zeros((), dtype=tl.int32)
     bs_next = tl.zeros((), dtype=tl.int32)
     n_sync = tl.zeros((), dtype=tl.int32)
     for s in range(T):
-        t = tl.where(rev, s, T - 1 - s)
-        t_prev = tl.where(rev, t + 1, t - 1)
+        t, t_prev, bs, bs_prev = _backward_step(p_bs, s, T, rev)
         t64 = t.to(tl.int64)
-        bs = tl.load(p_bs + t)
-        has_prev = (t_prev >= 0) & (t_prev < T)
-        bs_prev = tl.load(p_bs + t_prev, mask=has_prev, other=0)
         m_b = o_b < bs
         m_jb = m_j[:, None] & m_b[None, :]
         m_pb = m_p[:, None] & m_b[None, :]
@@ -405,7 +460,7 @@ def backward_kernel(
             tl.store(p_dhs + (t64 * B + row) * P + o_p[:, None], dh, mask=m_pb)
             if USE_BARRIER:
                 n_sync += 1
-                _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+                grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS, PER_THREAD_POLL)
             else:
                 tl.debug_barrier()  # one program: its warps still exchange rows through memory
             # dhr^T [BLOCK_H, BLOCK_B] = W_hr[:, owned]^T @ dh^T
@@ -422,16 +477,14 @@ def backward_kernel(
             dhr = dh
 
         # Phase B: gate and cell-state gradients of the owned hidden block.
-        p_sg = p_gates + (t64 * B + row) * G + o_j[:, None]
-        gi = tl.load(p_sg, mask=m_jb, other=0.0).to(tl.float32)
-        gf = tl.load(p_sg + H, mask=m_jb, other=0.0).to(tl.float32)
-        gg = tl.load(p_sg + 2 * H, mask=m_jb, other=0.0).to(tl.float32)
-        go = tl.load(p_sg + 3 * H, mask=m_jb, other=0.0).to(tl.float32)
-        c = tl.load(p_cs + (t64 * B + row) * H + o_j[:, None], mask=m_jb, other=0.0).to(tl.float32)
-        m_carry = (o_b < bs_prev)[None, :]
-        c_prev = tl.load(p_cs + (t_prev.to(tl.int64) * B + row) * H + o_j[:, None], mask=m_jb & m_carry,
-                         other=0.0).to(tl.float32)
-        c_prev += tl.load(p_c0 + row * H + o_j[:, None], mask=m_jb & ~m_carry, other=0.0).to(tl.float32)
+        if PREFETCH_SAVED:
+            gi, gf, gg, go, c, c_prev = sv_i, sv_f, sv_g, sv_o, sv_c, sv_cp
+            tn, tn_prev, bsn, bsn_prev = _backward_step(p_bs, s + 1, T, rev)
+            sv_i, sv_f, sv_g, sv_o, sv_c, sv_cp = _saved_state(p_gates, p_cs, p_c0, tn, tn_prev, bsn, bsn_prev,
+                                                               B, H, row, o_j, m_j, o_b)
+        else:
+            gi, gf, gg, go, c, c_prev = _saved_state(p_gates, p_cs, p_c0, t, t_prev, bs, bs_prev, B, H, row,
+                                                     o_j, m_j, o_b)
         tc = tanh(c)
         dc_t = dc + dhr * go * (1.0 - tc * tc)
         p_dg = p_dgates + (t64 * B + row) * G + o_j[:, None]
@@ -440,11 +493,16 @@ def backward_kernel(
         tl.store(p_dg + 2 * H, dc_t * gi * (1.0 - gg * gg), mask=m_jb)
         tl.store(p_dg + 3 * H, dhr * tc * go * (1.0 - go), mask=m_jb)
         dc = tl.where(m_b[None, :], dc_t * gf, dc)
-        # Written every step for the same reason as c_n in the forward.
-        tl.store(p_dc0 + row * H + o_j[:, None], dc_t * gf, mask=m_jb)
+        # Stored inside the loop for the same reason as c_n in the forward. DC0_ONCE: only at
+        # a row's first step in time (it is not active at t_prev), else every step.
+        if DC0_ONCE:
+            m_dc0 = m_jb & (o_b >= bs_prev)[None, :]
+        else:
+            m_dc0 = m_jb
+        tl.store(p_dc0 + row * H + o_j[:, None], dc_t * gf, mask=m_dc0)
         if USE_BARRIER:
             n_sync += 1
-            _grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS)
+            grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS, PER_THREAD_POLL)
         else:
             tl.debug_barrier()  # one program: its warps still exchange rows through memory
         t_next = t

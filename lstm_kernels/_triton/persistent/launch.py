@@ -8,18 +8,22 @@ from ..._base import triton_interpreting
 from ...reference import compute_dtype
 from ..common.batches import all_rows_full, batch_sizes_list, device_batch_sizes, finish_forward
 from ..common.grads import stacked_weight_grads
-from ..common.precision import backward_precision, dot_settings, fp32_ieee
+from ..common.precision import backward_precision, dot_settings, fp32_ieee, saved_dtype
 from ..common.registration import register_tier_scans
 from ..common.variants import current as current_variants
 from .kernels import backward_kernel, forward_kernel, forward_tiles_kernel
 from .tiling import (
     backward_block_k,
     backward_config,
+    backward_polls_per_thread,
     capability_major,
     config_for,
     cooperative_launch,
     does_not_fit,
     h_on_chip,
+    prefetches_gx,
+    prefetches_saved,
+    stores_final_state_once,
     sm_count,
     uses_low_dot,
 )
@@ -47,19 +51,21 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
     alloc = torch.empty if full else torch.zeros
     out = alloc(D, T, B, P, dtype=dtype, device=dev)
     c_n = c0.clone(memory_format=torch.contiguous_format)  # the kernel updates the rows that run
-    gates = torch.empty(D, T, B, G, dtype=cdt, device=dev) if save else gx.new_empty(0, dtype=cdt)
-    cs = torch.empty(D, T, B, H, dtype=cdt, device=dev) if save else gx.new_empty(0, dtype=cdt)
+    sdt = saved_dtype(dtype, variants.saved_in_storage_dtype, variants.saved_bf16, has_proj)
+    gates = torch.empty(D, T, B, G, dtype=sdt, device=dev) if save else gx.new_empty(0, dtype=sdt)
+    cs = torch.empty(D, T, B, H, dtype=sdt, device=dev) if save else gx.new_empty(0, dtype=sdt)
     # Zeroed when packed: d_w_hr multiplies all rows, active or not.
     hr = alloc(D, T, B, H, dtype=cdt, device=dev) if has_proj else gx.new_empty(0, dtype=cdt)
     sync = torch.zeros(D, cfg.grid_m, dtype=torch.int32, device=dev)
     w_hh_c = w_hh.contiguous()
+    poll = variants.per_thread_poll and not triton_interpreting()  # inline PTX: compiled code only
     if cfg.batch_loop:
         c_f = c0.to(torch.float32).contiguous().clone()
         forward_tiles_kernel[(cfg.NP, 1, D)](
             gx, h0.contiguous(), w_hh_c, bs_dev, out, gates, cs, c_n, c_f, sync,
             T, B, H, P, gx.stride(0), gx.stride(1), gx.stride(2), cfg.NP, int(reverse), cfg.NM,
             BLOCK_H=cfg.BLOCK_H, BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, SAVE=save, UPCAST_DOT=upcast,
-            DOT_PRECISION=prec, num_warps=cfg.num_warps, **cooperative_launch(cfg),
+            DOT_PRECISION=prec, PER_THREAD_POLL=poll, num_warps=cfg.num_warps, **cooperative_launch(cfg),
         )
     else:
         forward_kernel[(cfg.NP, cfg.NM, D)](
@@ -69,6 +75,8 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, batch_sizes, reverse, save):
             int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
             BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=has_proj, SAVE=save, UPCAST_DOT=upcast,
             DOT_PRECISION=prec, RESIDENT=cfg.resident, H_ON_CHIP=h_on_chip(cfg, has_proj, variants.h_on_chip),
+            PER_THREAD_POLL=poll, PREFETCH_GX=prefetches_gx(cfg, variants.prefetch_gx),
+            C_N_ONCE=stores_final_state_once(cfg, has_proj, variants.final_state_once),
             num_warps=cfg.num_warps, **cooperative_launch(cfg),
         )
     h_n = torch.stack([finish_forward(out[d], c_n[d], c0[d], bs, reverse != (d == 1))[0] for d in range(D)])
@@ -81,7 +89,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     """The backward of :func:`_launch_forward`; every tensor has the leading [D] dimension."""
     D, T, B, P = out.shape
     H = c0.shape[2]
-    cdt, dev = gates.dtype, out.device
+    cdt, dev = compute_dtype(out.dtype), out.device
     has_proj = w_hr is not None
     variants = current_variants()
     prec = backward_precision(out.dtype, variants.backward_tf32)
@@ -110,6 +118,10 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
         int(reverse), USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
         BLOCK_B=cfg.BLOCK_B, BLOCK_K=backward_block_k(cfg, has_proj, ieee, variants.backward_wide_k),
         HAS_PROJ=has_proj, DOT_PRECISION=prec, RESIDENT=cfg.resident, LOW_DOT=low_dot,
+        PER_THREAD_POLL=backward_polls_per_thread(has_proj, variants.per_thread_poll)
+        and not triton_interpreting(),
+        PREFETCH_SAVED=prefetches_saved(cfg, variants.prefetch_saved),
+        DC0_ONCE=stores_final_state_once(cfg, has_proj, variants.final_state_once),
         num_warps=cfg.backward_warps, **cooperative_launch(cfg),
     )
     d_w_hh, d_w_hr, d_h0 = stacked_weight_grads(d_gates, out, h0, w_hh, w_hr, d_hs if has_proj else None, hs,
@@ -119,4 +131,9 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
 
 # The per-direction scan runs the launchers with D = 1; ``scan_bidirectional`` both directions
 # of a layer in one D = 2 launch (the direction-stacked contract, ops.py).
-scan, scan_bidirectional = register_tier_scans("persistent", _launch_forward, _launch_backward)
+def _saved_dtype(dtype: torch.dtype, has_proj: bool) -> torch.dtype:
+    v = current_variants()
+    return saved_dtype(dtype, v.saved_in_storage_dtype, v.saved_bf16, has_proj)
+
+
+scan, scan_bidirectional = register_tier_scans("persistent", _launch_forward, _launch_backward, _saved_dtype)

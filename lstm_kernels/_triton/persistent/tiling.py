@@ -379,6 +379,45 @@ def h_on_chip(cfg: PersistentConfig, has_proj: bool, allowed: bool = True) -> bo
             and allowed)
 
 
+def stores_final_state_once(cfg: PersistentConfig, has_proj: bool, allowed: bool = True) -> bool:
+    """Whether c_n (forward) and d_c0 (backward) are stored at each row's last step only,
+    not every step: the resident tilings without a projection. The streamed and projection
+    tilings sit at their register cap (FWD_WARPS, BWD_WARPS, PROJ_BWD_WARPS), and the next
+    step's batch size and the narrower store masks made five of them spill 8-24 B on sm_90
+    under Triton 3.9 and four on sm_80 under 3.6 (tests/test_aot.py)."""
+    return allowed and cfg.resident and not has_proj
+
+
+def prefetches_gx(cfg: PersistentConfig, allowed: bool = True) -> bool:
+    """Whether the forward loads the next step's gx before its barrier: the resident tilings
+    only. The streamed ones hold their K chunks' pointer tiles too, and the four gx tiles
+    live across the barrier spill there (fp32, 8-24 B at 16x32 and 32x32; tests/test_aot.py)."""
+    return cfg.resident and allowed
+
+
+# The resident backward's saved-state prefetch (six more fp32 tiles across the barrier) fits
+# the registers up to these tiles: BLOCK_P x BLOCK_B = 64 x 32 and K = 256 spill 24-88 B on
+# sm_90 under Triton 3.6 (tests/test_aot.py).
+SAVED_PREFETCH_MAX_TILE = 64 * 16
+SAVED_PREFETCH_MAX_K = 128
+
+
+def prefetches_saved(cfg: PersistentConfig, allowed: bool = True) -> bool:
+    """Whether the backward loads the next step's saved gates and cell states before its
+    barrier: resident tilings up to the SAVED_PREFETCH bounds. The streamed tilings, near
+    255 registers already (BWD_WARPS), spill with it (sm_80: 64x16 at 8 warps, 32x16 with
+    IEEE dots, 64x16 with a projection)."""
+    return (allowed and cfg.resident and cfg.BLOCK_P * cfg.BLOCK_B <= SAVED_PREFETCH_MAX_TILE
+            and cfg.BLOCK_K <= SAVED_PREFETCH_MAX_K)
+
+
+def backward_polls_per_thread(has_proj: bool, allowed: bool = True) -> bool:
+    """Whether the backward's barrier polls with every thread's acquire load (common/barrier.py):
+    not with a projection, whose 16x16 tiling at 4 warps spills 16 B with it on sm_90 under
+    Triton 3.6 (tests/test_aot.py); the forward polls per thread everywhere."""
+    return allowed and not has_proj
+
+
 def cooperative_launch(cfg: PersistentConfig, interpreting: Optional[bool] = None) -> dict:
     """Launch options: a barrier grid goes out as a cooperative launch on a GPU.
 
