@@ -39,6 +39,7 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import platform  # noqa: E402
 import queue  # noqa: E402
 import re  # noqa: E402
@@ -514,6 +515,10 @@ VARIANT_LABELS = ("triton:persistent/streamed-fwd", "triton:persistent/h-in-memo
                   "triton:persistent/streamed-bwd", "triton:persistent/no-batch-loop",
                   "triton:persistent/narrow-bwd-k",
                   "triton:persistent/ieee-bwd", "triton:persistent/streamed-bwd+ieee-bwd+narrow-bwd-k",
+                  "triton:persistent/atomic-poll", "triton:persistent/no-gx-prefetch",
+                  "triton:persistent/no-saved-prefetch", "triton:persistent/state-every-step",
+                  "triton:persistent/saved-fp32",
+                  "triton:persistent/atomic-poll+no-gx-prefetch+no-saved-prefetch+state-every-step",
                   "triton:fused_step" + GRAPHS)
 
 
@@ -648,6 +653,13 @@ def _time_shape(shape: dict, labels: list, cfg: Config, timer: Timer, rates: dic
         else:
             rows[label]["ms"] = t.median * 1e3
             rows[label]["samples_ms"] = [v * 1e3 for v in t.samples]
+    if shape["mode"] == "training" and cfg.device == "cuda":
+        for label, step in steps.items():
+            beat(f"memory {label} {shape}")
+            try:
+                rows[label]["peak_mib"] = _peak_mib(step)
+            except Exception:
+                rows[label]["error"] = traceback.format_exc()
     for label, step in cold.items():
         beat(f"timing {label} {shape}")
         try:
@@ -663,7 +675,21 @@ def _time_shape(shape: dict, labels: list, cfg: Config, timer: Timer, rates: dic
         if row.get("error"):
             print(f"  {label} ERROR on {shape}: {row['error'].strip().splitlines()[-1]}", flush=True)
         row["cudnn_ms"] = cudnn_ms
+        if "peak_mib" in rows.get("nn.LSTM", {}):
+            row["cudnn_peak_mib"] = rows["nn.LSTM"]["peak_mib"]
     return list(rows.values())
+
+
+def _peak_mib(step: Callable[[], object]) -> float:
+    """MiB one training step allocates beyond what was allocated before it (activations,
+    saved state, workspace and gradient temporaries; the parameters' gradients exist since
+    the warm-up), from the caching allocator's peak."""
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
 
 
 # A cold call measures every candidate (up to dispatch's budget, about a second): timed
@@ -744,6 +770,21 @@ def print_table(rows: list) -> None:
                 cell = f"{r['ms']:.3f} x{r['cudnn_ms'] / r['ms']:.2f}"
             line += f" {cell:>20}"
         print(line)
+    print_memory(rows)
+
+
+def print_memory(rows: list) -> None:
+    """Peak training memory per step over cuDNN's for the same shape and dtype (below 1 is
+    less), geomean and worst per implementation; nothing where no row measured it."""
+    ratios: dict = {}
+    for r in rows:
+        if r.get("peak_mib") and r.get("cudnn_peak_mib") and r["backend"] != "nn.LSTM":
+            ratios.setdefault(r["backend"], []).append(r["peak_mib"] / r["cudnn_peak_mib"])
+    if ratios:
+        print("\npeak training memory / cuDNN's (same dtype):")
+    for label, rs in ratios.items():
+        print(f"  {label:<40} geomean {math.exp(sum(map(math.log, rs)) / len(rs)):.2f}  max {max(rs):.2f}"
+              f"  ({len(rs)} shapes)")
 
 
 def main(argv=None) -> int:
