@@ -86,7 +86,8 @@ import triton.language as tl  # noqa: E402
 
 LEVELS = ("barrier", "exchange", "dot", "cell", "gx", "stores")
 # The barrier's poll load, and the kernel's POLL constexpr for it. Stacks run in this order,
-# so when the time budget cuts the run the package's own poll and the ordered one come first.
+# so when the time budget cuts the run the two polls the package has (atomic-poll, and its
+# default per-thread acquire) come first.
 POLLS = ("atomic", "acquire", "volatile")
 POLL_CODE = {"atomic": 0, "volatile": 1, "acquire": 2}
 NP_DEFAULT = (1, 8, 32, 64, 128)
