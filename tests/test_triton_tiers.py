@@ -113,6 +113,78 @@ def test_persistent_multi_program_tiling_single_step(cfg, resident, monkeypatch)
         check_lstm_against_torch(cfg, "triton", torch.float32)
 
 
+ROW_SPLIT_CONFIGS = [
+    # Three programs of 16 units (the last one part masked) over one batch tile, packed.
+    Config(B=3, T=5, input_size=4, hidden_size=40, bidirectional=True, mode="packed-unsorted"),
+    # Two batch tiles of 16 rows: each program loops over both per step.
+    Config(B=20, T=4, input_size=4, hidden_size=33, num_layers=2, with_hx=False),
+    # One program: no barrier, the gradient carried in registers, the saved state prefetched.
+    Config(B=3, T=4, input_size=5, hidden_size=12, mode="packed"),
+]
+
+
+def _row_split_backward(monkeypatch):
+    def backward_config(B, H, P, has_proj, dtype, n_sm, interpreting=None, directions=1, major=None,
+                        precision=None, variants=None):
+        assert not has_proj
+        BB = 16
+        return persistent.PersistentConfig(BLOCK_H=16, BLOCK_P=16, BLOCK_B=BB, BLOCK_K=triton.next_power_of_2(H),
+                                           NP=triton.cdiv(H, 16), NM=triton.cdiv(B, BB), num_warps=4,
+                                           resident=True, row_split=True)
+
+    monkeypatch.setattr(persistent_launch, "backward_config", backward_config)
+
+
+@pytest.mark.parametrize("cfg", ROW_SPLIT_CONFIGS, ids=config_id)
+def test_row_split_backward_matches_nn_lstm(cfg, monkeypatch):
+    """The row-split resident backward with several programs: each holds its units' W_hh rows
+    and the shares of dh cross programs through memory. Under the interpreter a barrier grid
+    runs one launch per step (``tiling.rows_steps``), so every gradient is checked with the
+    multi-program exchange the GPU runs behind its barrier."""
+    _row_split_backward(monkeypatch)
+    assert persistent.rows_steps(persistent.PersistentConfig(16, 16, 16, 64, NP=3, NM=1, num_warps=4,
+                                                             row_split=True), 5) == [(s, s + 1) for s in range(5)]
+    with force_tier("persistent"):
+        check_lstm_against_torch(cfg, "triton", torch.float32)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=dtype_id)
+def test_row_split_backward_matches_fp64_oracle_low_precision(dtype, monkeypatch):
+    _row_split_backward(monkeypatch)
+    with force_tier("persistent"):
+        check_lstm_against_torch(ROW_SPLIT_CONFIGS[0], "triton", dtype)
+
+
+def test_row_split_backward_tilings_fit_and_need_hopper():
+    """Row-split tilings: the slice within 128 KB in the dot's operand width, >= 128 rows per
+    operand, the share accumulator and the share sum within 16 K elements, a grid resident at
+    once (else a batch loop of NP programs per direction); none before sm_90, with fp32 IEEE
+    dots or where the column slice fits."""
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        size = 2 if dtype == torch.bfloat16 else 4
+        for B in SWEEP_B:
+            for H in (64, 128, 256, 512, 768, 1024, 2048):
+                assert persistent.row_split_backward_config(B, H, dtype, 108, 1, 8) is None
+                if dtype == torch.float32:
+                    assert persistent.row_split_backward_config(B, H, dtype, 132, 1, 9, ieee=True) is None
+                for directions in (1, 2):
+                    cfg = persistent.row_split_backward_config(B, H, dtype, 132, directions, 9)
+                    if cfg is None:
+                        continue
+                    assert cfg.row_split and cfg.resident and H % 16 == 0
+                    assert 4 * cfg.BLOCK_H * cfg.BLOCK_K * size <= 128 * 1024 and cfg.BLOCK_K >= max(H, 128)
+                    assert cfg.BLOCK_K * cfg.BLOCK_B <= 16384
+                    assert triton.next_power_of_2(cfg.NP) * cfg.BLOCK_H * cfg.BLOCK_B <= 16384
+                    assert cfg.NP * cfg.grid_m * directions <= 132
+                    chosen = persistent.backward_config(B, H, H, False, dtype, 132, interpreting=False,
+                                                        directions=directions, major=9, precision="tf32")
+                    column = persistent.resident_backward_config(B, H, H, False, dtype, 132, False, directions, 9)
+                    assert chosen == (column or cfg)
+    # bf16 at H=1024: 64 programs of 16 units; B=128 loops over its batch tiles.
+    big = persistent.row_split_backward_config(128, 1024, torch.bfloat16, 132, 2, 9)
+    assert big is not None and big.batch_loop and big.NP == 64
+
+
 def test_persistent_fp32_ieee_takes_narrow_streamed_tilings():
     # IEEE dots hold their operands in registers: no resident forward, tiles of <= 512
     # elements (16 x 16 with a projection) at 4 warps (8 for the 16 x 16 forward with one);

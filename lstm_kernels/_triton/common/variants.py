@@ -26,6 +26,7 @@ class Variants:
     h_on_chip: bool = True  # a one-program resident forward keeps h in registers between steps
     backward_wide_k: bool = True  # the streamed persistent backward takes K chunks of 32, not 16
     resident_backward: bool = True  # the persistent backward may hold its W_hh^T slice on-chip
+    row_split_backward: bool = True  # ... and, where the column slice does not fit, its units' W_hh rows
     batch_loop: bool = True  # a resident forward too large to be resident at once loops over batch tiles
     backward_tf32: bool = True  # 16-bit models' backward dh matmul runs TF32 (off: IEEE)
     per_thread_poll: bool = True  # the grid barrier waits with every thread's ld.acquire (off: scalar atomic)
@@ -52,6 +53,7 @@ LABELS = {
     "h-in-memory": "h_on_chip",
     "narrow-bwd-k": "backward_wide_k",
     "streamed-bwd": "resident_backward",
+    "no-row-split-bwd": "row_split_backward",
     "no-batch-loop": "batch_loop",
     "ieee-bwd": "backward_tf32",
     "atomic-poll": "per_thread_poll",

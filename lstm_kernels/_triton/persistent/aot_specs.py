@@ -13,7 +13,7 @@ from ..common.dtypes import HALF_DTYPES, TL_DTYPES
 from ..common.precision import saved_dtype
 from ..common.variants import Variants
 from ..specs import KernelSpec
-from .kernels import backward_kernel, forward_kernel, forward_tiles_kernel
+from .kernels import backward_kernel, backward_rows_kernel, forward_kernel, forward_tiles_kernel
 from .tiling import (
     MAX_BLOCK_H,
     PersistentConfig,
@@ -25,6 +25,7 @@ from .tiling import (
     prefetches_saved,
     stores_final_state_once,
     resident_backward_config,
+    row_split_backward_config,
     uses_low_dot,
 )
 
@@ -96,7 +97,10 @@ def aot_key(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, prec: str
 
 
 def aot_backward_key(dtype: torch.dtype, cfg: PersistentConfig) -> tuple:
-    return dtype, dataclasses.replace(cfg, NP=0, NM=0, barrier=cfg.use_barrier)
+    # The row-split kernel compiles in the next power of two of NP (its share sum's width)
+    # and whether it loops over batch tiles.
+    NP = triton.next_power_of_2(cfg.NP) if cfg.row_split else 0
+    return dtype, dataclasses.replace(cfg, NP=NP, NM=0, barrier=cfg.use_barrier)
 
 
 @functools.lru_cache(maxsize=None)
@@ -126,6 +130,9 @@ def aot_specs(arch: int) -> list[KernelSpec]:
     for dtype, has_proj, cfg, prec in aot_configs(n_sm):
         specs += _forward_specs(dtype, has_proj, cfg, prec)
     for dtype, cfg in aot_backward_configs(n_sm, arch // 10):
+        if cfg.row_split:
+            specs.append(_rows_spec(dtype, cfg))
+            continue
         for prec in _aot_precisions(dtype):
             common = dict(USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_P=cfg.BLOCK_P,
                           BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K, HAS_PROJ=False)
@@ -218,6 +225,8 @@ def aot_backward_configs(n_sm: int, major: int) -> list[tuple[torch.dtype, Persi
             if has_proj:
                 continue  # the resident backward takes no projection
             cfg = resident_backward_config(B, H, H, False, dtype, n_sm, False, directions, major)
+            if cfg is None:
+                cfg = row_split_backward_config(B, H, dtype, n_sm, directions, major)
             if cfg is not None:
                 found[aot_backward_key(dtype, cfg)] = None
     return list(found)
@@ -253,4 +262,34 @@ def _bwd_spec(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, common:
         num_warps=cfg.backward_warps,
         label=f"persistent bwd {tdt} {tiling} bwd-BK{consts['BLOCK_K']}" + (f" {prec}" if prec else ""),
         divisible_by_16=div16,
+    )
+
+
+def _rows_spec(dtype: torch.dtype, cfg: PersistentConfig) -> KernelSpec:
+    """The row-split backward's spec (``backward_rows_kernel``): bf16 runs 16-bit operands,
+    fp16 and fp32 TF32 (fp32 IEEE never takes it, ``row_split_backward_config``)."""
+    tdt = TL_DTYPES[dtype]
+    sdt = TL_DTYPES[saved_dtype(dtype, _V.saved_in_storage_dtype, _V.saved_bf16)]
+    low_dot = uses_low_dot(dtype)
+    consts = dict(USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K,
+                  BLOCK_N=cfg.NP, LOW_DOT=low_dot, DOT_PRECISION="ieee" if low_dot else "tf32",
+                  PER_THREAD_POLL=_V.per_thread_poll,
+                  PREFETCH_SAVED=prefetches_saved(cfg, _V.prefetch_saved) and not cfg.batch_loop,
+                  DC0_ONCE=stores_final_state_once(cfg, False, _V.final_state_once) and not cfg.batch_loop,
+                  BATCH_LOOP=cfg.batch_loop)
+    return KernelSpec(
+        kernel=backward_rows_kernel,
+        signature={
+            "p_dout": f"*{tdt}", "p_dhn": f"*{tdt}", "p_w": f"*{tdt}", "p_bs": "*i32", "p_gates": f"*{sdt}",
+            "p_cs": f"*{sdt}", "p_c0": f"*{tdt}", "p_dgates": "*fp32", "p_dc0": "*fp32", "p_part": "*fp32",
+            "p_sync": "*i32", "T": "i32", "B": "i32", "H": "i32", "S0": "i32", "S1": "i32",
+            "s_do_d": "i32", "s_do_t": "i32", "s_do_b": "i32", "NUM_PROGRAMS": "i32", "reverse": "i32",
+            "N_TILES": "i32", **{k: "constexpr" for k in consts},
+        },
+        constexprs=consts,
+        num_warps=cfg.backward_warps,
+        label=(f"persistent bwd-rows {tdt} BH{cfg.BLOCK_H} BB{cfg.BLOCK_B} BK{cfg.BLOCK_K} NP<={cfg.NP}"
+               f"{' barrier' if cfg.use_barrier else ''}{' batch-loop' if cfg.batch_loop else ''}"),
+        divisible_by_16=("p_dout", "p_dhn", "p_w", "p_bs", "p_gates", "p_cs", "p_c0", "p_dgates", "p_dc0", "p_part",
+                         "p_sync", "H", "s_do_d", "s_do_t", "s_do_b"),
     )

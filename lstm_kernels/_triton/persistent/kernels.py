@@ -507,3 +507,183 @@ def backward_kernel(
             tl.debug_barrier()  # one program: its warps still exchange rows through memory
         t_next = t
         bs_next = bs
+
+
+@triton.jit
+def _rows_slice(p_w, o_j, m_j, H, BLOCK_K: tl.constexpr, LOW_DOT: tl.constexpr):
+    """The row-split backward's resident operands: W_hh[g*H + owned units, :]^T, [BLOCK_K, BLOCK_H]
+    for each gate g (rows past H zero), in the dot's operand dtype."""
+    o_k = tl.arange(0, BLOCK_K)
+    p_wg = p_w + o_j[None, :].to(tl.int64) * H + o_k[:, None]
+    m_w = (o_k < H)[:, None] & m_j[None, :]
+    r_wi = tl.load(p_wg, mask=m_w, other=0.0)
+    r_wf = tl.load(p_wg + H * H, mask=m_w, other=0.0)
+    r_wg = tl.load(p_wg + 2 * H * H, mask=m_w, other=0.0)
+    r_wo = tl.load(p_wg + 3 * H * H, mask=m_w, other=0.0)
+    if not LOW_DOT:
+        r_wi = r_wi.to(tl.float32)
+        r_wf = r_wf.to(tl.float32)
+        r_wg = r_wg.to(tl.float32)
+        r_wo = r_wo.to(tl.float32)
+    return r_wi, r_wf, r_wg, r_wo
+
+
+@triton.jit
+def _rows_step(p_part, p_dout, p_dhn, p_dgates, p_dc0, r_wi, r_wf, r_wg, r_wo,
+               s, t, bs, bs_prev, bs_next, B, H, NUM_PROGRAMS, s_do_t, s_do_b,
+               o_b, o_j, m_j, dc, gi, gf, gg, go, c, c_prev,
+               BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, LOW_DOT: tl.constexpr,
+               DOT_PRECISION: tl.constexpr, DC0_ONCE: tl.constexpr):
+    """One backward step of one batch tile in ``backward_rows_kernel``: the owned units' dh
+    from the shares of step s - 1, their gate and cell-state gradients, and this program's
+    share of step s + 1's dh for every column. Returns the carried cell-state gradient."""
+    row = o_b[None, :].to(tl.int64)
+    m_b = o_b < bs
+    m_jb = m_j[:, None] & m_b[None, :]
+    t64 = t.to(tl.int64)
+    G = 4 * H
+    # dh^T [BLOCK_H, BLOCK_B] of the owned units: the NP programs' shares from step s - 1 (parity
+    # (s + 1) % 2; written by other programs: past L1), summed in program order, then the
+    # upstream gradients (h_n's for rows the step s - 1 did not run).
+    o_n = tl.arange(0, BLOCK_N)
+    p_sh = p_part + ((((s + 1) % 2) * NUM_PROGRAMS + o_n[:, None, None]).to(tl.int64) * B
+                     + o_b[None, None, :]) * H + o_j[None, :, None]
+    m_sh = (o_n < NUM_PROGRAMS)[:, None, None] & m_j[None, :, None] & (o_b < bs_next)[None, None, :]
+    dh = tl.sum(tl.load(p_sh, mask=m_sh, other=0.0, cache_modifier=".cg"), axis=0)
+    dh += tl.load(p_dhn + row * H + o_j[:, None], mask=m_jb & (o_b >= bs_next)[None, :], other=0.0).to(tl.float32)
+    dh += tl.load(p_dout + t64 * s_do_t + row * s_do_b + o_j[:, None], mask=m_jb, other=0.0).to(tl.float32)
+
+    tc = tanh(c)
+    dc_t = dc + dh * go * (1.0 - tc * tc)
+    d_i = dc_t * gg * gi * (1.0 - gi)
+    d_f = dc_t * c_prev * gf * (1.0 - gf)
+    d_g = dc_t * gi * (1.0 - gg * gg)
+    d_o = dh * tc * go * (1.0 - go)
+    p_dg = p_dgates + (t64 * B + row) * G + o_j[:, None]
+    tl.store(p_dg, d_i, mask=m_jb)
+    tl.store(p_dg + H, d_f, mask=m_jb)
+    tl.store(p_dg + 2 * H, d_g, mask=m_jb)
+    tl.store(p_dg + 3 * H, d_o, mask=m_jb)
+    dc = tl.where(m_b[None, :], dc_t * gf, dc)
+    if DC0_ONCE:
+        m_dc0 = m_jb & (o_b >= bs_prev)[None, :]
+    else:
+        m_dc0 = m_jb
+    tl.store(p_dc0 + row * H + o_j[:, None], dc_t * gf, mask=m_dc0)
+
+    # This program's share of dh at step s + 1 for all columns, [BLOCK_K, BLOCK_B]
+    # = sum_g W_hh[g*H + owned units, :]^T @ dgates_g^T (inactive rows' gradients are zero).
+    if LOW_DOT:
+        d_i = d_i.to(r_wi.dtype)
+        d_f = d_f.to(r_wi.dtype)
+        d_g = d_g.to(r_wi.dtype)
+        d_o = d_o.to(r_wi.dtype)
+    share = tl.dot(r_wi, d_i, input_precision=DOT_PRECISION)
+    share = tl.dot(r_wf, d_f, share, input_precision=DOT_PRECISION)
+    share = tl.dot(r_wg, d_g, share, input_precision=DOT_PRECISION)
+    share = tl.dot(r_wo, d_o, share, input_precision=DOT_PRECISION)
+    o_k = tl.arange(0, BLOCK_K)
+    i_n = tl.program_id(0)
+    tl.store(p_part + (((s % 2) * NUM_PROGRAMS + i_n).to(tl.int64) * B + row) * H + o_k[:, None], share,
+             mask=(o_k < H)[:, None] & (o_b < B)[None, :])
+    return dc
+
+
+@triton.jit(do_not_specialize=["T", "NUM_PROGRAMS", "reverse", "S0", "S1", "N_TILES"])
+def backward_rows_kernel(
+    p_dout,  # [D, T, B, H] upstream grad of out (strides s_do_d, s_do_t, s_do_b, 1)
+    p_dhn,  # [D, B, H] upstream grad of h_n
+    p_w,  # [D, G, H] W_hh, contiguous
+    p_bs,  # [T] int32 active rows per step (device)
+    p_gates,  # [D, T, B, G] saved activated gates
+    p_cs,  # [D, T, B, H] saved cell states
+    p_c0,  # [D, B, H] initial cell state
+    p_dgates,  # [D, T, B, G] fp32 gate gradients, zero-filled: inactive rows stay zero
+    p_dc0,  # [D, B, H] fp32 grad of the cell state; holds grad of c_n at launch
+    p_part,  # [D, 2, NP, B, H] fp32: each program's share of dh for every column, by step parity
+    p_sync,  # [D, NM] int32 barrier counters, zero at launch
+    T, B, H,
+    S0, S1,  # the launch runs backward steps S0 .. S1 - 1 (0 .. T on a GPU)
+    s_do_d, s_do_t, s_do_b,
+    NUM_PROGRAMS,  # programs per batch tile: the barrier's arrival count
+    reverse,  # 1: direction 0 runs backwards in time (direction 1 always runs opposite to it)
+    N_TILES,  # BATCH_LOOP: batch tiles of BLOCK_B rows each program runs per step
+    USE_BARRIER: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+    LOW_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    PER_THREAD_POLL: tl.constexpr = False,  # the barrier's wait (common/barrier.py)
+    PREFETCH_SAVED: tl.constexpr = False,  # the next step's saved gates and cell states loaded before the barrier
+    DC0_ONCE: tl.constexpr = False,  # d_c0 stored at each row's first step in time only
+    BATCH_LOOP: tl.constexpr = False,  # each program runs every batch tile per step, dc kept in p_dc0
+):
+    """The row-split resident backward (no projection; ``tiling.row_split_backward_config``):
+    grid (NP, NM, D), or (NP, 1, D) with BATCH_LOOP. Program n holds W_hh's rows of hidden
+    units n*BLOCK_H .. for the four gates, computes those units' gate gradients and writes its
+    share of the next step's dh for every column; the owners of the columns sum the shares
+    after the barrier. The carried cell-state gradient stays in registers, or with BATCH_LOOP
+    (several tiles, or a step-by-step launch) in p_dc0 between steps."""
+    i_n = tl.program_id(0)
+    i_m = tl.program_id(1)
+    i_d = tl.program_id(2)
+    rev = (i_d + reverse) % 2 == 1
+    o_j = i_n * BLOCK_H + tl.arange(0, BLOCK_H)  # owned hidden units
+    m_j = o_j < H
+    G = 4 * H
+    d64 = i_d.to(tl.int64)
+    p_dout += d64 * s_do_d
+    p_dhn += d64 * B * H
+    p_w += d64 * G * H
+    p_gates += d64 * T * B * G
+    p_cs += d64 * T * B * H
+    p_c0 += d64 * B * H
+    p_dgates += d64 * T * B * G
+    p_dc0 += d64 * B * H
+    p_part += d64 * 2 * NUM_PROGRAMS * B * H
+    p_sync_m = p_sync + i_d * tl.num_programs(1) + i_m
+    r_wi, r_wf, r_wg, r_wo = _rows_slice(p_w, o_j, m_j, H, BLOCK_K, LOW_DOT)
+
+    # The step before S0 (none at S0 = 0): its active rows received shares.
+    s_p = S0 - 1
+    t_p = tl.where(rev, s_p, T - 1 - s_p)
+    bs_next = tl.load(p_bs + t_p, mask=(s_p >= 0) & (s_p < T), other=0)
+    if not BATCH_LOOP:
+        o_b = i_m * BLOCK_B + tl.arange(0, BLOCK_B)
+        row = o_b[None, :].to(tl.int64)
+        dc = tl.load(p_dc0 + row * H + o_j[:, None], mask=m_j[:, None] & (o_b < B)[None, :], other=0.0)
+        if PREFETCH_SAVED:
+            t, t_prev, bs, bs_prev = _backward_step(p_bs, S0, T, rev)
+            sv_i, sv_f, sv_g, sv_o, sv_c, sv_cp = _saved_state(p_gates, p_cs, p_c0, t, t_prev, bs, bs_prev, B, H,
+                                                               row, o_j, m_j, o_b)
+    n_sync = tl.zeros((), dtype=tl.int32)
+    for s in range(S0, S1):
+        t, t_prev, bs, bs_prev = _backward_step(p_bs, s, T, rev)
+        if BATCH_LOOP:
+            for mt in range(N_TILES):
+                o_b = mt * BLOCK_B + tl.arange(0, BLOCK_B)
+                row = o_b[None, :].to(tl.int64)
+                dc = tl.load(p_dc0 + row * H + o_j[:, None], mask=m_j[:, None] & (o_b < B)[None, :], other=0.0)
+                gi, gf, gg, go, c, c_prev = _saved_state(p_gates, p_cs, p_c0, t, t_prev, bs, bs_prev, B, H, row,
+                                                         o_j, m_j, o_b)
+                _rows_step(p_part, p_dout, p_dhn, p_dgates, p_dc0, r_wi, r_wf, r_wg, r_wo,
+                           s, t, bs, bs_prev, bs_next, B, H, NUM_PROGRAMS, s_do_t, s_do_b,
+                           o_b, o_j, m_j, dc, gi, gf, gg, go, c, c_prev,
+                           BLOCK_K, BLOCK_N, LOW_DOT, DOT_PRECISION, False)
+        else:
+            if PREFETCH_SAVED:
+                gi, gf, gg, go, c, c_prev = sv_i, sv_f, sv_g, sv_o, sv_c, sv_cp
+                tn, tn_prev, bsn, bsn_prev = _backward_step(p_bs, s + 1, T, rev)
+                sv_i, sv_f, sv_g, sv_o, sv_c, sv_cp = _saved_state(p_gates, p_cs, p_c0, tn, tn_prev, bsn, bsn_prev,
+                                                                   B, H, row, o_j, m_j, o_b)
+            else:
+                gi, gf, gg, go, c, c_prev = _saved_state(p_gates, p_cs, p_c0, t, t_prev, bs, bs_prev, B, H, row,
+                                                         o_j, m_j, o_b)
+            dc = _rows_step(p_part, p_dout, p_dhn, p_dgates, p_dc0, r_wi, r_wf, r_wg, r_wo,
+                            s, t, bs, bs_prev, bs_next, B, H, NUM_PROGRAMS, s_do_t, s_do_b,
+                            o_b, o_j, m_j, dc, gi, gf, gg, go, c, c_prev,
+                            BLOCK_K, BLOCK_N, LOW_DOT, DOT_PRECISION, DC0_ONCE)
+        if USE_BARRIER:
+            n_sync += 1
+            grid_barrier(p_sync_m, n_sync * NUM_PROGRAMS, PER_THREAD_POLL)
+        else:
+            tl.debug_barrier()  # one program: its warps still exchange rows through memory
+        bs_next = bs

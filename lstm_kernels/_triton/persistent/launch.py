@@ -3,6 +3,7 @@ launch, grid (NP, NM, D)."""
 from __future__ import annotations
 
 import torch
+import triton
 
 from ..._base import triton_interpreting
 from ...reference import compute_dtype
@@ -11,7 +12,7 @@ from ..common.grads import stacked_weight_grads
 from ..common.precision import backward_precision, dot_settings, fp32_ieee, saved_dtype
 from ..common.registration import register_tier_scans
 from ..common.variants import current as current_variants
-from .kernels import backward_kernel, forward_kernel, forward_tiles_kernel
+from .kernels import backward_kernel, backward_rows_kernel, forward_kernel, forward_tiles_kernel
 from .tiling import (
     backward_block_k,
     backward_config,
@@ -23,6 +24,7 @@ from .tiling import (
     h_on_chip,
     prefetches_gx,
     prefetches_saved,
+    rows_steps,
     stores_final_state_once,
     sm_count,
     uses_low_dot,
@@ -103,13 +105,26 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     d_gates = alloc(D, T, B, 4 * H, dtype=cdt, device=dev)
     d_hs = alloc(D, T, B, P, dtype=cdt, device=dev) if has_proj else d_gates
     d_c0 = torch.empty(D, B, H, dtype=torch.float32, device=dev).copy_(grad_c_n)  # updated by the kernel
-    sync = torch.zeros(D, cfg.NM, dtype=torch.int32, device=dev)
+    sync = torch.zeros(D, cfg.grid_m, dtype=torch.int32, device=dev)
     g_out = grad_out if grad_out.stride(3) == 1 else grad_out.contiguous()
     w_hh_c = w_hh.contiguous()
     ieee = fp32_ieee(out.dtype, prec, triton_interpreting())
     low_dot = cfg.resident and uses_low_dot(out.dtype) and not triton_interpreting()
     if low_dot:
         prec = "ieee"  # 16-bit operands: the precision setting does not apply
+    if cfg.row_split:
+        _run_backward_rows(cfg, g_out, grad_h_n, w_hh_c, bs_dev, gates, cs, c0, d_gates, d_c0, sync,
+                           T, B, H, D, reverse, low_dot, prec, variants)
+    else:
+        _run_backward(cfg, g_out, grad_h_n, grad_c_n, w_hh_c, w_hr, bs_dev, gates, cs, c0, d_gates, d_hs, d_c0,
+                      sync, T, B, H, P, D, reverse, has_proj, low_dot, prec, ieee, variants)
+    d_w_hh, d_w_hr, d_h0 = stacked_weight_grads(d_gates, out, h0, w_hh, w_hr, d_hs if has_proj else None, hs,
+                                                bs, reverse, first_dh=True)
+    return d_gates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_w_hh, d_w_hr
+
+
+def _run_backward(cfg, g_out, grad_h_n, grad_c_n, w_hh_c, w_hr, bs_dev, gates, cs, c0, d_gates, d_hs, d_c0, sync,
+                  T, B, H, P, D, reverse, has_proj, low_dot, prec, ieee, variants):
     backward_kernel[(cfg.NP, cfg.NM, D)](
         g_out, grad_h_n.contiguous(), grad_c_n.contiguous(), w_hh_c,
         w_hr.contiguous() if has_proj else w_hh_c,
@@ -124,9 +139,29 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
         DC0_ONCE=stores_final_state_once(cfg, has_proj, variants.final_state_once),
         num_warps=cfg.backward_warps, **cooperative_launch(cfg),
     )
-    d_w_hh, d_w_hr, d_h0 = stacked_weight_grads(d_gates, out, h0, w_hh, w_hr, d_hs if has_proj else None, hs,
-                                                bs, reverse, first_dh=True)
-    return d_gates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_w_hh, d_w_hr
+
+
+def _run_backward_rows(cfg, g_out, grad_h_n, w_hh_c, bs_dev, gates, cs, c0, d_gates, d_c0, sync,
+                       T, B, H, D, reverse, low_dot, prec, variants):
+    """The row-split backward (``backward_rows_kernel``): each program's dh shares go through a
+    [D, 2, NP, B, H] buffer. ``rows_steps`` gives the launches' step ranges."""
+    shares = torch.empty(D, 2, cfg.NP, B, H, dtype=torch.float32, device=g_out.device)
+    steps = rows_steps(cfg, T)
+    batch_loop = cfg.batch_loop or len(steps) > 1  # the carried gradient must outlive a launch
+    for s0, s1 in steps:
+        backward_rows_kernel[(cfg.NP, cfg.grid_m if len(steps) == 1 else 1, D)](
+            g_out, grad_h_n.contiguous(), w_hh_c, bs_dev, gates.contiguous(), cs.contiguous(), c0.contiguous(),
+            d_gates, d_c0, shares, sync,
+            T, B, H, s0, s1, g_out.stride(0), g_out.stride(1), g_out.stride(2), cfg.NP, int(reverse),
+            cfg.NM if batch_loop else 1,
+            USE_BARRIER=cfg.use_barrier and len(steps) == 1, BLOCK_H=cfg.BLOCK_H, BLOCK_B=cfg.BLOCK_B,
+            BLOCK_K=cfg.BLOCK_K, BLOCK_N=triton.next_power_of_2(cfg.NP), LOW_DOT=low_dot, DOT_PRECISION=prec,
+            PER_THREAD_POLL=variants.per_thread_poll and not triton_interpreting(),
+            PREFETCH_SAVED=prefetches_saved(cfg, variants.prefetch_saved) and not batch_loop,
+            DC0_ONCE=stores_final_state_once(cfg, False, variants.final_state_once) and not batch_loop,
+            BATCH_LOOP=batch_loop, num_warps=cfg.backward_warps,
+            **(cooperative_launch(cfg) if len(steps) == 1 else {}),
+        )
 
 
 # The per-direction scan runs the launchers with D = 1; ``scan_bidirectional`` both directions

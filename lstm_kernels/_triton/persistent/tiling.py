@@ -52,6 +52,9 @@ class PersistentConfig:
     # Resident forward whose NP x NM grid would not be resident at once: NP programs per
     # direction, each running every batch tile per step (``forward_tiles_kernel``).
     batch_loop: bool = False
+    # Backward: the row-split resident tiling (``row_split_backward_config``, run by
+    # ``backward_rows_kernel``): BLOCK_H units' W_hh rows held, shares of dh exchanged.
+    row_split: bool = False
 
     @property
     def grid_m(self) -> int:
@@ -232,12 +235,68 @@ def resident_backward_config(B: int, H: int, P: int, has_proj: bool, dtype: torc
     return PersistentConfig(BP, BP, BB, HK, NP, NM, _RESIDENT_WARPS, resident=True)
 
 
+# Row-split resident backward tilings, for H too large for the column slice above: each
+# program holds the forward's slice, W_hh's rows of its BLOCK_H hidden units for all four
+# gates, as four [P, BLOCK_H] operands (P >= 128 rows: wgmma reads them in place, split over
+# the 8 warps' two warpgroups). It computes its units' gate gradients from its own dh and
+# the saved state, then its share of the next step's dh for every column,
+# [P, BLOCK_B] = W_hh[rows, :]^T @ dgates[rows]^T; after the barrier each program sums the NP
+# shares of its own columns, in program order (deterministic). The slice is kept within
+# 128 KB in the dot's operand width (bf16 16-bit, fp16/fp32 TF32, as above), leaving room
+# for the gate-gradient operands and the share's store; the share accumulator and the
+# [NP, BLOCK_H, BLOCK_B] sum stay within 16 K fp32 elements (64 registers a thread at 8
+# warps). fp32 IEEE dots would hold the slice in registers: those keep the streamed backward.
+_ROWS_BWD_SMEM = 128 * 1024
+_ROWS_BWD_MAX_ELEMS = 16384
+# The owned units' four gate-gradient tiles, BLOCK_H x BLOCK_B: 64 x 64 spills 64-150 B and
+# 32 x 64 spills in the batch loop (sm_90, Triton 3.9); the batch loop, which holds its
+# loop's pointers and the slice's addresses besides, runs 16-row tiles (32 x 32 and 16 x 32
+# spill 16 B there).
+_ROWS_BWD_MAX_TILE = 1024
+_ROWS_BWD_LOOP_BB = 16
+_ROWS_BWD_MIN_K = 128
+_ROWS_BWD_MIN_BH = 16
+_ROWS_BWD_MAX_BH = 64
+
+
+def row_split_backward_config(B: int, H: int, dtype: torch.dtype, n_sm: Optional[int], directions: int,
+                              major: Optional[int], ieee: bool = False,
+                              batch_loop_allowed: bool = True) -> Optional[PersistentConfig]:
+    """The row-split resident backward tiling for this shape (no projection), or None. A grid
+    too large to be resident at once runs NP programs per direction that loop over the batch
+    tiles each step (``batch_loop_allowed``; the "no-batch-loop" variant switches it off)."""
+    if H % 16 or major is None or major < _RESIDENT_BWD_MIN_MAJOR or (ieee and not uses_low_dot(dtype)):
+        return None
+    HK = pow2(H)
+    if HK < _ROWS_BWD_MIN_K:
+        return None
+    size = 2 if uses_low_dot(dtype) else 4
+    BH = min(_ROWS_BWD_MAX_BH, 1 << (_ROWS_BWD_SMEM // (4 * HK * size)).bit_length() - 1)
+    if BH < _ROWS_BWD_MIN_BH:
+        return None
+    NP = triton.cdiv(H, BH)
+    BB = min(block_b(B), _ROWS_BWD_MAX_ELEMS // HK, _ROWS_BWD_MAX_ELEMS // (pow2(NP, 1) * BH),
+             _ROWS_BWD_MAX_TILE // BH)
+    if BB < 16:
+        return None
+    NM = triton.cdiv(B, BB)
+    batch_loop = False
+    if n_sm is not None and NP * NM * directions > n_sm:
+        if not batch_loop_allowed or NP * directions > n_sm:
+            return None
+        batch_loop = True
+        BB = _ROWS_BWD_LOOP_BB
+        NM = triton.cdiv(B, BB)
+    return PersistentConfig(BH, BH, BB, HK, NP, NM, _RESIDENT_WARPS, resident=True, batch_loop=batch_loop,
+                            row_split=True)
+
+
 def backward_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, n_sm: Optional[int],
                     interpreting: Optional[bool] = None, directions: int = 1,
                     major: Optional[int] = None, precision: Optional[str] = None,
                     variants: Optional[Variants] = None) -> Optional[PersistentConfig]:
-    """The backward kernel's tiling: resident where the slice fits (sm_90 and later), else the
-    streamed one. ``precision``: the backward's DOT_PRECISION (see ``persistent_config``);
+    """The backward kernel's tiling: resident where the slice fits (sm_90 and later; the column
+    slice, else the row-split one), else the streamed one. ``precision``: the backward's DOT_PRECISION (see ``persistent_config``);
     ``variants``: the switches (None: ``variants.current()``)."""
     interpreting = triton_interpreting() if interpreting is None else interpreting
     variants = current_variants() if variants is None else variants
@@ -245,6 +304,11 @@ def backward_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, 
         cfg = resident_backward_config(B, H, P, has_proj, dtype, n_sm, interpreting, directions, major)
         if cfg is not None:
             return cfg
+        if variants.row_split_backward and not has_proj and not interpreting:
+            cfg = row_split_backward_config(B, H, dtype, n_sm, directions, major,
+                                            fp32_ieee(dtype, precision, interpreting), variants.batch_loop)
+            if cfg is not None:
+                return cfg
     return persistent_config(B, H, P, has_proj, dtype, n_sm, interpreting=interpreting, directions=directions,
                              resident=False, precision=precision, variants=variants)
 
@@ -406,9 +470,10 @@ def prefetches_saved(cfg: PersistentConfig, allowed: bool = True) -> bool:
     """Whether the backward loads the next step's saved gates and cell states before its
     barrier: resident tilings up to the SAVED_PREFETCH bounds. The streamed tilings, near
     255 registers already (BWD_WARPS), spill with it (sm_80: 64x16 at 8 warps, 32x16 with
-    IEEE dots, 64x16 with a projection)."""
+    IEEE dots, 64x16 with a projection). The row-split backward's K is not a register
+    tile (its slice lives in shared memory), so only the tile bounds it."""
     return (allowed and cfg.resident and cfg.BLOCK_P * cfg.BLOCK_B <= SAVED_PREFETCH_MAX_TILE
-            and cfg.BLOCK_K <= SAVED_PREFETCH_MAX_K)
+            and (cfg.BLOCK_K <= SAVED_PREFETCH_MAX_K or cfg.row_split))
 
 
 def backward_polls_per_thread(has_proj: bool, allowed: bool = True) -> bool:
@@ -416,6 +481,18 @@ def backward_polls_per_thread(has_proj: bool, allowed: bool = True) -> bool:
     not with a projection, whose 16x16 tiling at 4 warps spills 16 B with it on sm_90 under
     Triton 3.6 (tests/test_aot.py); the forward polls per thread everywhere."""
     return allowed and not has_proj
+
+
+def rows_steps(cfg: PersistentConfig, T: int, interpreting: Optional[bool] = None) -> list[tuple[int, int]]:
+    """The step ranges of the row-split backward's launches: one launch of all T steps, but
+    under the interpreter a barrier grid runs one launch per step. The interpreter runs
+    programs one after another, so a spin barrier would deadlock; the launch boundary orders
+    each step's shares before the next step reads them, which lets the tests run several
+    programs (tests/test_triton_tiers.py, test_row_split_backward_matches_nn_lstm)."""
+    interpreting = triton_interpreting() if interpreting is None else interpreting
+    if interpreting and cfg.use_barrier:
+        return [(s, s + 1) for s in range(T)]
+    return [(0, T)]
 
 
 def cooperative_launch(cfg: PersistentConfig, interpreting: Optional[bool] = None) -> dict:
