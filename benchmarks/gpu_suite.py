@@ -517,7 +517,7 @@ VARIANT_LABELS = ("triton:persistent/streamed-fwd", "triton:persistent/h-in-memo
                   "triton:persistent/ieee-bwd", "triton:persistent/streamed-bwd+ieee-bwd+narrow-bwd-k",
                   "triton:persistent/atomic-poll", "triton:persistent/no-gx-prefetch",
                   "triton:persistent/no-saved-prefetch", "triton:persistent/state-every-step",
-                  "triton:persistent/saved-fp32",
+                  "triton:persistent/saved-fp32", "triton:persistent/no-row-split-bwd",
                   "triton:persistent/atomic-poll+no-gx-prefetch+no-saved-prefetch+state-every-step",
                   "triton:fused_step" + GRAPHS)
 

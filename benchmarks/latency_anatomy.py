@@ -127,7 +127,7 @@ def _poll(p_sync, POLL: tl.constexpr):
 
 
 @triton.jit
-def _grid_barrier(p_sync, target, spins, POLL: tl.constexpr, ARRIVE_SEEN: tl.constexpr,
+def grid_barrier(p_sync, target, spins, POLL: tl.constexpr, ARRIVE_SEEN: tl.constexpr,
                   MAX_SPIN: tl.constexpr):
     """Wait until the counter reaches ``target``; returns the poll iterations spent so far."""
     tl.debug_barrier()  # every thread's stores issued before the one arriving atomic
@@ -224,7 +224,7 @@ def anatomy_kernel(
             if LEVEL >= 6:
                 tl.store(p_out + t * B * H + p_own, h.to(p_out.dtype.element_ty), mask=m_own)
                 tl.store(p_cn + p_own, c, mask=m_own)
-        spins = _grid_barrier(p_sync, (t + 1) * NP, spins, POLL, ARRIVE_SEEN, MAX_SPIN)
+        spins = grid_barrier(p_sync, (t + 1) * NP, spins, POLL, ARRIVE_SEEN, MAX_SPIN)
     tl.store(p_stat + pid, spins)
 
 
@@ -508,26 +508,26 @@ def run_all(prob: Problem, todo: list[Variant], n_sm: Optional[int], runs: int, 
     return {"rows": rows, "skipped": skipped}
 
 
-def _fmt(x, spec=".2f") -> str:
+def fmt(x, spec=".2f") -> str:
     return "-" if x is None else format(x, spec)
 
 
 def format_table(rows: list[dict]) -> str:
     head = ["component", "NP", "us/step", "marginal", "delta", "polls/step", "max_err", "status"]
-    body = [[r["component"], str(r["NP"]), _fmt(r["us_per_step"]), _fmt(r["marginal_us_per_step"]),
-             _fmt(r["delta_us"], "+.2f"), _fmt(r["polls_per_step"], ".1f"), _fmt(r.get("max_err"), ".2g"),
+    body = [[r["component"], str(r["NP"]), fmt(r["us_per_step"]), fmt(r["marginal_us_per_step"]),
+             fmt(r["delta_us"], "+.2f"), fmt(r["polls_per_step"], ".1f"), fmt(r.get("max_err"), ".2g"),
              "ok" if r["ok"] else "FAIL: " + "; ".join(r["problems"])] for r in rows]
-    return _aligned(head, body)
+    return aligned(head, body)
 
 
-def _aligned(head: list[str], body: list[list[str]]) -> str:
+def aligned(head: list[str], body: list[list[str]]) -> str:
     widths = [max([len(h)] + [len(b[k]) for b in body]) for k, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip() for b in body]
     return "\n".join(lines)
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return "cpu (Triton interpreter)"
@@ -551,7 +551,7 @@ def main_run(args, nps, polls) -> int:
     prob = Problem(args.B, args.H, args.T, DTYPES[args.dtype], device)
     result = run_all(prob, variants(nps, polls, args.gate_major), n_sm, args.runs, start + args.budget_s)
     result.update(
-        device=_device_name(device), sm_count=n_sm,
+        device=device_name(device), sm_count=n_sm,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         dry_run=bool(args.dry_run), B=args.B, H=args.H, T=args.T, dtype=args.dtype, num_warps=NUM_WARPS,
         runs=args.runs, torch=torch.__version__, triton=triton.__version__,
@@ -645,7 +645,7 @@ def ptx_counts(spec: AnatomySpec, arch: int) -> dict:
 def format_ptx_table(specs, counts) -> str:
     head = ["kernel", *PTX_OPS]
     body = [[s.extra["kernel"], *(str(c[op]) for op in PTX_OPS)] for s, c in zip(specs, counts)]
-    return _aligned(head, body)
+    return aligned(head, body)
 
 
 def main_aot(args, nps, polls) -> int:
@@ -668,7 +668,7 @@ def main_aot(args, nps, polls) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
-def _int_list(text: str) -> list[int]:
+def int_list(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -682,7 +682,7 @@ def parse_args(argv=None):
     parser.add_argument("--H", type=int, default=None, help="hidden size (default 256; 16 with --dry-run)")
     parser.add_argument("--T", type=int, default=None,
                         help="steps per launch (default 512; 4 with --dry-run)")
-    parser.add_argument("--np", type=_int_list, default=None,
+    parser.add_argument("--np", type=int_list, default=None,
                         help=f"programs, comma-separated (default {','.join(map(str, NP_DEFAULT))}; "
                              "1 with --dry-run)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")

@@ -368,7 +368,7 @@ def test_bidirectional_layers_run_both_directions_in_each_launch(tier, kernels, 
 @pytest.mark.parametrize("mode", ["batched", "packed"])
 @pytest.mark.parametrize("changes_off", ["", "streamed-fwd", "h-in-memory", "narrow-bwd-k", "ieee-bwd", "streamed-bwd",
                                          "no-batch-loop", "atomic-poll", "no-gx-prefetch", "no-saved-prefetch",
-                                         "state-every-step", "streamed-fwd+streamed-bwd+narrow-bwd-k",
+                                         "state-every-step", "no-row-split-bwd", "streamed-fwd+streamed-bwd+narrow-bwd-k",
                                          "no-gx-prefetch+no-saved-prefetch+state-every-step"])
 def test_persistent_variants_match_nn_lstm_and_restore_switches(changes_off, mode):
     """Each change can be switched off for side-by-side timing; the result is still nn.LSTM's,
