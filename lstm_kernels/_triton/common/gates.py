@@ -70,7 +70,12 @@ def activate_gates(
     m_jb,  # [BLOCK_H, BLOCK_B] mask of active (unit, row) pairs
     acc_i, acc_f, acc_g, acc_o,  # [BLOCK_H, BLOCK_B] fp32 recurrent pre-activations
 ):
-    """Activated gates (i, f, g, o) in fp32 from the recurrent part plus gx[t]."""
+    """Activated gates (i, f, g, o) in fp32 from the recurrent part plus gx[t].
+
+    Each gate's load sits beside its activation rather than calling ``load_gate_inputs``
+    and ``activate_loaded``: with the four loads first, the streamed fp32 forward's 32 x 32
+    tiles with saved gates spilled 24-64 B (sm_80 under Triton 3.9, sm_90 under 3.6;
+    tests/test_aot.py)."""
     gi = sigmoid(acc_i + tl.load(p_g, mask=m_jb, other=0.0).to(tl.float32))
     gf = sigmoid(acc_f + tl.load(p_g + H, mask=m_jb, other=0.0).to(tl.float32))
     gg = tanh(acc_g + tl.load(p_g + 2 * H, mask=m_jb, other=0.0).to(tl.float32))

@@ -13,7 +13,8 @@ from ..common.dtypes import HALF_DTYPES, TL_DTYPES
 from ..common.precision import saved_dtype
 from ..common.variants import Variants
 from ..specs import KernelSpec
-from .kernels import backward_kernel, backward_rows_kernel, forward_kernel, forward_tiles_kernel
+from .backward_kernels import backward_kernel, backward_rows_kernel
+from .forward_kernels import forward_kernel, forward_tiles_kernel
 from .tiling import (
     MAX_BLOCK_H,
     PersistentConfig,

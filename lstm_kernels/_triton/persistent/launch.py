@@ -12,7 +12,8 @@ from ..common.grads import stacked_weight_grads
 from ..common.precision import backward_precision, dot_settings, fp32_ieee, saved_dtype
 from ..common.registration import register_tier_scans
 from ..common.variants import current as current_variants
-from .kernels import backward_kernel, backward_rows_kernel, forward_kernel, forward_tiles_kernel
+from .backward_kernels import backward_kernel, backward_rows_kernel
+from .forward_kernels import forward_kernel, forward_tiles_kernel
 from .tiling import (
     backward_block_k,
     backward_config,
