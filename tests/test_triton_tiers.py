@@ -161,7 +161,6 @@ def test_row_split_backward_tilings_fit_and_need_hopper():
     once (else a batch loop of NP programs per direction); none before sm_90, with fp32 IEEE
     dots or where the column slice fits."""
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        size = 2 if dtype == torch.bfloat16 else 4
         for B in SWEEP_B:
             for H in (64, 128, 256, 512, 768, 1024, 2048):
                 assert persistent.row_split_backward_config(B, H, dtype, 108, 1, 8) is None
@@ -172,6 +171,7 @@ def test_row_split_backward_tilings_fit_and_need_hopper():
                     if cfg is None:
                         continue
                     assert cfg.row_split and cfg.resident and H % 16 == 0
+                    size = 2 if persistent.uses_low_dot(dtype, cfg) else 4
                     assert 4 * cfg.BLOCK_H * cfg.BLOCK_K * size <= 128 * 1024 and cfg.BLOCK_K >= max(H, 128)
                     assert cfg.BLOCK_K * cfg.BLOCK_B <= 16384
                     assert triton.next_power_of_2(cfg.NP) * cfg.BLOCK_H * cfg.BLOCK_B <= 16384
@@ -180,9 +180,15 @@ def test_row_split_backward_tilings_fit_and_need_hopper():
                                                         directions=directions, major=9, precision="tf32")
                     column = persistent.resident_backward_config(B, H, H, False, dtype, 132, False, directions, 9)
                     assert chosen == (column or cfg)
-    # bf16 at H=1024: 64 programs of 16 units; B=128 loops over its batch tiles.
+    # bf16 at H=1024: 64 programs of 16 units; B=128 loops over its batch tiles. fp16 takes
+    # 16-bit operands only where its TF32 slice would not fit.
     big = persistent.row_split_backward_config(128, 1024, torch.bfloat16, 132, 2, 9)
     assert big is not None and big.batch_loop and big.NP == 64
+    for H, low in ((512, False), (1024, True)):
+        cfg = persistent.row_split_backward_config(16, H, torch.float16, 132, 1, 9)
+        assert cfg is not None and persistent.uses_low_dot(torch.float16, cfg) == low
+    assert not persistent.uses_low_dot(torch.float32, persistent.row_split_backward_config(16, 512, torch.float32,
+                                                                                            132, 1, 9))
 
 
 def test_persistent_fp32_ieee_takes_narrow_streamed_tilings():

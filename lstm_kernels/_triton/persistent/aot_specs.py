@@ -268,10 +268,11 @@ def _bwd_spec(dtype: torch.dtype, has_proj: bool, cfg: PersistentConfig, common:
 
 def _rows_spec(dtype: torch.dtype, cfg: PersistentConfig) -> KernelSpec:
     """The row-split backward's spec (``backward_rows_kernel``): bf16 runs 16-bit operands,
-    fp16 and fp32 TF32 (fp32 IEEE never takes it, ``row_split_backward_config``)."""
+    fp16 TF32 up to K = 512 and 16-bit past it, fp32 TF32 (fp32 IEEE never takes it,
+    ``row_split_backward_config``)."""
     tdt = TL_DTYPES[dtype]
     sdt = TL_DTYPES[saved_dtype(dtype, _V.saved_in_storage_dtype, _V.saved_bf16)]
-    low_dot = uses_low_dot(dtype)
+    low_dot = uses_low_dot(dtype, cfg)
     consts = dict(USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K,
                   BLOCK_N=cfg.NP, LOW_DOT=low_dot, DOT_PRECISION="ieee" if low_dot else "tf32",
                   PER_THREAD_POLL=_V.per_thread_poll,

@@ -110,7 +110,7 @@ def _launch_backward(grad_out, grad_h_n, grad_c_n, h0, c0, w_hh, w_hr, batch_siz
     g_out = grad_out if grad_out.stride(3) == 1 else grad_out.contiguous()
     w_hh_c = w_hh.contiguous()
     ieee = fp32_ieee(out.dtype, prec, triton_interpreting())
-    low_dot = cfg.resident and uses_low_dot(out.dtype) and not triton_interpreting()
+    low_dot = cfg.resident and uses_low_dot(out.dtype, cfg) and not triton_interpreting()
     if low_dot:
         prec = "ieee"  # 16-bit operands: the precision setting does not apply
     if cfg.row_split:

@@ -198,9 +198,25 @@ _RESIDENT_BWD_WIDE_BB_BYTES = 1024
 _RESIDENT_BWD_MIN_MAJOR = 9
 
 
-def uses_low_dot(dtype: torch.dtype) -> bool:
-    """Whether the resident backward's dot takes 16-bit operands (bf16 only, see below)."""
-    return dtype == torch.bfloat16
+def uses_low_dot(dtype: torch.dtype, cfg: Optional[PersistentConfig] = None) -> bool:
+    """Whether the resident backward's dot (tiling ``cfg``) takes 16-bit operands: bf16
+    always (see below); fp16 only in row-split tilings whose TF32 slice would not fit
+    (``rows_low_dot``)."""
+    if dtype == torch.bfloat16:
+        return True
+    return cfg is not None and cfg.row_split and rows_low_dot(dtype, cfg.BLOCK_K)
+
+
+# fp16 row-split slices with K past this take fp16 operands, the gate gradients rounded to
+# fp16 for the dot: in TF32 (4 bytes) even 16-unit slices would be over _ROWS_BWD_SMEM.
+# cuDNN's fp16 backward feeds its GEMMs fp16 gate gradients as well, so the range is the
+# one fp16 training already has (loss scaling backs off on an overflow).
+_ROWS_BWD_FP16_TF32_MAX_K = 512
+
+
+def rows_low_dot(dtype: torch.dtype, HK: int) -> bool:
+    """Whether a row-split slice of K = ``HK`` takes 16-bit operands in ``dtype``."""
+    return dtype == torch.bfloat16 or (dtype == torch.float16 and HK > _ROWS_BWD_FP16_TF32_MAX_K)
 
 
 def resident_backward_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype,
@@ -242,7 +258,8 @@ def resident_backward_config(B: int, H: int, P: int, has_proj: bool, dtype: torc
 # the saved state, then its share of the next step's dh for every column,
 # [P, BLOCK_B] = W_hh[rows, :]^T @ dgates[rows]^T; after the barrier each program sums the NP
 # shares of its own columns, in program order (deterministic). The slice is kept within
-# 128 KB in the dot's operand width (bf16 16-bit, fp16/fp32 TF32, as above), leaving room
+# 128 KB in the dot's operand width (bf16 16-bit, fp16/fp32 TF32 as above, fp16 16-bit past
+# H = 512 where TF32 would not fit, ``rows_low_dot``), leaving room
 # for the gate-gradient operands and the share's store; the share accumulator and the
 # [NP, BLOCK_H, BLOCK_B] sum stay within 16 K fp32 elements (64 registers a thread at 8
 # warps). fp32 IEEE dots would hold the slice in registers: those keep the streamed backward.
@@ -265,12 +282,13 @@ def row_split_backward_config(B: int, H: int, dtype: torch.dtype, n_sm: Optional
     """The row-split resident backward tiling for this shape (no projection), or None. A grid
     too large to be resident at once runs NP programs per direction that loop over the batch
     tiles each step (``batch_loop_allowed``; the "no-batch-loop" variant switches it off)."""
-    if H % 16 or major is None or major < _RESIDENT_BWD_MIN_MAJOR or (ieee and not uses_low_dot(dtype)):
-        return None
     HK = pow2(H)
+    low = rows_low_dot(dtype, HK)
+    if H % 16 or major is None or major < _RESIDENT_BWD_MIN_MAJOR or (ieee and not low):
+        return None
     if HK < _ROWS_BWD_MIN_K:
         return None
-    size = 2 if uses_low_dot(dtype) else 4
+    size = 2 if low else 4
     BH = min(_ROWS_BWD_MAX_BH, 1 << (_ROWS_BWD_SMEM // (4 * HK * size)).bit_length() - 1)
     if BH < _ROWS_BWD_MIN_BH:
         return None
