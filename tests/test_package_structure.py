@@ -1,8 +1,7 @@
 """The package's structural rules, read from the source with ``ast`` (nothing is imported):
 imports between its modules form no cycle, lazy imports inside functions included; no
 module imports a private (``_name``) name from a sibling; library files stay under the
-line limit; and only ``lstm_kernels/scripted/`` scripts with TorchScript. The last three
-skip ``lstm_kernels/_triton/``, which is being restructured on its own.
+line limit; and only ``lstm_kernels/scripted/`` scripts with TorchScript.
 """
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ def _module_name(path: Path) -> str:
 
 
 FILES = {_module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
-OUTSIDE_TRITON = sorted(m for m in FILES if not m.startswith("lstm_kernels._triton"))
+MODULES = sorted(FILES)
 
 
 def _trees():
@@ -86,7 +85,7 @@ def test_no_import_cycles():
             visit(m)
 
 
-@pytest.mark.parametrize("module", OUTSIDE_TRITON)
+@pytest.mark.parametrize("module", MODULES)
 def test_no_private_names_imported_from_siblings(module):
     bad = [f"line {line}: from {target} import {n}"
            for line, target, names in _package_imports(module) for n in names
@@ -94,13 +93,13 @@ def test_no_private_names_imported_from_siblings(module):
     assert not bad, f"{module} imports private names: {bad}"
 
 
-@pytest.mark.parametrize("module", OUTSIDE_TRITON)
+@pytest.mark.parametrize("module", MODULES)
 def test_library_files_stay_under_the_line_limit(module):
     lines = len(FILES[module].read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{FILES[module]} has {lines} lines (limit {MAX_LINES}): split it by purpose"
 
 
-@pytest.mark.parametrize("module", OUTSIDE_TRITON)
+@pytest.mark.parametrize("module", MODULES)
 def test_only_the_scripted_package_calls_torch_jit_script(module):
     if module == "lstm_kernels.scripted" or module.startswith("lstm_kernels.scripted."):
         return
