@@ -52,9 +52,6 @@ if __name__ == "__main__":
         sys.path.insert(0, _ROOT)
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Optional  # noqa: E402
@@ -395,25 +392,11 @@ def check(v: Variant, prob: Problem, bufs: dict) -> dict:
 
 def time_variant(v: Variant, prob: Problem, timer, runs: int) -> dict:
     """Warm-up launch (checked), then the median of ``runs`` launches at T and at T/8."""
-    T, T0 = prob.T, max(prob.T // 8, 1)
     bufs = buffers(v, prob)
-    launch(v, prob, T, bufs)
+    launch(v, prob, prob.T, bufs)  # compiles; its results are the ones checked
     row = check(v, prob, bufs)
-    if row["spin_budget_spent"]:
-        row.update(us_per_step=None, marginal_us_per_step=None)
-        return row
-
-    def median_ms(steps):
-        times = []
-        for _ in range(runs):
-            bufs["sync"].zero_()
-            times.append(timer.time(lambda: launch(v, prob, steps, bufs)))
-        return statistics.median(times)
-
-    ms, ms0 = median_ms(T), median_ms(T0)
-    row["us_per_step"] = ms * 1e3 / T
-    row["marginal_us_per_step"] = (ms - ms0) * 1e3 / (T - T0) if T > T0 else None
-    return row
+    return anatomy.per_step_times(row, lambda steps: launch(v, prob, steps, bufs), bufs["sync"], prob.T, timer,
+                                  runs)
 
 
 def add_deltas(rows: list[dict]) -> None:
@@ -429,72 +412,29 @@ def add_deltas(rows: list[dict]) -> None:
 
 
 def run_all(prob: Problem, todo: list[Variant], n_sm: Optional[int], runs: int, deadline: float) -> dict:
-    rows, skipped = [], []
-    for v in todo:
-        where = {"component": v.component, "level": v.level, "layout": v.layout, "NP": v.NP,
-                 "prefetch": v.prefetch}
-        major = torch.cuda.get_device_capability(prob.device)[0] if prob.device.type == "cuda" else None
-        why = fit_problem(v, prob.B, prob.H, prob.dtype, n_sm, major)
-        if why is None and time.monotonic() > deadline:
-            why = "the run's time budget was spent"
-        if why is not None:
-            skipped.append({**where, "reason": why})
-            continue
-        try:
-            measured = time_variant(v, prob, anatomy.Timer(prob.device), runs)
-        except Exception as e:  # a refused launch fails its row (and the exit status), not the run
-            measured = {"ok": False, "problems": [f"{type(e).__name__}: {str(e).strip()[:300]}"],
-                        "us_per_step": None, "marginal_us_per_step": None, "polls_per_step": None,
-                        "spin_budget_spent": False}
-        rows.append({**where, **measured})
-    add_deltas(rows)
-    return {"rows": rows, "skipped": skipped}
-
-
-def format_table(rows: list[dict]) -> str:
-    fmt = anatomy.fmt
-    head = ["component", "NP", "us/step", "marginal", "delta", "polls/step", "max_err", "status"]
-    body = [[r["component"], str(r["NP"]), fmt(r["us_per_step"]), fmt(r["marginal_us_per_step"]),
-             fmt(r["delta_us"], "+.2f"), fmt(r["polls_per_step"], ".1f"), fmt(r.get("max_err"), ".2g"),
-             "ok" if r["ok"] else "FAIL: " + "; ".join(r["problems"])] for r in rows]
-    return anatomy.aligned(head, body)
+    major = torch.cuda.get_device_capability(prob.device)[0] if prob.device.type == "cuda" else None
+    result = anatomy.run_rows(
+        todo,
+        lambda v: {"component": v.component, "level": v.level, "layout": v.layout, "NP": v.NP,
+                   "prefetch": v.prefetch},
+        lambda v: fit_problem(v, prob.B, prob.H, prob.dtype, n_sm, major),
+        lambda v: time_variant(v, prob, anatomy.Timer(prob.device), runs),
+        deadline)
+    add_deltas(result["rows"])
+    return result
 
 
 def main_run(args, nps, layouts) -> int:
     start = time.monotonic()
-    interp = anatomy.interpreting()
-    if args.dry_run:
-        if not interp:
-            raise RuntimeError("--dry-run runs under TRITON_INTERPRET=1; start it as a script, "
-                               "or import this file with the variable set")
-        device, n_sm = torch.device("cpu"), None
-    else:
-        if interp:
-            raise RuntimeError("TRITON_INTERPRET is set: interpreted timings mean nothing; unset it or use --dry-run")
-        if not torch.cuda.is_available():
-            raise RuntimeError("no CUDA GPU: use --dry-run (CPU rehearsal) or --aot sm_90 (compile only)")
-        device = torch.device("cuda")
-        n_sm = torch.cuda.get_device_properties(device).multi_processor_count
+    device, n_sm = anatomy.run_device(args.dry_run)
     prob = Problem(args.B, args.H, args.T, DTYPES[args.dtype], device)
     result = run_all(prob, variants(nps, layouts), n_sm, args.runs, start + args.budget_s)
-    result.update(
-        device=anatomy.device_name(device), sm_count=n_sm,
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        dry_run=bool(args.dry_run), B=args.B, H=args.H, T=args.T, dtype=args.dtype, num_warps=NUM_WARPS,
-        poll="atomic" if interp else "acquire", runs=args.runs, torch=torch.__version__,
-        triton=triton.__version__, elapsed_s=time.monotonic() - start,
-    )
-    print(f"backward latency anatomy on {result['device']}: B={args.B} H={args.H} T={args.T} {args.dtype}, "
-          f"{NUM_WARPS} warps, {result['poll']} poll, median of {args.runs} (us per step)")
-    print(format_table(result["rows"]))
-    for s in result["skipped"]:
-        print(f"skipped {s['component']} NP={s['NP']}: {s['reason']}")
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "backward_anatomy.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {path} ({result['elapsed_s']:.1f} s)")
-    return 0 if all(r["ok"] for r in result["rows"]) else 1
+    poll = "atomic" if anatomy.interpreting() else "acquire"
+    result.update(dry_run=bool(args.dry_run), B=args.B, H=args.H, T=args.T, dtype=args.dtype, num_warps=NUM_WARPS,
+                  poll=poll, runs=args.runs, **anatomy.run_facts(device, n_sm, start))
+    header = (f"backward latency anatomy on {result['device']}: B={args.B} H={args.H} T={args.T} {args.dtype}, "
+              f"{NUM_WARPS} warps, {poll} poll, median of {args.runs} (us per step)")
+    return anatomy.report(result, header, args.out, "backward_anatomy.json")
 
 
 def aot_specs(B: int, H: int, dtype: torch.dtype, nps, layouts, arch: int) -> list:
@@ -525,18 +465,8 @@ def main_aot(args, nps, layouts) -> int:
     arch = aot.parse_arch(args.aot)
     if anatomy.interpreting():
         raise RuntimeError("--aot compiles real cubins; run it as a script (it turns TRITON_INTERPRET off)")
-    start = time.monotonic()
     specs = aot_specs(args.B, args.H, DTYPES[args.dtype], nps, layouts, arch)
-    reports = aot.check_specs(specs, arch, module="backward_anatomy")
-    print(aot.format_table(reports))
-    for r in reports:
-        if r.error is not None and r.extra.get("traceback"):
-            print(f"\n{r.name} [{r.label}]:\n{r.extra['traceback']}", file=sys.stderr)
-    built = [s for s, r in zip(specs, reports) if r.error is None]
-    print("\nPTX instructions per kernel:")
-    print(anatomy.format_ptx_table(built, [anatomy.ptx_counts(s, arch) for s in built]))
-    print(aot.summary_line(reports, arch) + f" ({time.monotonic() - start:.1f} s)")
-    return 0 if all(r.ok for r in reports) else 1
+    return anatomy.aot_report(specs, arch, "backward_anatomy", "PTX instructions per kernel:")
 
 
 def parse_args(argv=None):
@@ -554,32 +484,11 @@ def parse_args(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="CPU rehearsal under the Triton interpreter")
     parser.add_argument("--aot", default=None, metavar="ARCH", help="compile only, for sm_80 or sm_90")
     args = parser.parse_args(argv)
-    small = args.dry_run
-    args.H = args.H if args.H is not None else (16 if small else 256)
-    args.T = args.T if args.T is not None else (4 if small else 512)
-    nps = args.np if args.np is not None else ([1] if small else list(NP_DEFAULT))
-    if small and any(n != 1 for n in nps):
-        parser.error("--dry-run launches NP=1 only: the interpreter runs programs one after another, "
-                     "so a spin barrier across programs would deadlock")
-    if args.aot is not None:
-        from lstm_kernels.aot import parse_arch
+    nps = anatomy.finish_args(parser, args, NP_DEFAULT)
+    from lstm_kernels.aot import parse_arch
 
-        try:
-            arch = parse_arch(args.aot)
-        except ValueError as e:
-            parser.error(f"--aot: {e}")
-        if arch < 90:
-            parser.error(f"--aot {args.aot}: the resident backward layouts need sm_90 or later, as the tier's")
-        if args.dry_run:
-            parser.error("--aot compiles real kernels and --dry-run interprets them: pick one")
-    elif args.out is None:
-        parser.error("--out is required (or --aot ARCH to compile only)")
-    if args.runs < 1:
-        parser.error(f"--runs must be at least 1; got {args.runs}")
-    try:
-        anatomy.validate(args.B, args.H, args.T, nps)
-    except ValueError as e:
-        parser.error(str(e))
+    if args.aot is not None and parse_arch(args.aot) < 90:
+        parser.error(f"--aot {args.aot}: the resident backward layouts need sm_90 or later, as the tier's")
     layouts = list(LAYOUTS) if args.layout == "all" else [args.layout]
     return args, nps, layouts
 

@@ -443,27 +443,35 @@ class Timer:
         return (time.perf_counter() - t0) * 1e3
 
 
-def time_variant(v: Variant, prob: Problem, timer: Timer, runs: int) -> dict:
-    """Warm-up launch (checked), then the median of ``runs`` launches at T and at T/8."""
-    T, T0 = prob.T, max(prob.T // 8, 1)
-    bufs = buffers(v, prob, T)
-    launch(v, prob, T, bufs)  # compiles; its results are the ones checked
-    row = check(v, prob, T, bufs)
-    if row["spin_budget_spent"]:  # every further launch would spin out its budget too
+def per_step_times(row: dict, launch_at, sync: torch.Tensor, T: int, timer: Timer, runs: int) -> dict:
+    """``row`` (the checked warm-up's) with us_per_step and marginal_us_per_step: the median of
+    ``runs`` launches ``launch_at(steps)`` of T steps and of T/8, the barrier counter ``sync``
+    zeroed before each. A barrier that spun out its budget is not timed (every further launch
+    would spin it out too)."""
+    if row["spin_budget_spent"]:
         row.update(us_per_step=None, marginal_us_per_step=None)
         return row
+    T0 = max(T // 8, 1)
 
     def median_ms(steps):
         times = []
         for _ in range(runs):
-            bufs["sync"].zero_()
-            times.append(timer.time(lambda: launch(v, prob, steps, bufs)))
+            sync.zero_()
+            times.append(timer.time(lambda: launch_at(steps)))
         return statistics.median(times)
 
     ms, ms0 = median_ms(T), median_ms(T0)
     row["us_per_step"] = ms * 1e3 / T
     row["marginal_us_per_step"] = (ms - ms0) * 1e3 / (T - T0) if T > T0 else None
     return row
+
+
+def time_variant(v: Variant, prob: Problem, timer: Timer, runs: int) -> dict:
+    """Warm-up launch (checked), then the median of ``runs`` launches at T and at T/8."""
+    bufs = buffers(v, prob, prob.T)
+    launch(v, prob, prob.T, bufs)  # compiles; its results are the ones checked
+    row = check(v, prob, prob.T, bufs)
+    return per_step_times(row, lambda steps: launch(v, prob, steps, bufs), bufs["sync"], prob.T, timer, runs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,26 +494,39 @@ def add_deltas(rows: list[dict]) -> None:
         r["delta_us"] = r["us_per_step"] - base["us_per_step"] if timed else None
 
 
-def run_all(prob: Problem, todo: list[Variant], n_sm: Optional[int], runs: int, deadline: float) -> dict:
+def run_rows(todo: list, where, why_not, measure, deadline: float) -> dict:
+    """Each variant of ``todo`` in order: ``where(v)`` names its row, ``why_not(v)`` says why it
+    cannot run (None: it can), ``measure(v)`` times and checks it; past ``deadline`` the rest
+    are skipped."""
     rows, skipped = [], []
     for v in todo:
-        where = {"component": v.component, "level": v.level, "poll": v.poll, "arrive_seen": v.arrive_seen,
-                 "NP": v.NP, "gate_major": v.gate_major}
-        why = fit_problem(v, prob.B, prob.H, prob.dtype, n_sm, interpreter=interpreting())
+        named = where(v)
+        why = why_not(v)
         if why is None and time.monotonic() > deadline:
             why = "the run's time budget was spent"
         if why is not None:
-            skipped.append({**where, "reason": why})
+            skipped.append({**named, "reason": why})
             continue
         try:
-            measured = time_variant(v, prob, timer=Timer(prob.device), runs=runs)
+            measured = measure(v)
         except Exception as e:  # a launch the driver refuses fails its row (and the exit status), not the run
             measured = {"ok": False, "problems": [f"{type(e).__name__}: {str(e).strip()[:300]}"],
                         "us_per_step": None, "marginal_us_per_step": None, "polls_per_step": None,
                         "spin_budget_spent": False}
-        rows.append({**where, **measured})
-    add_deltas(rows)
+        rows.append({**named, **measured})
     return {"rows": rows, "skipped": skipped}
+
+
+def run_all(prob: Problem, todo: list[Variant], n_sm: Optional[int], runs: int, deadline: float) -> dict:
+    result = run_rows(
+        todo,
+        lambda v: {"component": v.component, "level": v.level, "poll": v.poll, "arrive_seen": v.arrive_seen,
+                   "NP": v.NP, "gate_major": v.gate_major},
+        lambda v: fit_problem(v, prob.B, prob.H, prob.dtype, n_sm, interpreter=interpreting()),
+        lambda v: time_variant(v, prob, timer=Timer(prob.device), runs=runs),
+        deadline)
+    add_deltas(result["rows"])
+    return result
 
 
 def fmt(x, spec=".2f") -> str:
@@ -533,41 +554,53 @@ def device_name(device: torch.device) -> str:
     return "cpu (Triton interpreter)"
 
 
-def main_run(args, nps, polls) -> int:
-    start = time.monotonic()
-    if args.dry_run:
+def run_device(dry_run: bool) -> tuple[torch.device, Optional[int]]:
+    """(device, SM count) of a run: the CPU under the interpreter for a dry run, else the GPU."""
+    if dry_run:
         if not interpreting():
             raise RuntimeError("--dry-run runs under TRITON_INTERPRET=1; start it as a script, "
                                "or import this file with the variable set")
-        device, n_sm = torch.device("cpu"), None
-    else:
-        if interpreting():
-            raise RuntimeError("TRITON_INTERPRET is set: interpreted timings mean nothing; "
-                               "unset it or use --dry-run")
-        if not torch.cuda.is_available():
-            raise RuntimeError("no CUDA GPU: use --dry-run (CPU rehearsal) or --aot sm_90 (compile only)")
-        device = torch.device("cuda")
-        n_sm = torch.cuda.get_device_properties(device).multi_processor_count
-    prob = Problem(args.B, args.H, args.T, DTYPES[args.dtype], device)
-    result = run_all(prob, variants(nps, polls, args.gate_major), n_sm, args.runs, start + args.budget_s)
-    result.update(
-        device=device_name(device), sm_count=n_sm,
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        dry_run=bool(args.dry_run), B=args.B, H=args.H, T=args.T, dtype=args.dtype, num_warps=NUM_WARPS,
-        runs=args.runs, torch=torch.__version__, triton=triton.__version__,
-        elapsed_s=time.monotonic() - start,
-    )
-    print(f"latency anatomy on {result['device']}: B={args.B} H={args.H} T={args.T} {args.dtype}, "
-          f"{NUM_WARPS} warps, median of {args.runs} (us per step)")
+        return torch.device("cpu"), None
+    if interpreting():
+        raise RuntimeError("TRITON_INTERPRET is set: interpreted timings mean nothing; "
+                           "unset it or use --dry-run")
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA GPU: use --dry-run (CPU rehearsal) or --aot sm_90 (compile only)")
+    device = torch.device("cuda")
+    return device, torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def report(result: dict, header: str, out: str, name: str) -> int:
+    """Print the rows and the skipped ones, write ``out/name``; the exit status (1: a row failed)."""
+    print(header)
     print(format_table(result["rows"]))
     for s in result["skipped"]:
         print(f"skipped {s['component']} NP={s['NP']}: {s['reason']}")
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "latency_anatomy.json")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, name)
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
     print(f"wrote {path} ({result['elapsed_s']:.1f} s)")
     return 0 if all(r["ok"] for r in result["rows"]) else 1
+
+
+def run_facts(device: torch.device, n_sm: Optional[int], start: float) -> dict:
+    """What every result names: device, SM count, date, versions, elapsed time."""
+    return dict(device=device_name(device), sm_count=n_sm,
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                torch=torch.__version__, triton=triton.__version__, elapsed_s=time.monotonic() - start)
+
+
+def main_run(args, nps, polls) -> int:
+    start = time.monotonic()
+    device, n_sm = run_device(args.dry_run)
+    prob = Problem(args.B, args.H, args.T, DTYPES[args.dtype], device)
+    result = run_all(prob, variants(nps, polls, args.gate_major), n_sm, args.runs, start + args.budget_s)
+    result.update(dry_run=bool(args.dry_run), B=args.B, H=args.H, T=args.T, dtype=args.dtype, num_warps=NUM_WARPS,
+                  runs=args.runs, **run_facts(device, n_sm, start))
+    header = (f"latency anatomy on {result['device']}: B={args.B} H={args.H} T={args.T} {args.dtype}, "
+              f"{NUM_WARPS} warps, median of {args.runs} (us per step)")
+    return report(result, header, args.out, "latency_anatomy.json")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -654,15 +687,24 @@ def main_aot(args, nps, polls) -> int:
     arch = aot.parse_arch(args.aot)
     if interpreting():
         raise RuntimeError("--aot compiles real cubins; run it as a script (it turns TRITON_INTERPRET off)")
-    start = time.monotonic()
     specs = aot_specs(args.B, args.H, DTYPES[args.dtype], nps, polls, arch, args.gate_major)
-    reports = aot.check_specs(specs, arch, module="latency_anatomy")
+    return aot_report(specs, arch, "latency_anatomy",
+                      "PTX instructions per kernel (the poll loop's bar.sync and shared-memory broadcast show here):")
+
+
+def aot_report(specs: list, arch: int, module: str, ptx_title: str) -> int:
+    """Compile ``specs`` for ``arch``, print the compile table, the PTX counts and the summary;
+    the exit status (1: a kernel failed, spilled or is over the shared-memory limit)."""
+    from lstm_kernels import aot
+
+    start = time.monotonic()
+    reports = aot.check_specs(specs, arch, module=module)
     print(aot.format_table(reports))
     for r in reports:
         if r.error is not None and r.extra.get("traceback"):
             print(f"\n{r.name} [{r.label}]:\n{r.extra['traceback']}", file=sys.stderr)
     built = [s for s, r in zip(specs, reports) if r.error is None]
-    print("\nPTX instructions per kernel (the poll loop's bar.sync and shared-memory broadcast show here):")
+    print("\n" + ptx_title)
     print(format_ptx_table(built, [ptx_counts(s, arch) for s in built]))
     print(aot.summary_line(reports, arch) + f" ({time.monotonic() - start:.1f} s)")
     return 0 if all(r.ok for r in reports) else 1
@@ -673,6 +715,37 @@ def int_list(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers; got {text!r}") from None
+
+
+def finish_args(parser, args, np_default) -> list[int]:
+    """The arguments both anatomies share, defaulted and checked (``parser.error`` on a bad
+    one): H, T and NP (smaller for a dry run, which launches NP=1 only), --aot against
+    --dry-run, --out, --runs, the sizes. Returns the NP list."""
+    small = args.dry_run
+    args.H = args.H if args.H is not None else (16 if small else 256)
+    args.T = args.T if args.T is not None else (4 if small else 512)
+    nps = args.np if args.np is not None else ([1] if small else list(np_default))
+    if small and any(n != 1 for n in nps):
+        parser.error("--dry-run launches NP=1 only: the interpreter runs programs one after another, "
+                     "so a spin barrier across programs would deadlock")
+    if args.aot is not None:
+        from lstm_kernels.aot import parse_arch
+
+        try:
+            parse_arch(args.aot)
+        except ValueError as e:
+            parser.error(f"--aot: {e}")
+    if args.aot is not None and args.dry_run:
+        parser.error("--aot compiles real kernels and --dry-run interprets them: pick one")
+    if args.aot is None and args.out is None:
+        parser.error("--out is required (or --aot ARCH to compile only)")
+    if args.runs < 1:
+        parser.error(f"--runs must be at least 1; got {args.runs}")
+    try:
+        validate(args.B, args.H, args.T, nps)
+    except ValueError as e:
+        parser.error(str(e))
+    return nps
 
 
 def parse_args(argv=None):
@@ -696,31 +769,8 @@ def parse_args(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="CPU rehearsal under the Triton interpreter")
     parser.add_argument("--aot", default=None, metavar="ARCH", help="compile only, for sm_80 or sm_90")
     args = parser.parse_args(argv)
-    small = args.dry_run
     args.B = args.B if args.B is not None else 16
-    args.H = args.H if args.H is not None else (16 if small else 256)
-    args.T = args.T if args.T is not None else (4 if small else 512)
-    nps = args.np if args.np is not None else ([1] if small else list(NP_DEFAULT))
-    if small and any(n != 1 for n in nps):
-        parser.error("--dry-run launches NP=1 only: the interpreter runs programs one after another, "
-                     "so a spin barrier across programs would deadlock")
-    if args.aot is not None:
-        from lstm_kernels.aot import parse_arch
-
-        try:
-            parse_arch(args.aot)
-        except ValueError as e:
-            parser.error(f"--aot: {e}")
-    if args.aot is not None and args.dry_run:
-        parser.error("--aot compiles real kernels and --dry-run interprets them: pick one")
-    if args.aot is None and args.out is None:
-        parser.error("--out is required (or --aot ARCH to compile only)")
-    if args.runs < 1:
-        parser.error(f"--runs must be at least 1; got {args.runs}")
-    try:
-        validate(args.B, args.H, args.T, nps)
-    except ValueError as e:
-        parser.error(str(e))
+    nps = finish_args(parser, args, NP_DEFAULT)
     polls = list(POLLS) if args.poll == "all" else [args.poll]
     return args, nps, polls
 
