@@ -395,8 +395,8 @@ def time_variant(v: Variant, prob: Problem, timer, runs: int) -> dict:
     bufs = buffers(v, prob)
     launch(v, prob, prob.T, bufs)  # compiles; its results are the ones checked
     row = check(v, prob, bufs)
-    return anatomy.per_step_times(row, lambda steps: launch(v, prob, steps, bufs), bufs["sync"], prob.T, timer,
-                                  runs)
+    return anatomy.per_step_times(row, lambda steps: launch(v, prob, steps, bufs), bufs["sync"].zero_, prob.T,
+                                  timer, runs)
 
 
 def add_deltas(rows: list[dict]) -> None:

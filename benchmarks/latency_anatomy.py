@@ -27,7 +27,9 @@ compiled kernel holding exactly the code of the level before plus one block:
   5 gx        + the input projection: gx[t] [B, 4*H/NP] loaded every step
   6 stores    + out[t] and c_n stored every step: the full step of the persistent tier
 
-Levels 2-6 run once per poll. The first poll's stack also runs gate-major (GATE_MAJOR):
+Levels 2-6 run once per poll, and once as the ``tagged`` stack (TAGGED): no barrier, each h
+word stored with its step's 16-bit tag and read until every tag is the previous step's.
+The first poll's stack also runs gate-major (GATE_MAJOR), and so does the tagged one:
 tiles [NG, B] and gates^T = W slice [4*NG, H] @ h_prev^T, the tier's form, whose >= 64-row
 operand Hopper's wgmma takes (NP=8 at H=256); batch-major M = B = 16 runs mma.sync.
 
@@ -90,6 +92,11 @@ LEVELS = ("barrier", "exchange", "dot", "cell", "gx", "stores")
 # default per-thread acquire) come first.
 POLLS = ("atomic", "acquire", "volatile")
 POLL_CODE = {"atomic": 0, "volatile": 1, "acquire": 2}
+# The stacks of levels 2-6: one per poll, and ``tagged``, which has no barrier at all (each h
+# word carries its step's tag and the readers poll h itself); second, after the tier's own
+# atomic stack, since it tests the largest prediction (docs/latency-anatomy.md).
+STACKS = ("atomic", "tagged", "acquire", "volatile")
+TAG_BITS = 16  # the tagged exchange packs a 16-bit h under a 16-bit step tag in one int32 word
 NP_DEFAULT = (1, 8, 32, 64, 128)
 # The W_hh slice a program keeps on chip for all T steps. Triton keeps it in shared memory
 # (`--aot sm_90`: 72 KiB with h's staging at H=256 NP=8); NP=1 at H=256 would need 512 KiB.
@@ -148,6 +155,7 @@ def anatomy_kernel(
     p_sync,  # [1] int32 barrier counter, zero at launch
     p_stat,  # [NP] int32: poll iterations each program spent
     p_hx,  # [2, B, H] h ping-pong buffer; step t reads buffer (t+1)%2 (h0 in buffer 1), writes t%2
+    #        (TAGGED: int32 words, h's 16 bits under a 16-bit step tag)
     p_w,  # [4H, H] W_hh (gates i, f, g, o)
     p_gx,  # [T, B, 4H] input projection
     p_c0,  # [B, H] fp32 initial c
@@ -158,6 +166,7 @@ def anatomy_kernel(
     B: tl.constexpr, H: tl.constexpr, BH: tl.constexpr, NG: tl.constexpr,
     UPCAST: tl.constexpr, MAX_SPIN: tl.constexpr,
     GATE_MAJOR: tl.constexpr = False,  # tiles [NG, B] and gates^T = W slice @ h_prev^T, as the tier does
+    TAGGED: tl.constexpr = False,  # no barrier: h published with its step's tag, readers poll h itself
 ):
     pid = tl.program_id(0)
     NP = tl.num_programs(0)
@@ -189,7 +198,20 @@ def anatomy_kernel(
     for t in range(T):
         if LEVEL >= 2:
             p_prev = p_hx + ((t + 1) % 2) * B * H
-            b_h = tl.load(p_prev + r_b * H + r_k, cache_modifier=".cg")  # all of h_prev
+            if TAGGED:
+                # All of h_prev once every word carries step t-1's tag (h0's words: 0xFFFF). A
+                # 32-bit word is stored and loaded whole, so a word with the tag holds that
+                # step's h: the data is its own flag, one round trip instead of three.
+                want = (t + 0xFFFF) & 0xFFFF
+                w = tl.load(p_prev + r_b * H + r_k, volatile=True)
+                fresh = tl.min((((w >> 16) & 0xFFFF) == want).to(tl.int32))
+                while (fresh == 0) & (spins < MAX_SPIN):
+                    spins += 1
+                    w = tl.load(p_prev + r_b * H + r_k, volatile=True)
+                    fresh = tl.min((((w >> 16) & 0xFFFF) == want).to(tl.int32))
+                b_h = (w & 0xFFFF).to(tl.uint16).to(p_out.dtype.element_ty, bitcast=True)
+            else:
+                b_h = tl.load(p_prev + r_b * H + r_k, cache_modifier=".cg")  # all of h_prev
             if LEVEL == 2:
                 if GATE_MAJOR:
                     h = tl.broadcast_to(0.5 * tl.sum(b_h.to(tl.float32), axis=0)[None, :] / H, (NG, B))
@@ -220,11 +242,16 @@ def anatomy_kernel(
                 else:
                     c = tl.sigmoid(a_f) * c + tl.sigmoid(a_i) * (2.0 * tl.sigmoid(2.0 * a_g) - 1.0)
                     h = tl.sigmoid(a_o) * (2.0 * tl.sigmoid(2.0 * c) - 1.0)
-            tl.store(p_hx + (t % 2) * B * H + p_own, h.to(p_hx.dtype.element_ty), mask=m_own)
+            if TAGGED:
+                bits = h.to(p_out.dtype.element_ty).to(tl.uint16, bitcast=True).to(tl.int32)
+                tl.store(p_hx + (t % 2) * B * H + p_own, ((t & 0xFFFF) << 16) | bits, mask=m_own)
+            else:
+                tl.store(p_hx + (t % 2) * B * H + p_own, h.to(p_hx.dtype.element_ty), mask=m_own)
             if LEVEL >= 6:
                 tl.store(p_out + t * B * H + p_own, h.to(p_out.dtype.element_ty), mask=m_own)
                 tl.store(p_cn + p_own, c, mask=m_own)
-        spins = grid_barrier(p_sync, (t + 1) * NP, spins, POLL, ARRIVE_SEEN, MAX_SPIN)
+        if not TAGGED:
+            spins = grid_barrier(p_sync, (t + 1) * NP, spins, POLL, ARRIVE_SEEN, MAX_SPIN)
     tl.store(p_stat + pid, spins)
 
 
@@ -262,6 +289,8 @@ def validate(B: int, H: int, T: int, nps) -> None:
         raise ValueError(f"--H must be a power of two >= 16 (the dot's K); got {H}")
     if T < 2:
         raise ValueError(f"--T must be at least 2; got {T}")
+    if T >= 0xFFFE:  # the tagged exchange's 16-bit tags must not wrap onto buffers' initial tags
+        raise ValueError(f"--T must be below {0xFFFE}; got {T}")
     if T * B * 4 * H >= 2 ** 31:  # the kernel's offsets are int32
         raise ValueError(f"T*B*4H = {T * B * 4 * H} elements of gx overflow int32 offsets; "
                          "lower --T, --B or --H")
@@ -281,6 +310,8 @@ def fit_problem(v: Variant, B: int, H: int, dtype: torch.dtype, n_sm: Optional[i
     """Why variant ``v`` cannot run (None when it can); ``interpreter``: under TRITON_INTERPRET."""
     if interpreter and v.poll == "acquire":
         return "the acquire poll is inline PTX, which only a GPU runs"
+    if v.poll == "tagged" and dtype.itemsize * 8 != TAG_BITS:
+        return f"the tagged exchange packs a {TAG_BITS}-bit h beside its tag; {dtype} is not"
     if n_sm is not None and v.NP > n_sm:
         return f"NP={v.NP} programs exceed the {n_sm} SMs: a spin barrier needs them all resident"
     if v.level >= 3:
@@ -297,7 +328,11 @@ def variants(nps, polls, gate_major: bool = True) -> list[Variant]:
     after the first poll's, the same stack gate-major (``gate_major``)."""
     out = [Variant(1, p, a, n) for n in nps for p in POLLS for a in (False, True)]
     for k, p in enumerate(polls):
-        for gm in (False, True) if (gate_major and k == 0) else (False,):
+        if gate_major and k == 0:
+            forms = (False, True)
+        else:  # the tagged stack runs in the tier's form, beside the atomic gate-major one
+            forms = (gate_major and p == "tagged",)
+        for gm in forms:
             out += [Variant(level, p, False, n, gm) for n in nps for level in range(2, len(LEVELS) + 1)]
     return out
 
@@ -305,8 +340,8 @@ def variants(nps, polls, gate_major: bool = True) -> list[Variant]:
 def constexprs(v: Variant, B: int, H: int, upcast: bool) -> dict:
     # The barrier alone does not depend on the slice width: one compile for every NP.
     BH, NG = block_sizes(H, v.NP) if v.level >= 2 else (1, 1)
-    return dict(LEVEL=v.level, POLL=POLL_CODE[v.poll], ARRIVE_SEEN=v.arrive_seen, B=B, H=H, BH=BH, NG=NG,
-                UPCAST=upcast, MAX_SPIN=MAX_SPIN, GATE_MAJOR=v.gate_major)
+    return dict(LEVEL=v.level, POLL=POLL_CODE.get(v.poll, 0), ARRIVE_SEEN=v.arrive_seen, B=B, H=H, BH=BH, NG=NG,
+                UPCAST=upcast, MAX_SPIN=MAX_SPIN, GATE_MAJOR=v.gate_major, TAGGED=v.poll == "tagged")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,17 +371,38 @@ class Problem:
         self.c0 = (torch.rand(self.B, self.H, generator=g) * 2 - 1).to(self.device)
 
 
+def tagged_words(h: torch.Tensor, tag: int) -> torch.Tensor:
+    """int32 words of the tagged exchange: the 16 bits of ``h`` under ``tag``."""
+    bits = h.contiguous().view(torch.int16).to(torch.int32) & 0xFFFF
+    return bits | ((tag << 16) - (1 << 32) if tag >= 0x8000 else tag << 16)
+
+
+def untagged(words: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The h that tagged int32 words carry."""
+    return (words & 0xFFFF).to(torch.int16).view(dtype)
+
+
 def buffers(v: Variant, prob: Problem, T: int) -> dict:
-    """The launch's outputs: sync counter, poll counts, h ping-pong buffer (h0 in buffer 1), out, c_n."""
+    """The launch's outputs: sync counter, poll counts, h ping-pong buffer (h0 in buffer 1), out, c_n.
+
+    Tagged: h0's words carry tag 0xFFFF (what step 0 waits for) and buffer 0's 0xFFFE, which
+    no step up to 65534 waits for, so no reader takes them for step 0's h. ``reset`` restores
+    them (and the counter) before every launch."""
     dev, B, H = prob.device, prob.B, prob.H
-    hx = torch.zeros(2, B, H, dtype=prob.dtype, device=dev)
-    hx[1] = prob.h0
+    if v.poll == "tagged":
+        hx = torch.stack([tagged_words(torch.zeros_like(prob.h0), 0xFFFE), tagged_words(prob.h0, 0xFFFF)])
+    else:
+        hx = torch.zeros(2, B, H, dtype=prob.dtype, device=dev)
+        hx[1] = prob.h0
+    sync = torch.zeros(1, dtype=torch.int32, device=dev)
+    start = hx.clone()
     return dict(
-        sync=torch.zeros(1, dtype=torch.int32, device=dev),
+        sync=sync,
         stat=torch.zeros(v.NP, dtype=torch.int32, device=dev),
         hx=hx,
         out=torch.zeros(T, B, H, dtype=prob.dtype, device=dev),
         cn=torch.zeros(B, H, dtype=torch.float32, device=dev),
+        reset=lambda: (sync.zero_(), hx.copy_(start)),
     )
 
 
@@ -403,15 +459,17 @@ def check(v: Variant, prob: Problem, T: int, bufs: dict) -> dict:
     result: dict[str, Any] = {"ok": True, "problems": []}
     count = int(bufs["sync"].item())
     spins = int(bufs["stat"].max().item())
-    if count != T * v.NP:
-        result["problems"].append(f"barrier count {count} != T*NP = {T * v.NP}")
+    arrivals = 0 if v.poll == "tagged" else T * v.NP  # the tagged exchange has no barrier
+    if count != arrivals:
+        result["problems"].append(f"barrier count {count} != {arrivals} arrivals")
     result["spin_budget_spent"] = spins >= MAX_SPIN
     if spins >= MAX_SPIN:
         result["problems"].append(f"spin budget of {MAX_SPIN} polls exhausted: the barrier never completed")
     result["polls_per_step"] = spins / T
     if v.level >= 2:
         ref = reference(v.level, prob, T)
-        got = {"h": bufs["hx"][(T - 1) % 2].float().cpu()}
+        last = bufs["hx"][(T - 1) % 2]
+        got = {"h": (untagged(last, prob.dtype) if v.poll == "tagged" else last).float().cpu()}
         if v.level >= 6:
             got["out"] = bufs["out"].float().cpu()
             got["c"] = bufs["cn"].cpu()
@@ -443,11 +501,11 @@ class Timer:
         return (time.perf_counter() - t0) * 1e3
 
 
-def per_step_times(row: dict, launch_at, sync: torch.Tensor, T: int, timer: Timer, runs: int) -> dict:
+def per_step_times(row: dict, launch_at, reset, T: int, timer: Timer, runs: int) -> dict:
     """``row`` (the checked warm-up's) with us_per_step and marginal_us_per_step: the median of
-    ``runs`` launches ``launch_at(steps)`` of T steps and of T/8, the barrier counter ``sync``
-    zeroed before each. A barrier that spun out its budget is not timed (every further launch
-    would spin it out too)."""
+    ``runs`` launches ``launch_at(steps)`` of T steps and of T/8, ``reset()`` (the barrier
+    counter zeroed) before each. A barrier that spun out its budget is not timed (every
+    further launch would spin it out too)."""
     if row["spin_budget_spent"]:
         row.update(us_per_step=None, marginal_us_per_step=None)
         return row
@@ -456,7 +514,7 @@ def per_step_times(row: dict, launch_at, sync: torch.Tensor, T: int, timer: Time
     def median_ms(steps):
         times = []
         for _ in range(runs):
-            sync.zero_()
+            reset()
             times.append(timer.time(lambda: launch_at(steps)))
         return statistics.median(times)
 
@@ -471,7 +529,7 @@ def time_variant(v: Variant, prob: Problem, timer: Timer, runs: int) -> dict:
     bufs = buffers(v, prob, prob.T)
     launch(v, prob, prob.T, bufs)  # compiles; its results are the ones checked
     row = check(v, prob, prob.T, bufs)
-    return per_step_times(row, lambda steps: launch(v, prob, steps, bufs), bufs["sync"], prob.T, timer, runs)
+    return per_step_times(row, lambda steps: launch(v, prob, steps, bufs), bufs["reset"], prob.T, timer, runs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,7 +698,8 @@ def aot_specs(B: int, H: int, dtype: torch.dtype, nps, polls, arch: int,
         seen.add(key)
         specs.append(AnatomySpec(
             kernel=anatomy_kernel,
-            signature={**pointers, "T": "i32", **{k: "constexpr" for k in consts}},
+            signature={**pointers, **({"p_hx": "*i32"} if consts["TAGGED"] else {}), "T": "i32",
+                       **{k: "constexpr" for k in consts}},
             constexprs=consts,
             label=f"{v.component} {tdt} B={B} H={H} BH={consts['BH']} NG={consts['NG']}",
             extra={"kernel": f"{v.component} BH={consts['BH']} NG={consts['NG']}"},
@@ -759,8 +818,9 @@ def parse_args(argv=None):
                         help=f"programs, comma-separated (default {','.join(map(str, NP_DEFAULT))}; "
                              "1 with --dry-run)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
-    parser.add_argument("--poll", choices=(*POLLS, "all"), default="all",
-                        help="the barrier poll of levels 2-6 (the barrier alone always times every poll)")
+    parser.add_argument("--poll", choices=(*STACKS, "all"), default="all",
+                        help="the barrier poll of levels 2-6, or tagged (no barrier; the barrier alone always "
+                             "times every poll)")
     parser.add_argument("--no-gate-major", dest="gate_major", action="store_false",
                         help="skip the gate-major stack (gates^T = W slice @ h_prev^T, the tier's form)")
     parser.add_argument("--runs", type=int, default=5, help="timed launches per row (median)")
@@ -771,7 +831,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.B = args.B if args.B is not None else 16
     nps = finish_args(parser, args, NP_DEFAULT)
-    polls = list(POLLS) if args.poll == "all" else [args.poll]
+    polls = list(STACKS) if args.poll == "all" else [args.poll]
     return args, nps, polls
 
 

@@ -46,13 +46,17 @@ def test_dry_run_times_every_level_and_poll_and_matches_torch(anatomy, tmp_path,
     interpretable = [p for p in anatomy.POLLS if p != "acquire"]  # inline PTX: GPU only
     barrier = {(r["poll"], r["arrive_seen"]) for r in rows if r["level"] == 1}
     assert barrier == {(p, a) for p in interpretable for a in (False, True)}
-    stacks = [(p, False) for p in interpretable] + [(anatomy.POLLS[0], True)]  # + the gate-major one
+    # Each interpretable poll's stack, the first one's gate-major twin, and the tagged exchange
+    # (no barrier) in the gate-major form.
+    stacks = [(p, False) for p in interpretable] + [(anatomy.POLLS[0], True), ("tagged", True)]
     assert {(r["poll"], r["gate_major"]) for r in rows if r["level"] >= 2} == set(stacks)
     for poll, gate_major in stacks:
         stack = [r for r in rows if (r["poll"], r["gate_major"]) == (poll, gate_major) and r["level"] >= 2]
         assert [r["level"] for r in stack] == list(range(2, len(anatomy.LEVELS) + 1))
         assert all(r["max_err"] <= anatomy.TOLERANCE[torch.bfloat16] for r in stack)
-        assert all(r["delta_us"] is not None and r["us_per_step"] > 0 for r in stack)
+        assert all(r["us_per_step"] > 0 for r in stack)
+        # Each level against the one before; the tagged exchange has no barrier row below it.
+        assert all(r["delta_us"] is not None for r in stack[poll == "tagged":])
     assert len(result["skipped"]) == 2 + len(anatomy.LEVELS) - 1
     assert all(s["poll"] == "acquire" and "inline PTX" in s["reason"] for s in result["skipped"])
     assert "+stores[atomic]" in capsys.readouterr().out
@@ -66,6 +70,21 @@ def test_the_script_sets_the_interpreter_itself_for_a_dry_run(tmp_path):
     assert re.search(r"^\+stores\[atomic\]\s+1\s", run.stdout, re.MULTILINE), run.stdout
     with open(tmp_path / "latency_anatomy.json") as f:
         assert json.load(f)["dry_run"] is True
+
+
+def test_tagged_exchange_needs_no_barrier_and_refuses_32_bit_h(anatomy, tmp_path):
+    # The tagged stack never touches the barrier's counter; its h words carry the step's tag.
+    prob = anatomy.Problem(16, 16, 5, torch.bfloat16, torch.device("cpu"))
+    v = anatomy.Variant(6, "tagged", False, 1, gate_major=True)
+    bufs = anatomy.buffers(v, prob, 5)
+    anatomy.launch(v, prob, 5, bufs)
+    row = anatomy.check(v, prob, 5, bufs)
+    assert row["ok"] and int(bufs["sync"].item()) == 0, row
+    assert ((bufs["hx"][0] >> 16) & 0xFFFF == 4).all()  # step 4 (the last) wrote buffer 0
+    torch.testing.assert_close(anatomy.untagged(anatomy.tagged_words(prob.h0, 7), torch.bfloat16), prob.h0)
+    bufs["hx"][0, 2, 3] += 1 << 6  # one h, not its tag
+    assert not anatomy.check(v, prob, 5, bufs)["ok"]
+    assert "16-bit" in anatomy.fit_problem(v, 16, 16, torch.float32, None)
 
 
 def test_dry_run_in_float32_matches_the_step_loop_to_fp32_tolerance(anatomy, tmp_path):
@@ -201,6 +220,16 @@ def test_the_kernels_compile_for_sm80_and_sm90_without_spills():
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+
+
+def test_the_tagged_exchange_compiles_without_atomics_or_spills():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, SCRIPT, "--aot", "sm_90", "--np", "8", "--poll", "tagged",
+                          "--no-gate-major"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    ptx = _ptx_table(run.stdout)
+    stores = ptx["+stores[tagged] BH=32 NG=32"]
+    assert stores["atom."] == 0 and stores["ld.volatile"] > 0, stores  # no counter: h is its own flag
 
 
 def _ptx_table(stdout: str) -> dict:
