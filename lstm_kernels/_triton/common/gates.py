@@ -95,3 +95,19 @@ def store_gates(
     tl.store(p_sg + H, gf.to(p_sg.dtype.element_ty), mask=m_jb)
     tl.store(p_sg + 2 * H, gg.to(p_sg.dtype.element_ty), mask=m_jb)
     tl.store(p_sg + 3 * H, go.to(p_sg.dtype.element_ty), mask=m_jb)
+
+
+@triton.jit
+def cell_grads(dh, dc, gi, gf, gg, go, c, c_prev):
+    """The LSTM cell's backward at one step: from the gradients of h and of the cell state
+    reaching it (dh, dc) and the step's saved activated gates and cell states (c, and c_prev
+    entering the step), the cell-state gradient inside the step dc_t and the four gates'
+    pre-activation gradients. The gradient carried to the step before is dc_t * gf.
+    tanh(c) is recomputed rather than saved: one more exp is cheaper than T*B*H more memory."""
+    tc = tanh(c)
+    dc_t = dc + dh * go * (1.0 - tc * tc)
+    d_i = dc_t * gg * gi * (1.0 - gi)
+    d_f = dc_t * c_prev * gf * (1.0 - gf)
+    d_g = dc_t * gi * (1.0 - gg * gg)
+    d_o = dh * tc * go * (1.0 - go)
+    return dc_t, d_i, d_f, d_g, d_o

@@ -3,7 +3,7 @@ epilogue, and its backward (see the package docstring)."""
 import triton
 import triton.language as tl
 
-from ..common.gates import activate_gates, gate_dots, store_gates
+from ..common.gates import activate_gates, cell_grads, gate_dots, store_gates
 from ..common.math import tanh
 
 
@@ -156,12 +156,11 @@ def backward_kernel(
     c_prev = tl.load(p_cs + ((dT + t_prev) * B + row) * H + o_j[:, None], mask=m_jb & m_carry,
                      other=0.0).to(tl.float32)
     c_prev += tl.load(p_c0 + d_row * H + o_j[:, None], mask=m_jb & ~m_carry, other=0.0).to(tl.float32)
-    tc = tanh(c)
     p_dcj = p_dc + d_row * H + o_j[:, None]
-    dc = tl.load(p_dcj, mask=m_jb, other=0.0) + dh * go * (1.0 - tc * tc)
+    dc, d_i, d_f, d_g, d_o = cell_grads(dh, tl.load(p_dcj, mask=m_jb, other=0.0), gi, gf, gg, go, c, c_prev)
     p_dg = p_dgates + step_row * G + o_j[:, None]
-    tl.store(p_dg, dc * gg * gi * (1.0 - gi), mask=m_jb)
-    tl.store(p_dg + H, dc * c_prev * gf * (1.0 - gf), mask=m_jb)
-    tl.store(p_dg + 2 * H, dc * gi * (1.0 - gg * gg), mask=m_jb)
-    tl.store(p_dg + 3 * H, dh * tc * go * (1.0 - go), mask=m_jb)
+    tl.store(p_dg, d_i, mask=m_jb)
+    tl.store(p_dg + H, d_f, mask=m_jb)
+    tl.store(p_dg + 2 * H, d_g, mask=m_jb)
+    tl.store(p_dg + 3 * H, d_o, mask=m_jb)
     tl.store(p_dcj, dc * gf, mask=m_jb)

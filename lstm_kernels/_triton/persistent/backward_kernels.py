@@ -5,6 +5,7 @@ import triton
 import triton.language as tl
 
 from ..common.barrier import grid_barrier
+from ..common.gates import cell_grads
 from ..common.math import tanh
 
 
@@ -175,6 +176,9 @@ def backward_kernel(
         else:
             gi, gf, gg, go, c, c_prev = _saved_state(p_gates, p_cs, p_c0, t, t_prev, bs, bs_prev, B, H, row,
                                                      o_j, m_j, o_b)
+        # common/gates.cell_grads inline, each gradient stored as it is computed: with the four
+        # computed first, the projection tilings at 8 warps (80 registers) spilled 8-16 B on
+        # sm_90 under Triton 3.9 (tests/test_aot.py).
         tc = tanh(c)
         dc_t = dc + dhr * go * (1.0 - tc * tc)
         p_dg = p_dgates + (t64 * B + row) * G + o_j[:, None]
@@ -243,12 +247,7 @@ def _rows_step(p_part, p_dout, p_dhn, p_dgates, p_dc0, r_wi, r_wf, r_wg, r_wo,
     dh += tl.load(p_dhn + row * H + o_j[:, None], mask=m_jb & (o_b >= bs_next)[None, :], other=0.0).to(tl.float32)
     dh += tl.load(p_dout + t64 * s_do_t + row * s_do_b + o_j[:, None], mask=m_jb, other=0.0).to(tl.float32)
 
-    tc = tanh(c)
-    dc_t = dc + dh * go * (1.0 - tc * tc)
-    d_i = dc_t * gg * gi * (1.0 - gi)
-    d_f = dc_t * c_prev * gf * (1.0 - gf)
-    d_g = dc_t * gi * (1.0 - gg * gg)
-    d_o = dh * tc * go * (1.0 - go)
+    dc_t, d_i, d_f, d_g, d_o = cell_grads(dh, dc, gi, gf, gg, go, c, c_prev)
     p_dg = p_dgates + (t64 * B + row) * G + o_j[:, None]
     tl.store(p_dg, d_i, mask=m_jb)
     tl.store(p_dg + H, d_f, mask=m_jb)

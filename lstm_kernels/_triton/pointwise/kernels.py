@@ -2,6 +2,7 @@
 import triton
 import triton.language as tl
 
+from ..common.gates import cell_grads
 from ..common.math import sigmoid, tanh
 
 # Arguments that change from step to step; every other integer is fixed for a whole scan.
@@ -119,13 +120,7 @@ def backward_kernel(
     b_c = tl.load(p_cs + o_step, mask=m, other=0.0).to(cdt)
     b_c_prev = tl.load(p_c_prev + o_step, mask=m, other=0.0).to(cdt)
 
-    # tanh(c) is recomputed rather than saved: one more exp is cheaper than T*B*H more memory.
-    b_tc = tanh(b_c)
-    b_dc = b_dc + b_dh * b_o * (1.0 - b_tc * b_tc)
-    b_di = b_dc * b_g * b_i * (1.0 - b_i)
-    b_df = b_dc * b_c_prev * b_f * (1.0 - b_f)
-    b_dg = b_dc * b_i * (1.0 - b_g * b_g)
-    b_do = b_dh * b_tc * b_o * (1.0 - b_o)
+    b_dc, b_di, b_df, b_dg, b_do = cell_grads(b_dh, b_dc, b_i, b_f, b_g, b_o, b_c, b_c_prev)
 
     dt_out = p_dgates.dtype.element_ty
     tl.store(p_dgates + o_gates, b_di.to(dt_out), mask=m)
