@@ -27,6 +27,7 @@ from .tiling import (
     stores_final_state_once,
     resident_backward_config,
     row_split_backward_config,
+    rows_switches,
     uses_low_dot,
 )
 
@@ -275,10 +276,7 @@ def _rows_spec(dtype: torch.dtype, cfg: PersistentConfig) -> KernelSpec:
     low_dot = uses_low_dot(dtype, cfg)
     consts = dict(USE_BARRIER=cfg.use_barrier, BLOCK_H=cfg.BLOCK_H, BLOCK_B=cfg.BLOCK_B, BLOCK_K=cfg.BLOCK_K,
                   BLOCK_N=cfg.NP, LOW_DOT=low_dot, DOT_PRECISION="ieee" if low_dot else "tf32",
-                  PER_THREAD_POLL=_V.per_thread_poll,
-                  PREFETCH_SAVED=prefetches_saved(cfg, _V.prefetch_saved) and not cfg.batch_loop,
-                  DC0_ONCE=stores_final_state_once(cfg, False, _V.final_state_once) and not cfg.batch_loop,
-                  BATCH_LOOP=cfg.batch_loop)
+                  PER_THREAD_POLL=_V.per_thread_poll, **rows_switches(cfg, _V))
     return KernelSpec(
         kernel=backward_rows_kernel,
         signature={

@@ -26,6 +26,7 @@ from .tiling import (
     prefetches_gx,
     prefetches_saved,
     rows_steps,
+    rows_switches,
     stores_final_state_once,
     sm_count,
     uses_low_dot,
@@ -148,19 +149,17 @@ def _run_backward_rows(cfg, g_out, grad_h_n, w_hh_c, bs_dev, gates, cs, c0, d_ga
     [D, 2, NP, B, H] buffer. ``rows_steps`` gives the launches' step ranges."""
     shares = torch.empty(D, 2, cfg.NP, B, H, dtype=torch.float32, device=g_out.device)
     steps = rows_steps(cfg, T)
-    batch_loop = cfg.batch_loop or len(steps) > 1  # the carried gradient must outlive a launch
+    switches = rows_switches(cfg, variants, stepwise=len(steps) > 1)
     for s0, s1 in steps:
         backward_rows_kernel[(cfg.NP, cfg.grid_m if len(steps) == 1 else 1, D)](
             g_out, grad_h_n.contiguous(), w_hh_c, bs_dev, gates.contiguous(), cs.contiguous(), c0.contiguous(),
             d_gates, d_c0, shares, sync,
             T, B, H, s0, s1, g_out.stride(0), g_out.stride(1), g_out.stride(2), cfg.NP, int(reverse),
-            cfg.NM if batch_loop else 1,
+            cfg.NM if switches["BATCH_LOOP"] else 1,
             USE_BARRIER=cfg.use_barrier and len(steps) == 1, BLOCK_H=cfg.BLOCK_H, BLOCK_B=cfg.BLOCK_B,
             BLOCK_K=cfg.BLOCK_K, BLOCK_N=triton.next_power_of_2(cfg.NP), LOW_DOT=low_dot, DOT_PRECISION=prec,
-            PER_THREAD_POLL=variants.per_thread_poll and not triton_interpreting(),
-            PREFETCH_SAVED=prefetches_saved(cfg, variants.prefetch_saved) and not batch_loop,
-            DC0_ONCE=stores_final_state_once(cfg, False, variants.final_state_once) and not batch_loop,
-            BATCH_LOOP=batch_loop, num_warps=cfg.backward_warps,
+            PER_THREAD_POLL=variants.per_thread_poll and not triton_interpreting(), **switches,
+            num_warps=cfg.backward_warps,
             **(cooperative_launch(cfg) if len(steps) == 1 else {}),
         )
 

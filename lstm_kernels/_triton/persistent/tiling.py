@@ -314,8 +314,9 @@ def backward_config(B: int, H: int, P: int, has_proj: bool, dtype: torch.dtype, 
                     major: Optional[int] = None, precision: Optional[str] = None,
                     variants: Optional[Variants] = None) -> Optional[PersistentConfig]:
     """The backward kernel's tiling: resident where the slice fits (sm_90 and later; the column
-    slice, else the row-split one), else the streamed one. ``precision``: the backward's DOT_PRECISION (see ``persistent_config``);
-    ``variants``: the switches (None: ``variants.current()``)."""
+    slice, else the row-split one), else the streamed one. ``precision``: the backward's
+    DOT_PRECISION (see ``persistent_config``); ``variants``: the switches (None:
+    ``variants.current()``)."""
     interpreting = triton_interpreting() if interpreting is None else interpreting
     variants = current_variants() if variants is None else variants
     if variants.resident_backward:
@@ -499,6 +500,17 @@ def backward_polls_per_thread(has_proj: bool, allowed: bool = True) -> bool:
     not with a projection, whose 16x16 tiling at 4 warps spills 16 B with it on sm_90 under
     Triton 3.6 (tests/test_aot.py); the forward polls per thread everywhere."""
     return allowed and not has_proj
+
+
+def rows_switches(cfg: PersistentConfig, variants: Variants, stepwise: bool = False) -> dict:
+    """The row-split backward's constexpr switches for tiling ``cfg``, as the launcher sends
+    them and the AOT check compiles them. With BATCH_LOOP (several batch tiles per program,
+    or a ``stepwise`` launch, ``rows_steps``) the cell-state gradient lives in d_c0 between
+    steps, so it is stored every step and nothing is carried across the barrier."""
+    batch_loop = cfg.batch_loop or stepwise
+    return dict(BATCH_LOOP=batch_loop,
+                PREFETCH_SAVED=prefetches_saved(cfg, variants.prefetch_saved) and not batch_loop,
+                DC0_ONCE=stores_final_state_once(cfg, False, variants.final_state_once) and not batch_loop)
 
 
 def rows_steps(cfg: PersistentConfig, T: int, interpreting: Optional[bool] = None) -> list[tuple[int, int]]:
